@@ -1,0 +1,196 @@
+"""Regular and semantic adapters hooked into segment-anything's image encoder (DESIGN 2.3).
+
+The adapters are attached with forward hooks on each encoder block's `attn` and `mlp`, so
+SAM's own modules, code and state-dict keys stay untouched; the adapters' parameters live
+in `EncoderAdapters` (keys `adapters.{block}.regular.*` / `adapters.{block}.semantic.*`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import AdapterConfig
+
+
+class RegularAdapter(nn.Module):
+    """Bottleneck MLP parallel to attention: a + alpha * (a + fc2(gelu(fc1(a)))).
+
+    The inner `a +` is the released code's skip connection, kept for checkpoint parity.
+    """
+
+    def __init__(self, width: int, hidden: int, alpha: float):
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+        self.alpha = alpha
+
+    def forward(self, attention_out: torch.Tensor) -> torch.Tensor:
+        """attention_out: [..., C] -> same shape."""
+        branch = attention_out + self.fc2(F.gelu(self.fc1(attention_out)))
+        return attention_out + self.alpha * branch
+
+
+@dataclass
+class Guidance:
+    """Per-forward semantic inputs shared by every semantic adapter.
+
+    text: [P, D] guide text features (one row per image-class pair);
+    vision: [P, 1+N, D] normalised CLIP tokens plus each token's similarity (or None when
+    both the vision and similarity inputs are switched off).
+    """
+
+    text: torch.Tensor | None
+    vision: torch.Tensor | None
+
+
+class SemanticAdapter(nn.Module):
+    """Bottleneck MLP parallel to SAM's MLP, fed with CLIP text and vision features.
+
+    Returns alpha * fc2(gelu(fc1(xn + gelu(W_t t) + resize(W_v (V + s))))).
+    """
+
+    def __init__(self, width: int, hidden: int, guide_dim: int, config: AdapterConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+        self.text_projection = nn.Linear(guide_dim, width) if config.use_text else None
+        uses_vision = config.use_vision or config.use_similarity
+        self.vision_projection = nn.Linear(guide_dim, width) if uses_vision else None
+        self.alpha = config.alpha
+
+    def forward(self, normed: torch.Tensor, guidance: Guidance) -> torch.Tensor:
+        """normed: norm2(x), [P, H, W, C] -> the adapter branch, same shape."""
+        inputs = normed
+        if self.text_projection is not None and guidance.text is not None:
+            text = F.gelu(self.text_projection(guidance.text.to(normed.dtype)))
+            inputs = inputs + text[:, None, None, :]
+        if self.vision_projection is not None and guidance.vision is not None:
+            inputs = inputs + self._project_vision(guidance.vision.to(normed.dtype), normed.shape)
+        return self.alpha * self.fc2(F.gelu(self.fc1(inputs)))
+
+    def _project_vision(self, vision: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """[P, 1+N, D] -> projected patch tokens resized to the encoder grid, [P, H, W, C]."""
+        projected = self.vision_projection(vision)[:, 1:]
+        side = int(round(projected.shape[1] ** 0.5))
+        grid = projected.transpose(1, 2).reshape(projected.shape[0], -1, side, side)
+        grid = F.interpolate(grid, size=tuple(shape[1:3]), mode="bilinear", align_corners=False)
+        return grid.permute(0, 2, 3, 1)
+
+
+class BlockAdapters(nn.Module):
+    """The adapters of one encoder block."""
+
+    def __init__(self, regular: RegularAdapter, semantic: SemanticAdapter | None):
+        super().__init__()
+        self.regular = regular
+        self.semantic = semantic
+
+
+class EncoderAdapters(nn.ModuleList):
+    """All blocks' adapters, and the hooks that splice them into a SAM image encoder."""
+
+    def __init__(self, encoder: nn.Module, guide_dim: int, config: AdapterConfig):
+        width = encoder.blocks[0].norm1.normalized_shape[0]
+        hidden = int(width * config.mlp_ratio)
+        depth = len(encoder.blocks)
+        semantic_blocks = range(depth) if config.semantic_blocks is None else config.semantic_blocks
+        invalid = [b for b in semantic_blocks if not 0 <= b < depth]
+        if invalid:
+            raise ValueError(f"semantic_blocks {invalid} do not exist in a {depth}-block encoder.")
+        super().__init__(
+            BlockAdapters(
+                RegularAdapter(width, hidden, config.alpha),
+                SemanticAdapter(width, hidden, guide_dim, config) if b in semantic_blocks else None,
+            )
+            for b in range(depth)
+        )
+        self.config = config
+        self._guidance: Guidance | None = None
+        self._handles: list = []
+        self._attach(encoder)
+
+    def _attach(self, encoder: nn.Module) -> None:
+        grid_size = encoder.pos_embed.shape[1]  # [1, grid, grid, C]
+        for block, adapters in zip(encoder.blocks, self, strict=True):
+            self._handles.append(block.attn.register_forward_hook(_regular_hook(adapters.regular)))
+            if adapters.semantic is not None:
+                hook = _semantic_hook(adapters.semantic, self)
+                self._handles.append(block.mlp.register_forward_hook(hook))
+            if self.config.pad_before_norm and block.window_size > 0:
+                fill = _padding_fill_hook(block, grid_size)
+                self._handles.append(block.attn.register_forward_pre_hook(fill))
+
+    def detach(self) -> None:
+        """Remove the hooks: the encoder behaves exactly like vanilla SAM again."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    @contextlib.contextmanager
+    def guided(self, guidance: Guidance) -> Iterator[None]:
+        """Within the block, semantic adapters read `guidance`."""
+        self._guidance = guidance
+        try:
+            yield
+        finally:
+            self._guidance = None
+
+    def current_guidance(self) -> Guidance:
+        if self._guidance is None:
+            raise RuntimeError(
+                "The semantic adapters need CLIP guidance: call the image encoder through "
+                "CLIPGuidedSAM.encode_image, not directly."
+            )
+        return self._guidance
+
+
+def _regular_hook(adapter: RegularAdapter):
+    def hook(module, inputs, output):
+        return adapter(output)
+
+    return hook
+
+
+def _semantic_hook(adapter: SemanticAdapter, owner: EncoderAdapters):
+    def hook(module, inputs, output):
+        return output + adapter(inputs[0], owner.current_guidance())
+
+    return hook
+
+
+def _padding_fill_hook(block: nn.Module, grid_size: int):
+    """Pre-hook on a windowed block's `attn`: padding tokens become `norm1.bias`.
+
+    The released code pads the token grid to whole windows before `norm1`, so its padding
+    enters attention as LayerNorm(0) = norm1.bias instead of SAM's zeros.
+    """
+    window = block.window_size
+    per_side = -(-grid_size // window)
+    padded = per_side * window
+    # Which tokens of each image's windows are padding: [nW, window, window], window order
+    # as in segment-anything's window_partition (row-major over windows).
+    grid_mask = torch.zeros(padded, padded, dtype=torch.bool)
+    grid_mask[grid_size:, :] = True
+    grid_mask[:, grid_size:] = True
+    window_mask = (
+        grid_mask.reshape(per_side, window, per_side, window)
+        .permute(0, 2, 1, 3)
+        .reshape(per_side * per_side, window, window)
+    )
+
+    def hook(module, inputs):
+        (windows,) = inputs  # [B * nW, window, window, C]
+        if padded == grid_size:
+            return None
+        images = windows.shape[0] // window_mask.shape[0]
+        mask = window_mask.to(windows.device).repeat(images, 1, 1)
+        bias = block.norm1.bias.to(windows.dtype)
+        return (torch.where(mask[..., None], bias, windows),)
+
+    return hook

@@ -1,0 +1,179 @@
+"""Our checkpoint format: what training changed, as safetensors plus JSON metadata.
+
+A checkpoint holds the trainable tensors (adapters, decoder, prompt encoder, trained CLIP
+attention, text positional embedding), optionally the guide text features of the classes
+it was trained on (closed-set deployment needs no text tower), the model config and class
+names. The frozen base comes from the official weights (or a seeded random init for `tiny`).
+Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from .clip_guided_sam import CLIPGuidedSAM
+from .config import ModelConfig
+from .factory import build_model
+from .trainable import trainable_parameter_names
+
+FORMAT = "napari-clip-guided-sam"
+FORMAT_VERSION = "1"
+TEXT_FEATURES_KEY = "text_features"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is corrupt, of another format, or does not fit the model."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint, not yet applied to a model."""
+
+    config: ModelConfig
+    tensors: dict[str, torch.Tensor]
+    class_names: list[str] = field(default_factory=list)
+    text_features: torch.Tensor | None = None  # [K, D] guide text features of class_names
+    base_weights: str = "official"
+    metadata: dict[str, Any] = field(default_factory=dict)  # training info (step, metrics…)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call `write(temp_path)` then move the result onto `path` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(temp))
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    model: CLIPGuidedSAM,
+    path: str | Path,
+    *,
+    class_names: list[str] | None = None,
+    text_features: torch.Tensor | None = None,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = True,
+) -> Path:
+    """Write the model's trainable tensors (and cached text features) atomically."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; choose another name or allow overwriting.")
+    parameters = dict(model.named_parameters())
+    tensors = {
+        name: parameters[name].detach().to("cpu", torch.float32).contiguous()
+        for name in trainable_parameter_names(model)
+    }
+    class_names = list(class_names or [])
+    if text_features is not None:
+        if text_features.shape[0] != len(class_names):
+            raise ValueError(
+                f"{text_features.shape[0]} text feature rows for {len(class_names)} class names."
+            )
+        tensors[TEXT_FEATURES_KEY] = text_features.detach().to("cpu", torch.float32).contiguous()
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_json(),
+        "class_names": json.dumps(class_names),
+        "base_weights": model.base_weights,
+        "metadata": json.dumps(metadata or {}),
+    }
+    atomic_write(path, lambda temp: save_file(tensors, str(temp), metadata=header))
+    return path
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and validate a checkpoint file without building a model."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (corrupt, truncated or another format): {error}"
+        ) from error
+    if header.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is a safetensors file but not a {FORMAT} checkpoint (no format tag). "
+            "Released checkpoints of the original code are imported with "
+            "`clip-guided-sam weights import`."
+        )
+    try:
+        config = ModelConfig.from_dict(json.loads(header["config"]))
+        class_names = json.loads(header.get("class_names", "[]"))
+        metadata = json.loads(header.get("metadata", "{}"))
+    except (KeyError, ValueError, TypeError) as error:
+        raise CheckpointError(f"{path} has a damaged header: {error}") from error
+    text_features = tensors.pop(TEXT_FEATURES_KEY, None)
+    return Checkpoint(
+        config=config,
+        tensors=tensors,
+        class_names=class_names,
+        text_features=text_features,
+        base_weights=header.get("base_weights", "official"),
+        metadata=metadata,
+    )
+
+
+def same_architecture(a: ModelConfig, b: ModelConfig) -> bool:
+    """Whether tensors trained with config `a` fit a model built with config `b`."""
+    return (a.sam, a.clip, a.adapters, a.trainable) == (b.sam, b.clip, b.adapters, b.trainable)
+
+
+def apply_checkpoint(model: CLIPGuidedSAM, checkpoint: Checkpoint) -> None:
+    """Copy a checkpoint's tensors into a model of the same architecture."""
+    if not same_architecture(checkpoint.config, model.config):
+        raise CheckpointError(
+            f"This checkpoint was trained for preset {checkpoint.config.name!r}, which has a "
+            f"different architecture from the model's preset {model.config.name!r}; choose "
+            f"preset {checkpoint.config.name!r} (or build the model from the checkpoint)."
+        )
+    parameters = dict(model.named_parameters())
+    expected = set(trainable_parameter_names(model))
+    missing = sorted(expected - set(checkpoint.tensors))
+    unknown = sorted(set(checkpoint.tensors) - set(parameters))
+    if missing or unknown:
+        raise CheckpointError(
+            f"Checkpoint tensors do not match the model: missing {missing[:3]}"
+            f"{'…' if len(missing) > 3 else ''}, unknown {unknown[:3]}."
+        )
+    with torch.no_grad():
+        for name, tensor in checkpoint.tensors.items():
+            target = parameters[name]
+            if target.shape != tensor.shape:
+                raise CheckpointError(
+                    f"{name}: checkpoint shape {tuple(tensor.shape)} "
+                    f"!= model {tuple(target.shape)}."
+                )
+            target.copy_(tensor.to(target.dtype))
+    model.guide.reset_text_cache()
+
+
+def load_model(path: str | Path, **build_kwargs) -> tuple[CLIPGuidedSAM, Checkpoint]:
+    """Build the base model a checkpoint needs and apply the checkpoint to it."""
+    checkpoint = read_checkpoint(path)
+    base = checkpoint.base_weights
+    if base.startswith("random:"):
+        build_kwargs.setdefault("base_weights", "random")
+        build_kwargs.setdefault("seed", int(base.split(":", 1)[1]))
+    model = build_model(checkpoint.config, **build_kwargs)
+    apply_checkpoint(model, checkpoint)
+    return model, checkpoint

@@ -1,0 +1,242 @@
+"""The composed CLIP-Guided SAM model: guide -> prompts -> adapted SAM (DESIGN 2).
+
+Every stage is a method so the predictor can cache what does not change: CLIP tokens per
+image, text features per class, the image embedding per (image, text), and re-run only the
+prompt encoder and mask decoder when the user's points move. `forward` chains them and is
+differentiable (segment-anything's own `Sam.forward` runs under `no_grad`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import Sam
+from torch import nn
+
+from . import prompts
+from .adapters import EncoderAdapters, Guidance
+from .config import ModelConfig
+from .guide import SemanticGuide
+
+
+@dataclass
+class GuideOutput:
+    """CLIP guidance for B images x K classes (P = B * K pairs, image-major)."""
+
+    text: torch.Tensor  # [B, K, D] guide text features
+    tokens: torch.Tensor  # [B, 1+N, D] normalised CLIP Surgery tokens
+    similarity: torch.Tensor  # [B, K, 1+N] per-token similarity s_i
+    similarity_map: torch.Tensor  # [B, K, S, S] min-max normalised, in the SAM frame
+
+    def adapter_guidance(self, config) -> Guidance:
+        """Per-pair inputs of the semantic adapters (ablation switches applied)."""
+        batch, classes = self.similarity.shape[:2]
+        text = self.text.reshape(batch * classes, -1) if config.use_text else None
+        vision = None
+        if config.use_vision or config.use_similarity:
+            tokens = self.tokens[:, None] if config.use_vision else 0
+            sims = self.similarity[..., None] if config.use_similarity else 0
+            vision = (tokens + sims).expand(batch, classes, *self.tokens.shape[1:])
+            vision = vision.reshape(batch * classes, *self.tokens.shape[1:])
+        return Guidance(text=text, vision=vision)
+
+
+@dataclass
+class ModelOutput:
+    """Masks for B images x K classes."""
+
+    low_res_logits: torch.Tensor  # [B, K, L, L] mask logits (L = 256 at 1024 px)
+    iou_predictions: torch.Tensor  # [B, K]
+    similarity_map: torch.Tensor  # [B, K, S, S]
+    point_coords: torch.Tensor  # [B, K, n, 2] (x, y) in the SAM input frame
+    point_labels: torch.Tensor  # [B, K, n] 1 positive, 0 negative
+
+
+class CLIPGuidedSAM(nn.Module):
+    """SAM made semantically aware by CLIP Surgery features injected through adapters."""
+
+    def __init__(self, config: ModelConfig, sam: Sam, guide: SemanticGuide):
+        super().__init__()
+        self.config = config
+        self.sam = sam
+        self.guide = guide
+        self.base_weights = "unknown"  # "official" or "random:<seed>", set by the factory
+        self.adapters = (
+            EncoderAdapters(sam.image_encoder, guide.embed_dim, config.adapters)
+            if config.adapters.enabled
+            else None
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.sam.mask_decoder.iou_token.weight.device
+
+    # ------------------------------------------------------------------ guide
+    def clip_input(self, images: torch.Tensor) -> torch.Tensor:
+        """SAM input [B, 3, S, S] resized bilinearly (no antialias) to CLIP's size."""
+        size = self.config.clip.clip_size
+        return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+    def clip_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw CLIP Surgery tokens, text-independent: [B, 3, S, S] -> [B, 1+N, D]."""
+        return self.guide.encode_image_tokens(self.clip_input(images))
+
+    def text_features(self, class_names: list[str]) -> torch.Tensor:
+        """Guide text features of K class names: [K, D]."""
+        return self.guide.text_features(class_names)
+
+    def guidance(
+        self, images: torch.Tensor, text: torch.Tensor, clip_tokens: torch.Tensor | None = None
+    ) -> GuideOutput:
+        """Similarities of B images to K classes.
+
+        images: [B, 3, S, S]; text: [K, D] (shared) or [B, K, D]; clip_tokens: optional
+        cached `clip_tokens(images)`.
+        """
+        if clip_tokens is None:
+            clip_tokens = self.clip_tokens(images)
+        batch = clip_tokens.shape[0]
+        if text.dim() == 2:
+            text = text[None].expand(batch, *text.shape)
+        tokens = self.guide.normalize_tokens(clip_tokens)
+        similarity = self.guide.similarity(tokens, text)
+        return GuideOutput(
+            text=text,
+            tokens=tokens,
+            similarity=similarity,
+            similarity_map=self.guide.similarity_map(similarity, self.config.sam.image_size),
+        )
+
+    # ------------------------------------------------------------------ prompts
+    def dense_prompt(self, similarity_map: torch.Tensor) -> torch.Tensor:
+        """[P, S, S] -> SAM `masks` prompt [P, 1, L, L]."""
+        guide = self.config.guide
+        return prompts.dense_prompt(
+            similarity_map, self.config.sam.low_res_size, guide.threshold, guide.dense_prompt_scale
+        )
+
+    def sample_points(
+        self, similarity_map: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text-only points from [P, S, S] maps: coords [P, n, 2], labels [P, n].
+
+        Without a generator, a CPU generator seeded with `guide.point_seed` is used, so
+        inference repeats exactly.
+        """
+        guide = self.config.guide
+        if generator is None:
+            generator = torch.Generator().manual_seed(guide.point_seed)
+        return prompts.sample_points_from_map(
+            similarity_map, guide.threshold, guide.n_points, generator, guide.n_negative_points
+        )
+
+    # ------------------------------------------------------------------ SAM
+    def encode_image(self, images: torch.Tensor, guide_output: GuideOutput) -> torch.Tensor:
+        """Adapted SAM image embeddings, one per image-class pair.
+
+        images: [B, 3, S, S] -> [B * K, C, g, g] (C = 256, g = 64 at 1024 px).
+        """
+        classes = guide_output.similarity.shape[1]
+        pairs = images.repeat_interleave(classes, dim=0) if classes > 1 else images
+        encoder = self.sam.image_encoder
+        if self.adapters is None:
+            return encoder(pairs)
+        with self.adapters.guided(guide_output.adapter_guidance(self.config.adapters)):
+            return encoder(pairs)
+
+    def decode(
+        self,
+        embeddings: torch.Tensor,
+        dense: torch.Tensor,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder for P pairs, one mask each.
+
+        embeddings: [P, C, g, g]; dense: [P, 1, L, L]; point_coords: [P, n, 2] (x, y in the
+        SAM frame) or None; point_labels: [P, n]. Returns logits [P, L, L] and IoU [P].
+        """
+        prompt_encoder, decoder = self.sam.prompt_encoder, self.sam.mask_decoder
+        position = prompt_encoder.get_dense_pe()
+        logits, ious = [], []
+        for index in range(embeddings.shape[0]):
+            points = None
+            if point_coords is not None:
+                points = (point_coords[index : index + 1], point_labels[index : index + 1])
+            sparse, dense_embedding = prompt_encoder(
+                points=points, boxes=None, masks=dense[index : index + 1].to(embeddings.dtype)
+            )
+            mask_logits, iou = decoder(
+                image_embeddings=embeddings[index : index + 1],
+                image_pe=position,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense_embedding,
+                multimask_output=False,
+            )
+            logits.append(mask_logits[:, 0])
+            ious.append(iou[:, 0])
+        return torch.cat(logits), torch.cat(ious)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        images: torch.Tensor,
+        text: torch.Tensor,
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        clip_tokens: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        """Masks for every image x class.
+
+        images: [B, 3, S, S] SAM-normalised; text: [K, D] or [B, K, D] guide text features.
+        Manual mode: point_coords [B, n, 2] or [B, K, n, 2] (x, y in the SAM frame) with
+        point_labels [B, n] / [B, K, n]. Text-only mode (no points): points are sampled from
+        each similarity map with `generator` (default: seeded, repeatable).
+        """
+        guide_output = self.guidance(images, text, clip_tokens)
+        batch, classes = guide_output.similarity.shape[:2]
+        maps = guide_output.similarity_map.flatten(0, 1)  # [P, S, S]
+        with torch.no_grad():
+            dense = self.dense_prompt(maps)
+            if point_coords is None:
+                coords, labels = self.sample_points(maps, generator)
+            else:
+                coords, labels = _pair_points(point_coords, point_labels, batch, classes)
+        embeddings = self.encode_image(images, guide_output)
+        logits, ious = self.decode(
+            embeddings, dense, coords.to(images.device), labels.to(images.device)
+        )
+        return ModelOutput(
+            low_res_logits=logits.reshape(batch, classes, *logits.shape[-2:]),
+            iou_predictions=ious.reshape(batch, classes),
+            similarity_map=guide_output.similarity_map,
+            point_coords=coords.reshape(batch, classes, *coords.shape[-2:]),
+            point_labels=labels.reshape(batch, classes, -1),
+        )
+
+
+def _pair_points(
+    coords: torch.Tensor, labels: torch.Tensor | None, batch: int, classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image or per-pair points -> per-pair [P, n, 2] and [P, n]."""
+    if labels is None:
+        raise ValueError("point_labels are required with point_coords (1 positive, 0 negative).")
+    if coords.shape[-1] != 2 or coords.shape[:-1] != labels.shape:
+        raise ValueError(
+            f"point_coords must be [..., n, 2] matching point_labels [..., n]; got "
+            f"{tuple(coords.shape)} and {tuple(labels.shape)}."
+        )
+    if coords.dim() == 3:
+        if coords.shape[0] != batch:
+            raise ValueError(f"Expected points for {batch} images, got {coords.shape[0]}.")
+        coords = coords[:, None].expand(batch, classes, *coords.shape[1:])
+        labels = labels[:, None].expand(batch, classes, labels.shape[-1])
+    elif coords.dim() != 4 or coords.shape[:2] != (batch, classes):
+        raise ValueError(
+            f"point_coords must be [B, n, 2] or [B, K, n, 2] with B={batch}, K={classes}; "
+            f"got {tuple(coords.shape)}."
+        )
+    return coords.reshape(batch * classes, -1, 2).float(), labels.reshape(batch * classes, -1)

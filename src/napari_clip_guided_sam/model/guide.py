@@ -1,0 +1,248 @@
+"""The semantic guide: CLIP Surgery on open_clip weights (DESIGN 2.1).
+
+CLIP's visual tower gets a second, parallel "v-v attention" path in its last blocks, whose
+patch tokens localise text concepts far better than the original path. The guide turns an
+image and class names into normalised visual tokens, per-token similarities and a
+similarity map in the SAM input frame.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ClipConfig, GuideConfig
+
+
+def build_clip(config: ClipConfig) -> open_clip.CLIP:
+    """An open_clip CLIP with random weights and QuickGELU, as OpenAI trained it."""
+    if config.arch == "tiny":
+        if config.tiny_model_cfg is None:
+            raise ValueError("ClipConfig(arch='tiny') needs tiny_model_cfg.")
+        model_cfg = json.loads(json.dumps(config.tiny_model_cfg))
+    else:
+        model_cfg = open_clip.get_model_config(config.arch)
+        if model_cfg is None:
+            raise ValueError(
+                f"Unknown CLIP architecture {config.arch!r}; use an open_clip model name "
+                "such as 'ViT-B-16' or 'ViT-L-14'."
+            )
+    return open_clip.CLIP(**model_cfg, quick_gelu=True)
+
+
+@functools.lru_cache(maxsize=4)
+def get_tokenizer(arch: str):
+    """open_clip's tokenizer (OpenAI's BPE for the CLIP models we use); loading is slow."""
+    return open_clip.get_tokenizer("ViT-B-16" if arch == "tiny" else arch)
+
+
+@functools.lru_cache(maxsize=1)
+def prompt_templates() -> tuple[str, ...]:
+    """The 85 templates whose empty-string mean is CLIP Surgery's redundant feature."""
+    text = resources.files(__package__).joinpath("resources/clip_prompt_templates.json")
+    return tuple(json.loads(text.read_text(encoding="utf-8"))["templates"])
+
+
+def resize_positional_embedding(visual: nn.Module, image_size: int) -> None:
+    """Interpolate the patch part of CLIP's positional embedding to a new input size.
+
+    The CLS row is kept; the square patch grid is resized bilinearly (align_corners=False).
+    Called once, after the original weights are loaded strictly.
+    """
+    patch = visual.conv1.kernel_size[0]
+    if image_size % patch:
+        raise ValueError(f"clip_size {image_size} is not a multiple of the patch size {patch}.")
+    new_side = image_size // patch
+    embedding = visual.positional_embedding.data
+    old_side = int(round((embedding.shape[0] - 1) ** 0.5))
+    if old_side != new_side:
+        cls_row, grid = embedding[:1], embedding[1:]
+        grid = grid.reshape(1, old_side, old_side, -1).permute(0, 3, 1, 2)
+        if grid.device.type != "meta":
+            grid = F.interpolate(
+                grid.float(), size=(new_side, new_side), mode="bilinear", align_corners=False
+            ).to(embedding.dtype)
+        else:
+            grid = grid.new_empty(1, grid.shape[1], new_side, new_side)
+        grid = grid.permute(0, 2, 3, 1).reshape(new_side * new_side, -1)
+        visual.positional_embedding = nn.Parameter(torch.cat([cls_row, grid], dim=0))
+    visual.grid_size = (new_side, new_side)
+    visual.image_size = (image_size, image_size)
+
+
+def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """[B, L, C] -> [B, heads, L, C / heads]."""
+    batch, length, width = x.shape
+    return x.reshape(batch, length, num_heads, width // num_heads).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """[B, heads, L, d] -> [B, L, heads * d]."""
+    batch, heads, length, dim = x.shape
+    return x.transpose(1, 2).reshape(batch, length, heads * dim)
+
+
+def surgery_block(
+    block: nn.Module, x_ori: torch.Tensor, x_new: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One dual-path block: the original block on `x_ori`, and v-v attention added to `x_new`.
+
+    Both paths share the block's `in_proj`/`out_proj`; the v-v path replaces q and k by v,
+    reads `ln_1` of the *original* path's input, and has no MLP and no LayerNorm of its own.
+    x_ori, x_new: [B, L, C] -> the updated pair, same shapes.
+    """
+    attn: nn.MultiheadAttention = block.attn
+    hidden = block.ln_1(x_ori)
+    q, k, v = F.linear(hidden, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (_split_heads(t, attn.num_heads) for t in (q, k, v))
+    original = _merge_heads(F.scaled_dot_product_attention(q, k, v))
+    value_value = _merge_heads(F.scaled_dot_product_attention(v, v, v))
+    x_ori = x_ori + block.ls_1(attn.out_proj(original))
+    x_ori = x_ori + block.ls_2(block.mlp(block.ln_2(x_ori)))
+    x_new = x_new + attn.out_proj(value_value)
+    return x_ori, x_new
+
+
+class SemanticGuide(nn.Module):
+    """CLIP Surgery features: visual tokens, text features, similarities and maps."""
+
+    def __init__(self, clip: open_clip.CLIP, clip_config: ClipConfig, guide_config: GuideConfig):
+        super().__init__()
+        self.clip = clip
+        self.clip_config = clip_config
+        self.guide_config = guide_config
+        depth = len(clip.visual.transformer.resblocks)
+        if not 0 < clip_config.surgery_depth <= depth:
+            raise ValueError(
+                f"surgery_depth must be in 1..{depth}, got {clip_config.surgery_depth}."
+            )
+        self._redundant: torch.Tensor | None = None
+
+    @property
+    def embed_dim(self) -> int:
+        return self.clip.text_projection.shape[1]
+
+    # ----------------------------------------------------------------- vision
+    def encode_image_tokens(self, clip_input: torch.Tensor) -> torch.Tensor:
+        """CLIP Surgery tokens of a batch of guide inputs.
+
+        clip_input: [B, 3, s, s] (s = clip_size) -> [B, 1 + N, D] after `ln_post` and `proj`,
+        the CLS token taken from the original path, the patch tokens from the v-v path.
+        """
+        visual = self.clip.visual
+        x = visual.conv1(clip_input.to(visual.conv1.weight.dtype))
+        x = x.flatten(2).transpose(1, 2)  # [B, N, C]
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        x = visual.ln_pre(x)
+        blocks = visual.transformer.resblocks
+        first_surgery = len(blocks) - self.clip_config.surgery_depth
+        for block in blocks[:first_surgery]:
+            x = block(x)
+        x_ori, x_new = x, x
+        for block in blocks[first_surgery:]:
+            x_ori, x_new = surgery_block(block, x_ori, x_new)
+        tokens = torch.cat([x_ori[:, :1], x_new[:, 1:]], dim=1)
+        return visual.ln_post(tokens) @ visual.proj
+
+    # ------------------------------------------------------------------- text
+    def _tokenize(self, texts: list[str]) -> torch.Tensor:
+        device = self.clip.token_embedding.weight.device
+        return get_tokenizer(self.clip_config.arch)(texts).to(device)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Raw (unnormalised) text-tower features: list of K strings -> [K, D]."""
+        return self.clip.encode_text(self._tokenize(texts))
+
+    def _ensemble(self, name: str) -> torch.Tensor:
+        """L2-normalised mean of the normalised features of `name` in every template: [D]."""
+        features = F.normalize(
+            self.encode_text([t.format(name) for t in prompt_templates()]), dim=-1
+        )
+        return F.normalize(features.mean(dim=0), dim=-1)
+
+    def redundant_feature(self) -> torch.Tensor:
+        """CLIP Surgery's redundant feature r: the template ensemble of the empty string, [D].
+
+        Computed once without gradients (the text tower is frozen; its positional embedding
+        moves at CLIP's tiny learning rate); `reset_text_cache` recomputes it.
+        """
+        if self._redundant is None:
+            with torch.no_grad():
+                self._redundant = self._ensemble("").float()
+        return self._redundant
+
+    def reset_text_cache(self) -> None:
+        self._redundant = None
+
+    def text_features(self, class_names: list[str]) -> torch.Tensor:
+        """Guide text features t = normalize(e(class) - r): K names -> [K, D] (float32)."""
+        validate_class_names(class_names)
+        if self.guide_config.class_name_ensemble:
+            raw = torch.stack([self._ensemble(name) for name in class_names])
+        else:
+            raw = self.encode_text(list(class_names))
+        redundant = self.redundant_feature().to(raw.device)
+        return F.normalize(raw.float() - redundant, dim=-1)
+
+    # ------------------------------------------------------------- similarity
+    def normalize_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """L2-normalise [B, 1+N, D] tokens per token ("paper") or over tokens ("reference")."""
+        dim = -1 if self.guide_config.token_norm == "paper" else 1
+        return tokens / tokens.norm(dim=dim, keepdim=True)
+
+    def similarity(self, tokens: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Per-token similarity to each class.
+
+        tokens: [B, 1+N, D] normalised; text: [B, K, D] -> [B, K, 1+N].
+        """
+        if self.guide_config.feature_surgery and text.shape[1] > 1:
+            return feature_surgery_similarity(tokens, text)
+        return torch.einsum("bnd,bkd->bkn", tokens, text.to(tokens.dtype))
+
+    def similarity_map(self, similarity: torch.Tensor, size: int) -> torch.Tensor:
+        """Min-max normalised patch similarities resized to the SAM frame.
+
+        similarity: [B, K, 1+N] -> [B, K, size, size] in [0, 1].
+        """
+        patches = similarity[..., 1:].float()
+        low = patches.amin(dim=-1, keepdim=True)
+        high = patches.amax(dim=-1, keepdim=True)
+        patches = (patches - low) / (high - low).clamp_min(1e-12)
+        side = int(round(patches.shape[-1] ** 0.5))
+        grid = patches.reshape(patches.shape[0], patches.shape[1], side, side)
+        return F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def feature_surgery_similarity(tokens: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """CLIP Surgery's multi-class feature surgery: element-wise products, weighted by the
+    CLS class probabilities, minus their class mean, summed over channels.
+
+    tokens: [B, 1+N, D]; text: [B, K, D] -> [B, K, 1+N].
+    """
+    text = text.to(tokens.dtype)
+    prob = torch.einsum("bd,bkd->bk", tokens[:, 0], text)
+    prob = (prob * 2).softmax(dim=-1)
+    weight = prob / prob.mean(dim=-1, keepdim=True)  # [B, K]
+    products = tokens[:, None] * text[:, :, None] * weight[:, :, None, None]  # [B, K, 1+N, D]
+    products = products - products.mean(dim=1, keepdim=True)
+    return products.sum(dim=-1)
+
+
+def validate_class_names(class_names) -> None:
+    """Class prompts must be a non-empty list of non-blank strings."""
+    if isinstance(class_names, str) or not isinstance(class_names, list | tuple):
+        raise TypeError(f"Class names must be a list of strings, got {type(class_names).__name__}.")
+    if not class_names:
+        raise ValueError("No class name given: type at least one, e.g. 'nucleus'.")
+    for name in class_names:
+        if not isinstance(name, str):
+            raise TypeError(f"Class names must be strings, got {name!r}.")
+        if not name.strip():
+            raise ValueError("A class name is empty or only whitespace; type e.g. 'nucleus'.")

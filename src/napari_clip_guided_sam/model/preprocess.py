@@ -1,0 +1,118 @@
+"""From an RGB image to SAM's input frame and back (DESIGN 2.4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .config import ResizeMode
+from .sam import PIXEL_MEAN, PIXEL_STD
+
+
+def validate_rgb(image: np.ndarray) -> None:
+    """The model's input contract: a uint8 array of shape [H, W, 3]."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"Expected a numpy array, got {type(image).__name__}.")
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(
+            f"Expected an RGB image of shape (H, W, 3), got shape {image.shape}; convert "
+            "grey or multichannel data with data.normalize.to_model_rgb first."
+        )
+    if image.dtype != np.uint8:
+        raise ValueError(
+            f"Expected a uint8 RGB image, got dtype {image.dtype}; scale it to 0-255 with "
+            "data.normalize.to_model_rgb first."
+        )
+    if min(image.shape[:2]) < 1:
+        raise ValueError(f"Image is empty: shape {image.shape}.")
+
+
+@dataclass(frozen=True)
+class InputFrame:
+    """How an image of `original_size` (H, W) maps onto the square SAM input frame."""
+
+    original_size: tuple[int, int]
+    input_size: int
+    mode: ResizeMode
+
+    @property
+    def scale_xy(self) -> tuple[float, float]:
+        """Factors from original (x, y) pixel coordinates to input-frame coordinates."""
+        height, width = self.original_size
+        if self.mode == "squash":
+            return self.input_size / width, self.input_size / height
+        factor = self.input_size / max(height, width)
+        return factor, factor
+
+    @property
+    def content_size(self) -> tuple[int, int]:
+        """(h, w) of the image content inside the input frame (the rest is padding)."""
+        if self.mode == "squash":
+            return self.input_size, self.input_size
+        height, width = self.original_size
+        factor = self.input_size / max(height, width)
+        return int(height * factor + 0.5), int(width * factor + 0.5)
+
+    def points_to_input(self, points_xy: np.ndarray) -> np.ndarray:
+        """Original-image (x, y) points [n, 2] -> input-frame coordinates [n, 2]."""
+        points_xy = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+        height, width = self.original_size
+        outside = (
+            (points_xy[:, 0] < 0)
+            | (points_xy[:, 1] < 0)
+            | (points_xy[:, 0] >= width)
+            | (points_xy[:, 1] >= height)
+        )
+        if outside.any():
+            raise ValueError(
+                f"Point(s) {points_xy[outside].tolist()} lie outside the image "
+                f"(x in [0, {width}), y in [0, {height}))."
+            )
+        sx, sy = self.scale_xy
+        return points_xy * np.array([sx, sy])
+
+    def logits_to_original(self, low_res_logits: torch.Tensor) -> torch.Tensor:
+        """Decoder logits [..., L, L] -> logits at the original size [..., H, W]."""
+        lead = low_res_logits.shape[:-2]
+        logits = low_res_logits.reshape(-1, 1, *low_res_logits.shape[-2:]).float()
+        if self.mode == "longest_side_pad":
+            logits = F.interpolate(
+                logits, (self.input_size,) * 2, mode="bilinear", align_corners=False
+            )
+            content_h, content_w = self.content_size
+            logits = logits[..., :content_h, :content_w]
+        logits = F.interpolate(logits, self.original_size, mode="bilinear", align_corners=False)
+        return logits.reshape(*lead, *self.original_size)
+
+
+def prepare_image(
+    image: np.ndarray, input_size: int, mode: ResizeMode = "squash"
+) -> tuple[torch.Tensor, InputFrame]:
+    """uint8 RGB [H, W, 3] -> SAM-normalised input [3, S, S] (float32) and its frame.
+
+    "squash" resizes to S x S bilinearly with antialiasing through PIL, as the authors
+    trained; "longest_side_pad" is SAM's own transform (longest side to S, pad bottom-right).
+    """
+    validate_rgb(image)
+    frame = InputFrame((image.shape[0], image.shape[1]), input_size, mode)
+    if mode == "squash":
+        resized = np.asarray(
+            Image.fromarray(image).resize((input_size, input_size), Image.BILINEAR)
+        )
+    elif mode == "longest_side_pad":
+        content_h, content_w = frame.content_size
+        resized = np.asarray(Image.fromarray(image).resize((content_w, content_h), Image.BILINEAR))
+    else:
+        raise ValueError(f"Unknown resize mode {mode!r}; use 'squash' or 'longest_side_pad'.")
+    tensor = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float()
+    mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
+    std = torch.tensor(PIXEL_STD).view(3, 1, 1)
+    tensor = (tensor - mean) / std
+    if mode == "longest_side_pad":
+        pad_h, pad_w = input_size - tensor.shape[1], input_size - tensor.shape[2]
+        tensor = F.pad(tensor, (0, pad_w, 0, pad_h))
+    return tensor, frame

@@ -1,0 +1,66 @@
+"""Device and precision choice shared by inference and training (DESIGN 4)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Literal
+
+import torch
+
+DeviceName = Literal["auto", "cuda", "mps", "cpu"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """"auto" picks cuda, then mps, then cpu; an unavailable choice is a clear error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name not in ("cuda", "mps", "cpu") and not name.startswith("cuda:"):
+        raise ValueError(f"Unknown device {name!r}; use auto, cuda, mps or cpu.")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("Device 'cuda' was asked for but no CUDA GPU is available; use cpu.")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("Device 'mps' was asked for but is not available; use cpu.")
+    return torch.device(name)
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for `precision` on `device` (None = plain fp32).
+
+    "auto": bf16 on CUDA with bf16 support and on CPUs with native bf16, else fp32.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        if device.type == "cpu":
+            raise ValueError("fp16 is not supported on the CPU; use bf16 or fp32.")
+        return torch.float16
+    if precision != "auto":
+        raise ValueError(f"Unknown precision {precision!r}; use auto, fp32, bf16 or fp16.")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_supports_bf16():
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """An autocast context for `dtype`, or a no-op context for fp32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
