@@ -108,7 +108,7 @@ def prepare_image(
         resized = np.asarray(Image.fromarray(image).resize((content_w, content_h), Image.BILINEAR))
     else:
         raise ValueError(f"Unknown resize mode {mode!r}; use 'squash' or 'longest_side_pad'.")
-    tensor = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float()
+    tensor = torch.from_numpy(np.array(resized, dtype=np.float32)).permute(2, 0, 1)
     mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
     std = torch.tensor(PIXEL_STD).view(3, 1, 1)
     tensor = (tensor - mean) / std

@@ -1,0 +1,41 @@
+"""Shared test setup: offline hub, a deterministic tiny model, small images."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the hub from tests
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_weights_cache(tmp_path_factory, monkeypatch):
+    """Tests never read or write the user's weights directory."""
+    monkeypatch.setenv("CLIP_GUIDED_SAM_CACHE", str(tmp_path_factory.mktemp("weights")))
+
+
+@pytest.fixture
+def tiny_model():
+    """The `tiny` preset with seeded random weights, in eval mode."""
+    from napari_clip_guided_sam.model.factory import build_model
+
+    return build_model("tiny", seed=0)
+
+
+@pytest.fixture
+def rgb_image():
+    """A 96x128 uint8 RGB image with two bright disks on a dark, noisy background."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:96, :128]
+    image = rng.integers(0, 40, size=(96, 128, 3), dtype=np.uint8)
+    for cy, cx, r in ((30, 40, 14), (60, 90, 18)):
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = 220
+    return image
+
+
+@pytest.fixture
+def sam_input(tiny_model):
+    """Two SAM-normalised random inputs for the tiny model: [2, 3, 256, 256]."""
+    size = tiny_model.config.sam.image_size
+    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))

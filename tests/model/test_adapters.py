@@ -1,0 +1,85 @@
+import torch
+
+from napari_clip_guided_sam.model.config import get_preset
+from napari_clip_guided_sam.model.factory import build_model
+
+
+def test_adapters_off_give_vanilla_sam_embeddings(sam_input):
+    vanilla = build_model(get_preset("tiny").replace(**{"adapters.enabled": False}), seed=0)
+    adapted = build_model("tiny", seed=0)
+    text = adapted.text_features(["nucleus"])
+    with torch.no_grad():
+        guide = adapted.guidance(sam_input, text)
+        expected = vanilla.sam.image_encoder(sam_input)
+        off = vanilla.encode_image(sam_input, guide)
+        on = adapted.encode_image(sam_input, guide)
+        adapted.adapters.detach()
+        detached = adapted.sam.image_encoder(sam_input)
+    torch.testing.assert_close(off, expected)
+    torch.testing.assert_close(detached, expected)
+    assert not torch.allclose(on, expected)
+
+
+def test_base_state_dict_keys_are_unchanged(tiny_model):
+    vanilla = build_model(get_preset("tiny").replace(**{"adapters.enabled": False}), seed=0)
+    assert tiny_model.sam.state_dict().keys() == vanilla.sam.state_dict().keys()
+    adapter_keys = [k for k in tiny_model.state_dict() if k.startswith("adapters.")]
+    assert "adapters.0.regular.fc1.weight" in adapter_keys
+    assert "adapters.3.semantic.vision_projection.weight" in adapter_keys
+
+
+def test_regular_adapter_formula(tiny_model):
+    adapter = tiny_model.adapters[0].regular
+    a = torch.randn(3, 64)
+    expected = a + 0.5 * (a + adapter.fc2(torch.nn.functional.gelu(adapter.fc1(a))))
+    torch.testing.assert_close(adapter(a), expected)
+
+
+def test_ablations_change_the_embedding_and_the_parameter_set(sam_input):
+    base = get_preset("tiny")
+    full = build_model(base, seed=0)
+    no_text = build_model(base.replace(**{"adapters.use_text": False}), seed=0)
+    no_vision = build_model(
+        base.replace(**{"adapters.use_vision": False, "adapters.use_similarity": False}), seed=0
+    )
+    assert no_text.adapters[0].semantic.text_projection is None
+    assert no_vision.adapters[0].semantic.vision_projection is None
+    text = full.text_features(["cell"])
+    with torch.no_grad():
+        guide = full.guidance(sam_input, text)
+        embeddings = [m.encode_image(sam_input, guide) for m in (full, no_text, no_vision)]
+    assert not torch.allclose(embeddings[0], embeddings[1])
+    assert not torch.allclose(embeddings[0], embeddings[2])
+
+
+def test_semantic_blocks_select_where_semantic_adapters_go():
+    model = build_model(get_preset("tiny").replace(**{"adapters.semantic_blocks": (1, 3)}), seed=0)
+    assert [a.semantic is not None for a in model.adapters] == [False, True, False, True]
+
+
+def test_pad_before_norm_feeds_norm1_bias_into_window_padding(sam_input):
+    config = get_preset("tiny").replace(**{"adapters.pad_before_norm": True})
+    model = build_model(config, seed=0)
+    block = model.sam.image_encoder.blocks[0]  # windowed: 16x16 grid padded to 28x28
+    with torch.no_grad():
+        block.norm1.bias.normal_()
+    seen = {}
+    handle = block.attn.register_forward_pre_hook(lambda m, inputs: seen.setdefault("x", inputs[0]))
+    with torch.no_grad():
+        model(sam_input[:1], model.text_features(["cell"]))
+    handle.remove()
+    windows = seen["x"]  # [4 windows, 14, 14, C] after our fill hook ran first
+    bias = block.norm1.bias
+    padded = windows.reshape(2, 2, 14, 14, -1).permute(0, 2, 1, 3, 4).reshape(28, 28, -1)
+    torch.testing.assert_close(padded[16:, :], bias.expand(12, 28, -1))
+    torch.testing.assert_close(padded[:, 16:], bias.expand(28, 12, -1))
+    assert not torch.allclose(padded[:16, :16], bias.expand(16, 16, -1))
+
+
+def test_paper_adapter_parameter_counts():
+    with torch.device("meta"):
+        model = build_model("paper", base_weights="random")
+    regular = sum(p.numel() for p in model.adapters[0].regular.parameters())
+    semantic = sum(p.numel() for p in model.adapters[0].semantic.parameters())
+    total = sum(p.numel() for p in model.adapters.parameters())
+    assert (regular, semantic, total) == (295_872, 1_083_840, 16_556_544)

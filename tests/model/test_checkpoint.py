@@ -1,0 +1,112 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from napari_clip_guided_sam.model.checkpoint import (
+    CheckpointError,
+    apply_checkpoint,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
+from napari_clip_guided_sam.model.config import get_preset
+from napari_clip_guided_sam.model.factory import build_model
+
+
+def _perturb_trainable(model):
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+
+
+def test_save_load_round_trip_gives_identical_outputs(tmp_path, tiny_model, sam_input):
+    _perturb_trainable(tiny_model)
+    text = tiny_model.text_features(["nucleus"])
+    path = save_checkpoint(
+        tiny_model,
+        tmp_path / "model.safetensors",
+        class_names=["nucleus"],
+        text_features=text,
+        metadata={"epoch": 3},
+    )
+    loaded, checkpoint = load_model(path)
+    assert checkpoint.class_names == ["nucleus"] and checkpoint.metadata == {"epoch": 3}
+    torch.testing.assert_close(checkpoint.text_features, text.detach())
+    with torch.no_grad():
+        expected = tiny_model(sam_input, text)
+        actual = loaded(sam_input, loaded.text_features(["nucleus"]))
+    assert torch.equal(expected.low_res_logits, actual.low_res_logits)
+    assert torch.equal(expected.similarity_map, actual.similarity_map)
+
+
+def test_checkpoint_holds_only_trained_tensors(tmp_path, tiny_model):
+    path = save_checkpoint(tiny_model, tmp_path / "m.safetensors")
+    checkpoint = read_checkpoint(path)
+    assert not any(k.startswith("sam.image_encoder.") for k in checkpoint.tensors)
+    assert any(k.startswith("adapters.") for k in checkpoint.tensors)
+    assert "guide.clip.token_embedding.weight" not in checkpoint.tensors
+
+
+def test_existing_file_is_kept_unless_overwrite(tmp_path, tiny_model):
+    path = tmp_path / "m.safetensors"
+    path.write_text("precious")
+    with pytest.raises(FileExistsError):
+        save_checkpoint(tiny_model, path, overwrite=False)
+    assert path.read_text() == "precious"
+
+
+def test_failed_save_leaves_no_partial_file(tmp_path, tiny_model, monkeypatch):
+    import napari_clip_guided_sam.model.checkpoint as module
+
+    def exploding_save(tensors, filename, metadata):
+        with open(filename, "wb") as handle:
+            handle.write(b"half")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(module, "save_file", exploding_save)
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(tiny_model, tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_and_foreign_files_are_refused(tmp_path, tiny_model):
+    path = save_checkpoint(tiny_model, tmp_path / "m.safetensors")
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="corrupt|truncated"):
+        read_checkpoint(truncated)
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"x": torch.zeros(1)}, str(foreign))
+    with pytest.raises(CheckpointError, match="not a napari-clip-guided-sam checkpoint"):
+        read_checkpoint(foreign)
+    with pytest.raises(FileNotFoundError):
+        read_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path, tiny_model):
+    path = save_checkpoint(tiny_model, tmp_path / "m.safetensors")
+    other = build_model(get_preset("tiny").replace(name="tiny2", **{"adapters.mlp_ratio": 0.5}))
+    with pytest.raises(CheckpointError, match="different architecture"):
+        apply_checkpoint(other, read_checkpoint(path))
+
+
+def test_missing_keys_are_reported(tmp_path, tiny_model):
+    path = save_checkpoint(tiny_model, tmp_path / "m.safetensors")
+    checkpoint = read_checkpoint(path)
+    del checkpoint.tensors["adapters.0.regular.fc1.weight"]
+    with pytest.raises(CheckpointError, match="missing"):
+        apply_checkpoint(build_model("tiny"), checkpoint)
+
+
+def test_header_is_plain_json(tmp_path, tiny_model):
+    from safetensors import safe_open
+
+    path = save_checkpoint(tiny_model, tmp_path / "m.safetensors", class_names=["a", "b"])
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata()
+    assert json.loads(header["class_names"]) == ["a", "b"]
+    assert json.loads(header["config"])["name"] == "tiny"

@@ -1,0 +1,55 @@
+import pytest
+
+from napari_clip_guided_sam.model.config import PRESETS, ModelConfig, get_preset
+
+
+def test_paper_defaults_follow_the_design():
+    config = get_preset("paper")
+    assert (config.sam.variant, config.sam.encoder_depth, config.sam.window_size) == (
+        "vit_b",
+        12,
+        14,
+    )
+    assert config.sam.global_attn_indexes == (2, 5, 8, 11)
+    assert (config.clip.arch, config.clip.clip_size, config.clip.surgery_depth) == (
+        "ViT-B-16",
+        512,
+        6,
+    )
+    assert (config.guide.threshold, config.guide.n_points, config.guide.point_seed) == (0.8, 5, 42)
+    assert config.guide.token_norm == "paper" and not config.adapters.pad_before_norm
+    assert (config.adapters.alpha, config.adapters.mlp_ratio) == (0.5, 0.25)
+    assert config.loss == "bce_dice_iou" and config.resize == "squash"
+
+
+def test_reference_adds_only_the_released_code_quirks():
+    paper, reference = get_preset("paper"), get_preset("reference")
+    assert reference.guide.token_norm == "reference"
+    assert reference.adapters.pad_before_norm
+    assert reference.loss == "bce"
+    assert reference.sam == paper.sam and reference.clip == paper.clip
+
+
+def test_every_preset_round_trips_through_json():
+    for config in PRESETS.values():
+        import json
+
+        assert ModelConfig.from_dict(json.loads(config.to_json())) == config
+
+
+def test_unknown_preset_lists_the_valid_names():
+    with pytest.raises(ValueError, match="paper, reference, tiny"):
+        get_preset("papr")
+
+
+def test_unknown_config_field_is_rejected():
+    data = get_preset("tiny").to_dict()
+    data["guide"]["treshold"] = 0.5
+    with pytest.raises(ValueError, match="treshold"):
+        ModelConfig.from_dict(data)
+
+
+def test_replace_changes_nested_fields():
+    config = get_preset("paper").replace(**{"guide.threshold": 0.6, "adapters.use_text": False})
+    assert config.guide.threshold == 0.6 and not config.adapters.use_text
+    assert config.guide.n_points == 5

@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from napari_clip_guided_sam.model.trainable import trainable_parameter_names
+
+
+def test_text_only_forward_shapes_and_ranges(tiny_model, sam_input):
+    text = tiny_model.text_features(["nucleus", "cell", "background"])
+    with torch.no_grad():
+        out = tiny_model(sam_input, text)
+    assert out.low_res_logits.shape == (2, 3, 64, 64)
+    assert out.iou_predictions.shape == (2, 3)
+    assert out.similarity_map.shape == (2, 3, 256, 256)
+    assert out.point_coords.shape == (2, 3, 5, 2) and (out.point_labels == 1).all()
+    assert torch.isfinite(out.low_res_logits).all()
+    assert out.point_coords.min() >= 0 and out.point_coords.max() < 256
+
+
+def test_text_only_inference_repeats_exactly(tiny_model, sam_input):
+    text = tiny_model.text_features(["nucleus"])
+    with torch.no_grad():
+        first, second = tiny_model(sam_input, text), tiny_model(sam_input, text)
+    assert torch.equal(first.point_coords, second.point_coords)
+    assert torch.equal(first.low_res_logits, second.low_res_logits)
+
+
+def test_batched_images_and_classes_equal_single_runs(tiny_model, sam_input):
+    text = tiny_model.text_features(["nucleus", "cell"])
+    points = torch.tensor([[[30.0, 40.0], [200.0, 100.0]]]).repeat(2, 1, 1)
+    labels = torch.tensor([[1, 0]]).repeat(2, 1)
+    with torch.no_grad():
+        batched = tiny_model(sam_input, text, points, labels)
+        single = tiny_model(sam_input[1:], text[1:], points[1:], labels[1:])
+    torch.testing.assert_close(
+        batched.low_res_logits[1, 1], single.low_res_logits[0, 0], atol=1e-4, rtol=1e-4
+    )
+
+
+def test_manual_points_steer_the_mask(tiny_model, sam_input):
+    text = tiny_model.text_features(["nucleus"])
+    labels = torch.ones(2, 1, dtype=torch.long)
+    with torch.no_grad():
+        left = tiny_model(sam_input, text, torch.tensor([[[10.0, 10.0]]] * 2), labels)
+        right = tiny_model(sam_input, text, torch.tensor([[[240.0, 240.0]]] * 2), labels)
+    assert left.point_coords[0, 0].tolist() == [[10.0, 10.0]]
+    assert not torch.allclose(left.low_res_logits, right.low_res_logits)
+
+
+def test_mismatched_points_are_refused(tiny_model, sam_input):
+    text = tiny_model.text_features(["nucleus"])
+    with pytest.raises(ValueError, match="point_labels"):
+        tiny_model(sam_input, text, torch.zeros(2, 3, 2), torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="images"):
+        tiny_model(sam_input, text, torch.zeros(3, 1, 2), torch.zeros(3, 1))
+
+
+def test_gradients_reach_exactly_the_trainable_set(tiny_model, sam_input):
+    tiny_model.train()
+    text = tiny_model.text_features(["nucleus"])
+    out = tiny_model(sam_input[:1], text)
+    (out.low_res_logits.sigmoid().mean() + out.iou_predictions.mean()).backward()
+    with_grad = {
+        n for n, p in tiny_model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0
+    }
+    trainable = set(trainable_parameter_names(tiny_model))
+    requires = {n for n, p in tiny_model.named_parameters() if p.requires_grad}
+    assert requires == trainable
+    assert with_grad <= trainable
+    # Every trainable group receives gradient, CLIP included (through the injected features).
+    for prefix in (
+        "adapters.",
+        "sam.mask_decoder.",
+        "guide.clip.visual.transformer.resblocks.",
+        "guide.clip.positional_embedding",
+    ):
+        assert any(n.startswith(prefix) for n in with_grad), prefix
+    frozen = ("sam.image_encoder.", "guide.clip.transformer.", "guide.clip.token_embedding")
+    assert not any(n.startswith(frozen) for n in trainable)
+    assert not any(".mlp." in n for n in trainable if n.startswith("guide.clip"))
+
+
+def test_trainable_clip_blocks_are_configurable():
+    from napari_clip_guided_sam.model.config import get_preset
+    from napari_clip_guided_sam.model.factory import build_model
+
+    model = build_model(get_preset("tiny").replace(**{"trainable.clip_attention_blocks": 1}))
+    clip_attention = {n for n in trainable_parameter_names(model) if ".attn." in n}
+    assert clip_attention and all(".resblocks.3." in n for n in clip_attention)

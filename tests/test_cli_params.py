@@ -1,0 +1,20 @@
+from napari_clip_guided_sam.cli import main
+
+
+def test_params_prints_the_paper_table(capsys):
+    assert main(["params", "--preset", "paper"]) == 0
+    out = capsys.readouterr().out
+    assert "System (SAM + CLIP)" in out and "260.5M" in out and "49.0M" in out
+    assert "197.1M" in out
+
+
+def test_unknown_preset_fails_with_a_message(capsys):
+    assert main(["params", "--preset", "nope"]) == 1
+    assert "Unknown preset 'nope'" in capsys.readouterr().err
+
+
+def test_weights_list_names_the_cache_directory(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIP_GUIDED_SAM_CACHE", str(tmp_path))
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path) in out and "sam_vit_b_01ec64.pth" in out and "missing" in out
