@@ -88,6 +88,13 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(batch, length, heads * dim)
 
 
+def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v, written out as CLIP Surgery does (not fused), so results
+    match the released code to the last bits that decide the thresholded prompts."""
+    weights = (query @ key.transpose(-2, -1)) * query.shape[-1] ** -0.5
+    return weights.softmax(dim=-1) @ value
+
+
 def surgery_block(
     block: nn.Module, x_ori: torch.Tensor, x_new: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,8 +108,8 @@ def surgery_block(
     hidden = block.ln_1(x_ori)
     q, k, v = F.linear(hidden, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
     q, k, v = (_split_heads(t, attn.num_heads) for t in (q, k, v))
-    original = _merge_heads(F.scaled_dot_product_attention(q, k, v))
-    value_value = _merge_heads(F.scaled_dot_product_attention(v, v, v))
+    original = _merge_heads(_attend(q, k, v))
+    value_value = _merge_heads(_attend(v, v, v))
     x_ori = x_ori + block.ls_1(attn.out_proj(original))
     x_ori = x_ori + block.ls_2(block.mlp(block.ln_2(x_ori)))
     x_new = x_new + attn.out_proj(value_value)
