@@ -9,6 +9,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+from napari_clip_guided_sam import _atomic
 from napari_clip_guided_sam.data import io
 from napari_clip_guided_sam.data.io import (
     ImageData,
@@ -135,8 +136,8 @@ def test_unwritable_folder_raises_oserror_naming_path(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(io.tempfile, "mkstemp", refuse)
-    with pytest.raises(OSError, match=r"cannot write labels to .*l\.tif"):
+    monkeypatch.setattr(_atomic.tempfile, "mkstemp", refuse)
+    with pytest.raises(OSError, match=r"cannot write .*l\.tif"):
         write_labels(tmp_path / "l.tif", np.ones((2, 2), np.uint8))
     assert list(tmp_path.iterdir()) == []
 

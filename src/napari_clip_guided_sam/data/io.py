@@ -7,11 +7,8 @@ metadata worth keeping. Labels are written atomically as compressed TIFF or OME-
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import tifffile
+
+from .._atomic import atomic_write
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -545,28 +544,8 @@ def _imagej_axes_ok(axes: str) -> bool:
 
 
 def _atomic_write(path: Path, data: np.ndarray, kwargs: dict, overwrite: bool) -> None:
-    """Write to a temporary file next to ``path`` and move it into place."""
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot write labels to {path}: {exc.strerror or exc}") from exc
-    tmp = Path(tmp_name)
-    try:
-        os.close(fd)
-        _write_tiff(tmp, data, **kwargs)
-        with open(tmp, "rb+") as handle:  # on disk before it replaces anything
-            os.fsync(handle.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} was created while writing; not overwriting it")
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
-            raise OSError(exc.errno, f"cannot write labels to {path}: {exc}") from exc
-        raise
+    """Write the TIFF to a temporary file next to ``path`` and move it into place."""
+    atomic_write(path, lambda temp: _write_tiff(temp, data, **kwargs), overwrite=overwrite)
 
 
 def _write_tiff(path: Path, data: np.ndarray, **kwargs: Any) -> None:

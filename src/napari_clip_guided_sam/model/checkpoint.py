@@ -10,8 +10,6 @@ Loading never unpickles anything.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from .._atomic import atomic_write
 from .clip_guided_sam import CLIPGuidedSAM
 from .config import ModelConfig
 from .factory import build_model
@@ -44,20 +43,6 @@ class Checkpoint:
     text_features: torch.Tensor | None = None  # [K, D] guide text features of class_names
     base_weights: str = "official"
     metadata: dict[str, Any] = field(default_factory=dict)  # training info (step, metrics…)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call `write(temp_path)` then move the result onto `path` in one step."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temp))
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(
