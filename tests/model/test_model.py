@@ -86,3 +86,13 @@ def test_trainable_clip_blocks_are_configurable():
     model = build_model(get_preset("tiny").replace(**{"trainable.clip_attention_blocks": 1}))
     clip_attention = {n for n in trainable_parameter_names(model) if ".attn." in n}
     assert clip_attention and all(".resblocks.3." in n for n in clip_attention)
+
+
+def test_wrong_image_tensors_and_points_outside_the_frame_are_refused(tiny_model, sam_input):
+    text = tiny_model.text_features(["nucleus"])
+    with pytest.raises(ValueError, match=r"\[B, 3, 256, 256\]"):
+        tiny_model(torch.zeros(1, 3, 100, 100), text)
+    with pytest.raises(ValueError, match="float"):
+        tiny_model(torch.zeros(1, 3, 256, 256, dtype=torch.uint8), text)
+    with pytest.raises(ValueError, match="inside the 256x256"):
+        tiny_model(sam_input, text, torch.full((2, 1, 2), 300.0), torch.ones(2, 1))

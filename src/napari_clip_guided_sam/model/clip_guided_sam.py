@@ -73,6 +73,27 @@ class CLIPGuidedSAM(nn.Module):
     def device(self) -> torch.device:
         return self.sam.mask_decoder.iou_token.weight.device
 
+    # ------------------------------------------------------------------ checks
+    def check_images(self, images: torch.Tensor) -> None:
+        """Images must be a SAM-normalised float batch [B, 3, S, S] (see `prepare_image`)."""
+        size = self.config.sam.image_size
+        if images.dim() != 4 or tuple(images.shape[1:]) != (3, size, size):
+            raise ValueError(
+                f"Expected SAM inputs of shape [B, 3, {size}, {size}], got {tuple(images.shape)}; "
+                "prepare images with model.preprocess.prepare_image."
+            )
+        if not images.is_floating_point():
+            raise ValueError(f"Expected float SAM inputs, got {images.dtype}.")
+
+    def check_points(self, coords: torch.Tensor) -> None:
+        """Point coordinates [..., 2] must lie inside the SAM input frame."""
+        size = self.config.sam.image_size
+        if coords.numel() and (coords.min() < 0 or coords.max() >= size):
+            raise ValueError(
+                f"Points must lie inside the {size}x{size} input frame (x, y in [0, {size})); "
+                f"got values from {coords.min().item():g} to {coords.max().item():g}."
+            )
+
     # ------------------------------------------------------------------ guide
     def clip_input(self, images: torch.Tensor) -> torch.Tensor:
         """SAM input [B, 3, S, S] resized bilinearly (no antialias) to CLIP's size."""
@@ -196,6 +217,7 @@ class CLIPGuidedSAM(nn.Module):
         point_labels [B, n] / [B, K, n]. Text-only mode (no points): points are sampled from
         each similarity map with `generator` (default: seeded, repeatable).
         """
+        self.check_images(images)
         guide_output = self.guidance(images, text, clip_tokens)
         batch, classes = guide_output.similarity.shape[:2]
         maps = guide_output.similarity_map.flatten(0, 1)  # [P, S, S]
@@ -205,6 +227,7 @@ class CLIPGuidedSAM(nn.Module):
                 coords, labels = self.sample_points(maps, generator)
             else:
                 coords, labels = _pair_points(point_coords, point_labels, batch, classes)
+                self.check_points(coords)
         embeddings = self.encode_image(images, guide_output)
         logits, ious = self.decode(
             embeddings, dense, coords.to(images.device), labels.to(images.device)
