@@ -1,1 +1,32 @@
-"""training package."""
+"""Training: losses and the engine, a generator that yields progress events (DESIGN 2.4)."""
+
+from .engine import (
+    CheckpointEvent,
+    EpochEvent,
+    Event,
+    FinishedEvent,
+    StepEvent,
+    TrainingConfig,
+    TrainingResult,
+    default_learning_rates,
+    train,
+)
+from .inputs import split_dataset
+from .losses import segmentation_loss
+from .validation import evaluate_model, iter_evaluation
+
+__all__ = [
+    "CheckpointEvent",
+    "EpochEvent",
+    "Event",
+    "FinishedEvent",
+    "StepEvent",
+    "TrainingConfig",
+    "TrainingResult",
+    "default_learning_rates",
+    "evaluate_model",
+    "iter_evaluation",
+    "segmentation_loss",
+    "split_dataset",
+    "train",
+]

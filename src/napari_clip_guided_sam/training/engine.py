@@ -1,0 +1,544 @@
+"""The training engine: a generator that trains a model and yields progress events.
+
+`train(...)` yields `StepEvent` after every optimiser step, `EpochEvent` with validation
+metrics after every epoch, `CheckpointEvent` for every file written, and finally
+`FinishedEvent`; the generator's return value is the same `TrainingResult`. A consumer
+cancels by no longer iterating (`generator.close()`): checkpoints are written atomically at
+epoch ends (and every `checkpoint_every` steps), so the last one on disk stays valid.
+
+Reproducibility: the shuffle order is a function of (seed, epoch) and every random draw of a
+batch (augmentation, prompt points, torch's global RNG) of (seed, epoch, batch), so a run
+resumed from its training state gives the same weights and metrics as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..model import prompts
+from ..model.checkpoint import same_architecture, save_checkpoint
+from ..model.config import ModelConfig
+from ..model.runtime import autocast, resolve_device, resolve_precision
+from ..model.trainable import parameter_groups
+from .inputs import Batch, PreparedCache, collate, mask_to_logit_size
+from .losses import segmentation_loss
+from .state import (
+    TrainingState,
+    load_state,
+    resolve_resume_path,
+    restore,
+    save_state,
+    state_path_for,
+)
+from .validation import check_mode, evaluate_model
+
+# Learning rates by preset. The paper's 5e-5 / 1e-7 fine-tune pretrained SAM and CLIP; the
+# `tiny` preset starts from random weights and learns nothing useful at 5e-5 within minutes.
+DEFAULT_LEARNING_RATES: dict[str, tuple[float, float]] = {"tiny": (1e-3, 1e-4)}
+PAPER_LEARNING_RATES = (5e-5, 1e-7)
+
+
+def default_learning_rates(preset: str) -> tuple[float, float]:
+    """(lr, clip_lr) defaults for a preset name."""
+    return DEFAULT_LEARNING_RATES.get(preset, PAPER_LEARNING_RATES)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How to train; the model's own settings (loss, prompts) live in its ModelConfig."""
+
+    epochs: int = 10
+    lr: float = 5e-5  # adapters, mask decoder, prompt encoder
+    clip_lr: float = 1e-7  # CLIP's trainable attention and text positional embedding
+    weight_decay: float = 1e-3
+    batch_size: int = 1
+    grad_accumulation: int = 1  # batches per optimiser step
+    mode: str = "text"  # "text": CLIP-sampled points (train-test alignment); "manual": GT points
+    val_fraction: float = 0.2  # used when splitting one dataset (`split_dataset`)
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"  # "auto" = bf16 autocast where supported
+    output_dir: str | None = None  # None: train without writing checkpoints
+    best_name: str = "best.safetensors"
+    last_name: str = "last.safetensors"
+    best_metric: str = "miou"  # validation metric that selects the best checkpoint
+    augment: bool = True  # random flips and quarter turns
+    max_steps: int | None = None  # stop after this many optimiser steps in total
+    time_budget_s: float | None = None  # stop after this much training time in total
+    checkpoint_every: int | None = None  # also write the last checkpoint every N steps
+    cache_mb: int = 2048  # memory for prepared inputs (each file is read once when it fits)
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+        positive = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "grad_accumulation": self.grad_accumulation,
+        }
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        for name in ("lr", "clip_lr", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {self.max_steps}.")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ValueError(f"time_budget_s must be positive, got {self.time_budget_s}.")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be at least 1, got {self.checkpoint_every}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def best_path(self) -> Path | None:
+        return None if self.output_dir is None else Path(self.output_dir) / self.best_name
+
+    @property
+    def last_path(self) -> Path | None:
+        return None if self.output_dir is None else Path(self.output_dir) / self.last_name
+
+
+# Settings a resumed run must share with the interrupted one to continue it exactly.
+_RESUME_KEYS = ("seed", "batch_size", "grad_accumulation", "mode", "augment")
+
+
+# --------------------------------------------------------------------------- events
+@dataclass(frozen=True)
+class StepEvent:
+    """One optimiser step done; `step` counts steps of the whole run (1-based)."""
+
+    epoch: int  # 1-based
+    step: int
+    total_steps: int
+    loss: float
+    elapsed_s: float
+    eta_s: float | None
+
+
+@dataclass(frozen=True)
+class EpochEvent:
+    """An epoch ended (`complete` False when a step or time limit cut it short)."""
+
+    epoch: int  # 1-based
+    step: int
+    train_loss: float | None
+    val_metrics: Mapping[str, Any]
+    complete: bool = True
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class CheckpointEvent:
+    """A checkpoint file was written (atomically)."""
+
+    path: Path
+    kind: str  # "best" or "last"
+    step: int
+    epoch: int  # completed epochs
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a finished run produced."""
+
+    last_path: Path | None
+    best_path: Path | None
+    best_metric: float | None
+    epochs_completed: int
+    steps: int
+    stopped: str  # "completed", "max_steps" or "time_budget"
+    elapsed_s: float
+    history: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class FinishedEvent:
+    result: TrainingResult
+
+
+Event = StepEvent | EpochEvent | CheckpointEvent | FinishedEvent
+
+
+# --------------------------------------------------------------------------- helpers
+def derived_seed(seed: int, *keys: int) -> int:
+    """A 32-bit seed that depends only on (seed, *keys): independent streams per batch."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
+
+
+_STREAM_TORCH, _STREAM_AUGMENT, _STREAM_POINTS = 0, 1, 2
+
+
+def epoch_order(seed: int, epoch: int, count: int) -> np.ndarray:
+    """The shuffled sample order of an epoch."""
+    return np.random.default_rng([seed, epoch]).permutation(count)
+
+
+@contextlib.contextmanager
+def _seeded_global_rng(device: torch.device, seed: int):
+    """Seed torch's global RNG for one batch without leaking the change to the caller."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class _Clock:
+    """Training time: runs only while the generator runs, not while a consumer holds it."""
+
+    def __init__(self, offset: float = 0.0):
+        self._offset = offset
+        self._since: float | None = time.perf_counter()
+
+    def elapsed(self) -> float:
+        running = 0.0 if self._since is None else time.perf_counter() - self._since
+        return self._offset + running
+
+    def pause(self) -> None:
+        self._offset, self._since = self.elapsed(), None
+
+    def resume(self) -> None:
+        self._since = time.perf_counter()
+
+
+def _emit(clock: _Clock, event):
+    clock.pause()
+    yield event
+    clock.resume()
+
+
+def check_writable(folder: Path) -> None:
+    """Fail early (before any training) when checkpoints cannot be written to `folder`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise OSError(
+            f"Cannot write checkpoints to {folder}: {error.strerror or error}. "
+            "Choose a writable output folder with free space."
+        ) from error
+
+
+def _prepared(data: Sequence, model_config: ModelConfig, cache_mb: int) -> PreparedCache:
+    """Data as a PreparedCache (a ready one, e.g. shared between runs, is used as is)."""
+    if isinstance(data, PreparedCache):
+        if data.config.sam.image_size != model_config.sam.image_size or (
+            data.config.resize != model_config.resize
+        ):
+            raise ValueError("The prepared data were made for another input frame.")
+        return data
+    return PreparedCache(data, model_config, cache_mb * 2**20)
+
+
+def _class_names(data: Sequence, cache: PreparedCache, given: Sequence[str] | None) -> list[str]:
+    names = given if given is not None else getattr(data, "class_names", None)
+    if names is None:
+        names = dict.fromkeys(cache[i].class_name for i in range(len(cache)))
+    return list(names)
+
+
+# --------------------------------------------------------------------------- one step
+def training_loss(
+    model,
+    batch: Batch,
+    mode: str,
+    generator: torch.Generator,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> torch.Tensor:
+    """Forward a batch and return the loss (scalar float32, with grad).
+
+    Text mode samples the prompt points from each similarity map with `generator` (what the
+    model will do at inference); manual mode draws them from the ground-truth masks.
+    """
+    images = batch.images.to(device)
+    points, labels = None, None
+    if mode == "manual":
+        points, labels = prompts.sample_points_from_masks(
+            batch.masks, model.config.guide.n_points, generator
+        )
+        points, labels = points.to(device), labels.to(device)
+    with autocast(device, dtype):
+        # Inside the step, with grad: the text positional embedding is trainable.
+        text = model.text_features(batch.class_names)[:, None]  # [B, 1, D]
+        output = model(images, text, point_coords=points, point_labels=labels, generator=generator)
+    target = mask_to_logit_size(batch.masks, model.config.sam.low_res_size).to(device)
+    return segmentation_loss(output.low_res_logits[:, 0], target, model.config.loss)
+
+
+# --------------------------------------------------------------------------- engine
+def train(
+    model,
+    train_data: Sequence,
+    val_data: Sequence | None,
+    config: TrainingConfig,
+    resume_from: str | Path | None = None,
+    class_names: Sequence[str] | None = None,
+) -> Generator[Event, None, TrainingResult]:
+    """Train `model` in place on `train_data`, validating on `val_data` after each epoch.
+
+    Data items are `data.datasets.Sample`-like (image uint8 [H, W, 3], mask bool [H, W],
+    class_name, source). `resume_from`: an output folder, its last checkpoint or the state
+    file next to it. `class_names` (default: the dataset's) are stored with each checkpoint
+    together with their text features, for closed-set use.
+    """
+    if len(train_data) == 0:
+        raise ValueError("No training samples: the training set is empty.")
+    device = resolve_device(config.device)
+    dtype = resolve_precision(config.precision, device)
+    if config.output_dir is not None:
+        check_writable(Path(config.output_dir))
+    model.to(device)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, config.lr, config.clip_lr), weight_decay=config.weight_decay
+    )
+    train_cache = _prepared(train_data, model.config, config.cache_mb)
+    val_cache = _prepared(val_data, model.config, config.cache_mb) if val_data else None
+    names = _class_names(train_data, train_cache, class_names)
+    info = {
+        "model_config": model.config.to_dict(),
+        "base_weights": model.base_weights,
+        "training_config": config.to_dict(),
+        "n_train": len(train_data),
+        "class_names": names,
+    }
+    state = TrainingState()
+    if resume_from is not None:
+        loaded = load_state(resolve_resume_path(resume_from, config.last_name))
+        _check_resumable(loaded.info, info)
+        restore(loaded, model, optimizer)
+        for group in optimizer.param_groups:
+            group["lr"] = config.clip_lr if group.get("name") == "clip" else config.lr
+        state = loaded.state
+    run = _Run(model, optimizer, config, device, dtype, train_cache, val_cache, names, info, state)
+    return (yield from run.loop())
+
+
+def _check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
+    saved_config = ModelConfig.from_dict(saved["model_config"])
+    current_config = ModelConfig.from_dict(current["model_config"])
+    problems = []
+    if not same_architecture(saved_config, current_config):
+        problems.append(f"preset {saved_config.name!r} (now {current_config.name!r})")
+    if saved["base_weights"] != current["base_weights"]:
+        problems.append(f"base weights {saved['base_weights']} (now {current['base_weights']})")
+    for key in _RESUME_KEYS:
+        was, now = saved["training_config"][key], current["training_config"][key]
+        if was != now:
+            problems.append(f"{key}={was!r} (now {now!r})")
+    if saved["n_train"] != current["n_train"]:
+        problems.append(f"{saved['n_train']} training samples (now {current['n_train']})")
+    if problems:
+        raise ValueError(
+            "Cannot resume: the interrupted run used " + ", ".join(problems) + ". Resume with "
+            "the same data and settings, or start a new run in another output folder."
+        )
+
+
+class _Run:
+    """The state of one training run; `loop` is the generator behind `train`."""
+
+    def __init__(self, model, optimizer, config, device, dtype, train, val, names, info, state):
+        self.model, self.optimizer, self.config = model, optimizer, config
+        self.device, self.dtype = device, dtype
+        self.train_cache, self.val_cache = train, val
+        self.class_names, self.info, self.state = names, info, state
+        count = len(train)
+        self.batches_per_epoch = math.ceil(count / config.batch_size)
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / config.grad_accumulation)
+        total = config.epochs * self.steps_per_epoch
+        self.total_steps = min(total, config.max_steps) if config.max_steps else total
+        self.clock = _Clock(state.elapsed_s)
+        self.stopped = "completed"
+
+    # ------------------------------------------------------------------ loop
+    def loop(self) -> Generator[Event, None, TrainingResult]:
+        config, state = self.config, self.state
+        start_step, start_time = state.step, self.clock.elapsed()
+        if self._limit_reached():
+            self.stopped = self._limit_reason()
+        while self.stopped == "completed" and state.epoch < config.epochs:
+            epoch = state.epoch
+            if state.batch == 0:
+                state.epoch_loss_sum, state.epoch_loss_count = 0.0, 0
+                self.model.guide.reset_text_cache()
+            batches = self._epoch_batches(epoch)
+            while state.batch < len(batches):
+                loss = self._optimizer_step(epoch, batches)
+                state.epoch_loss_sum += loss
+                state.epoch_loss_count += 1
+                yield from _emit(self.clock, self._step_event(epoch, loss, start_step, start_time))
+                if self._limit_reached():
+                    self.stopped = self._limit_reason()
+                    break
+                every = config.checkpoint_every
+                if every and state.step % every == 0 and state.batch < len(batches):
+                    yield from self._save_last(metrics=None)
+            if state.batch >= len(batches):
+                state.epoch, state.batch = epoch + 1, 0
+            yield from self._end_epoch(epoch, complete=state.batch == 0)
+        result = self._result()
+        yield from _emit(self.clock, FinishedEvent(result))
+        return result
+
+    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        order = epoch_order(self.config.seed, epoch, len(self.train_cache))
+        size = self.config.batch_size
+        return [order[start : start + size] for start in range(0, len(order), size)]
+
+    def _optimizer_step(self, epoch: int, batches: list[np.ndarray]) -> float:
+        """Accumulate gradients over the next group of batches and step; returns the loss."""
+        config, state, model = self.config, self.state, self.model
+        model.train()
+        group = range(state.batch, min(state.batch + config.grad_accumulation, len(batches)))
+        total = 0.0
+        for index in group:
+            seed = config.seed
+            with _seeded_global_rng(self.device, derived_seed(seed, epoch, index, _STREAM_TORCH)):
+                augment = (
+                    np.random.default_rng(derived_seed(seed, epoch, index, _STREAM_AUGMENT))
+                    if config.augment
+                    else None
+                )
+                batch = collate([self.train_cache[int(i)] for i in batches[index]], augment)
+                points = torch.Generator().manual_seed(
+                    derived_seed(seed, epoch, index, _STREAM_POINTS)
+                )
+                loss = training_loss(model, batch, config.mode, points, self.device, self.dtype)
+                (loss / len(group)).backward()
+            total += loss.item()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.batch = group[-1] + 1
+        return total / len(group)
+
+    def _limit_reached(self) -> bool:
+        return self._limit_reason() != "completed"
+
+    def _limit_reason(self) -> str:
+        config = self.config
+        if config.max_steps is not None and self.state.step >= config.max_steps:
+            return "max_steps"
+        if config.time_budget_s is not None and self.clock.elapsed() >= config.time_budget_s:
+            return "time_budget"
+        return "completed"
+
+    def _step_event(self, epoch: int, loss: float, start_step: int, start_time: float):
+        elapsed = self.clock.elapsed()
+        done_here = self.state.step - start_step
+        eta = (elapsed - start_time) / done_here * (self.total_steps - self.state.step)
+        if self.config.time_budget_s is not None:
+            eta = min(eta, max(0.0, self.config.time_budget_s - elapsed))
+        return StepEvent(epoch + 1, self.state.step, self.total_steps, loss, elapsed, eta)
+
+    # ------------------------------------------------------------------ epoch end
+    def _end_epoch(self, epoch: int, complete: bool):
+        state = self.state
+        metrics: dict[str, Any] = {}
+        if self.val_cache is not None:
+            metrics = self._validate()
+            self.model.train()
+        count = state.epoch_loss_count
+        train_loss = state.epoch_loss_sum / count if count else None
+        record = {
+            "epoch": epoch + 1,
+            "step": state.step,
+            "complete": complete,
+            "train_loss": train_loss,
+            "elapsed_s": self.clock.elapsed(),
+            **{f"val_{k}": v for k, v in metrics.items()},
+        }
+        state.history.append(record)
+        improved = self._update_best(metrics, epoch)
+        yield from _emit(
+            self.clock,
+            EpochEvent(epoch + 1, state.step, train_loss, metrics, complete, self.clock.elapsed()),
+        )
+        if improved and self.config.best_path is not None:
+            event = self._write_checkpoint(self.config.best_path, "best", metrics)
+            yield from _emit(self.clock, event)
+        yield from self._save_last(metrics)
+
+    def _update_best(self, metrics: Mapping[str, Any], epoch: int) -> bool:
+        value = metrics.get(self.config.best_metric)
+        state = self.state
+        if value is None or (state.best_metric is not None and value <= state.best_metric):
+            return False
+        state.best_metric, state.best_epoch = float(value), epoch + 1
+        return True
+
+    def _validate(self) -> dict[str, Any]:
+        """Validation metrics; the clock keeps running (it is part of training time)."""
+        return evaluate_model(self.model, self.val_cache, self.config.mode, dtype=self.dtype)
+
+    # ------------------------------------------------------------------ files
+    def _save_last(self, metrics: Mapping[str, Any] | None):
+        """Write the last checkpoint and the training state (when there is an output).
+
+        Both files are complete before the event is yielded, so a consumer that stops at
+        the event can always resume.
+        """
+        path = self.config.last_path
+        event = None
+        if path is not None:
+            event = self._write_checkpoint(path, "last", metrics)
+            self.state.elapsed_s = self.clock.elapsed()
+            save_state(state_path_for(path), self.model, self.optimizer, self.state, self.info)
+        # A checkpoint moment refreshes the cached redundant text feature whether or not a
+        # file is written, so a resumed run (fresh cache) computes exactly the same values.
+        self.model.guide.reset_text_cache()
+        if event is not None:
+            yield from _emit(self.clock, event)
+
+    def _write_checkpoint(
+        self, path: Path, kind: str, metrics: Mapping[str, Any] | None
+    ) -> CheckpointEvent:
+        model = self.model
+        model.eval()
+        with torch.no_grad():
+            features = model.text_features(self.class_names) if self.class_names else None
+        metadata = {
+            "kind": kind,
+            "epoch": self.state.epoch,
+            "step": self.state.step,
+            "metrics": dict(metrics or {}),
+            "training": self.config.to_dict(),
+        }
+        save_checkpoint(
+            model,
+            path,
+            class_names=self.class_names,
+            text_features=features,
+            metadata=metadata,
+            overwrite=True,
+        )
+        model.train()
+        return CheckpointEvent(path, kind, self.state.step, self.state.epoch)
+
+    def _result(self) -> TrainingResult:
+        config, state = self.config, self.state
+        best = config.best_path if state.best_metric is not None else None
+        return TrainingResult(
+            last_path=config.last_path,
+            best_path=best,
+            best_metric=state.best_metric,
+            epochs_completed=state.epoch,
+            steps=state.step,
+            stopped=self.stopped,
+            elapsed_s=self.clock.elapsed(),
+            history=tuple(state.history),
+        )

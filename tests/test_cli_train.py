@@ -1,0 +1,166 @@
+"""`clip-guided-sam train` and `evaluate`: end to end on real nuclei, exit codes, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from napari_clip_guided_sam.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, main
+from napari_clip_guided_sam.model.checkpoint import load_model, read_checkpoint
+
+DSB = Path(__file__).parent / "resources" / "dsb2018"
+TINY_CPU = ["--preset", "tiny", "--device", "cpu", "--precision", "fp32"]
+
+
+def train_args(images, labels, output, *extra) -> list[str]:
+    return [
+        "train", "--images", str(images), "--labels", str(labels), "--class", "nucleus",
+        "--output", str(output), *TINY_CPU, *extra,
+    ]  # fmt: skip
+
+
+def write_pair(folder: Path, name: str, shape=(40, 56), label_shape=None, values=(1,)):
+    """A PNG image with bright squares and a uint16 TIFF label image of the squares."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    labels = np.zeros(label_shape or shape, dtype=np.uint16)
+    for index, value in enumerate(values):
+        labels[5 + 12 * index : 14 + 12 * index, 8:20] = value
+    image = np.full((*shape, 3), 20, dtype=np.uint8)
+    image[: labels.shape[0], : labels.shape[1]][labels[: shape[0], : shape[1]] > 0] = 220
+    Image.fromarray(image).save(folder / "images" / f"{name}.png")
+    tifffile.imwrite(folder / "labels" / f"{name}.tif", labels)
+
+
+def test_train_then_evaluate_on_nuclei(tmp_path, capsys):
+    output = tmp_path / "run"
+    code = main(train_args(DSB / "images", DSB / "labels", output, "--epochs", "2",
+                           "--val-fraction", "0.34"))  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == EXIT_OK, captured.err
+    assert "best checkpoint" in captured.out and "epoch 2: train loss" in captured.out
+    assert {p.name for p in output.iterdir()} == {
+        "best.safetensors", "last.safetensors", "last.state.safetensors",
+    }  # fmt: skip
+    model, checkpoint = load_model(output / "best.safetensors")
+    assert checkpoint.class_names == ["nucleus"] and model.config.name == "tiny"
+
+    report = tmp_path / "scores.json"
+    code = main([
+        "evaluate", "--checkpoint", str(output / "best.safetensors"), "--images",
+        str(DSB / "images"), "--labels", str(DSB / "labels"), "--class", "nucleus",
+        "--device", "cpu", "--precision", "fp32", "--json", str(report),
+    ])  # fmt: skip
+    assert code == EXIT_OK
+    scores = json.loads(report.read_text())
+    assert scores["metrics"]["n_samples"] == 3 and 0 <= scores["metrics"]["fg_iou"] <= 1
+    assert "miou" in capsys.readouterr().out
+
+
+def test_existing_output_needs_resume_or_overwrite(tmp_path, capsys):
+    for index in range(3):
+        write_pair(tmp_path, f"p{index}")
+    images, labels, output = tmp_path / "images", tmp_path / "labels", tmp_path / "run"
+    assert main(train_args(images, labels, output, "--epochs", "1")) == EXIT_OK
+    first = read_checkpoint(output / "last.safetensors").metadata["step"]
+
+    assert main(train_args(images, labels, output, "--epochs", "1")) == EXIT_USAGE
+    assert "--resume" in capsys.readouterr().err
+
+    assert main(train_args(images, labels, output, "--epochs", "2", "--resume")) == EXIT_OK
+    assert read_checkpoint(output / "last.safetensors").metadata["step"] == 2 * first
+    assert "epoch 2" in capsys.readouterr().out
+
+    assert main(train_args(images, labels, output, "--epochs", "1", "--overwrite")) == EXIT_OK
+    assert read_checkpoint(output / "last.safetensors").metadata["step"] == first
+
+
+def test_bad_pairs_are_skipped_and_listed(tmp_path, capsys):
+    for index in range(3):
+        write_pair(tmp_path, f"good{index}")
+    write_pair(tmp_path, "wrong_shape", label_shape=(30, 30))
+    write_pair(tmp_path, "unknown_value", values=(1, 7))
+    (tmp_path / "images" / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "labels" / "broken.tif").write_bytes(b"not a tiff")
+    code = main([
+        "train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
+        "--class-map", "1=square", "--output", str(tmp_path / "run"), *TINY_CPU,
+        "--epochs", "1", "--val-fraction", "0",
+    ])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == EXIT_OK, err
+    skipped = err[err.index("file(s) skipped") :]
+    assert "3 file(s) skipped" in err
+    for name in ("wrong_shape", "unknown_value", "broken"):
+        assert name in skipped
+
+
+@pytest.mark.parametrize(
+    "case, expected, message",
+    [
+        ("empty", EXIT_FAILED, "no images"),
+        ("all-mismatched", EXIT_FAILED, "no usable image/label pair"),
+        ("bad-class-map", EXIT_USAGE, "VALUE=NAME"),
+        ("missing-folder", EXIT_FAILED, "not a folder"),
+    ],
+)
+def test_bad_input_exit_codes(tmp_path, capsys, case, expected, message):
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    args = train_args(images, labels, tmp_path / "run")
+    if case == "all-mismatched":
+        write_pair(tmp_path, "a", label_shape=(10, 10))
+    if case == "bad-class-map":
+        write_pair(tmp_path, "a")
+        args[args.index("--class") : args.index("--class") + 2] = ["--class-map", "nucleus"]
+    if case == "missing-folder":
+        args[args.index("--images") + 1] = str(tmp_path / "nowhere")
+    assert main(args) == expected
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run" / "last.safetensors").exists()
+
+
+def test_unwritable_output_fails_before_training(tmp_path, capsys):
+    write_pair(tmp_path, "a")
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    code = main(train_args(tmp_path / "images", tmp_path / "labels", blocker / "run"))
+    assert code == EXIT_FAILED
+    assert "Cannot write checkpoints" in capsys.readouterr().err
+
+
+def test_ctrl_c_exits_130_and_keeps_the_last_checkpoint(tmp_path):
+    for index in range(3):
+        write_pair(tmp_path, f"p{index}")
+    output = tmp_path / "run"
+    command = [sys.executable, "-m", "napari_clip_guided_sam.cli"]
+    args = train_args(tmp_path / "images", tmp_path / "labels", output, "--epochs", "100000")
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        command + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=environment,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (output / "last.state.safetensors").exists():
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == EXIT_INTERRUPTED
+    assert "--resume" in err
+    model, checkpoint = load_model(output / "last.safetensors")
+    assert checkpoint.metadata["step"] >= 2

@@ -1,0 +1,204 @@
+"""The training engine on bright disks: events, checkpoints, cancel, resume, frozen weights."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from napari_clip_guided_sam.model.checkpoint import load_model, read_checkpoint
+from napari_clip_guided_sam.model.factory import build_model
+from napari_clip_guided_sam.model.trainable import trainable_parameter_names
+from napari_clip_guided_sam.training import (
+    CheckpointEvent,
+    EpochEvent,
+    FinishedEvent,
+    StepEvent,
+    TrainingConfig,
+    train,
+)
+from napari_clip_guided_sam.training.state import load_state
+
+FAST = dict(lr=1e-3, clip_lr=1e-4, device="cpu", precision="fp32")
+
+
+def run_to_end(events):
+    """All events and the generator's return value."""
+    seen = []
+    while True:
+        try:
+            seen.append(next(events))
+        except StopIteration as stop:
+            return seen, stop.value
+
+
+def without_times(history) -> list[dict]:
+    return [{k: v for k, v in record.items() if k != "elapsed_s"} for record in history]
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    parameters = dict(model.named_parameters())
+    return {name: parameters[name].detach().clone() for name in trainable_parameter_names(model)}
+
+
+def test_events_come_in_order_and_loss_decreases(tiny_model, disks_train, disks_val, tmp_path):
+    config = TrainingConfig(epochs=3, output_dir=str(tmp_path), **FAST)
+    events, result = run_to_end(train(tiny_model, disks_train, disks_val, config))
+
+    kinds = [type(e).__name__ for e in events]
+    first_epoch = kinds[: kinds.index("EpochEvent") + 1]
+    assert first_epoch == ["StepEvent"] * len(disks_train) + ["EpochEvent"]
+    assert isinstance(events[-1], FinishedEvent) and events[-1].result == result
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    total = 3 * len(disks_train)
+    assert [e.step for e in steps] == list(range(1, total + 1))
+    assert all(e.total_steps == total for e in steps) and steps[-1].eta_s == 0
+    epochs = [e for e in events if isinstance(e, EpochEvent)]
+    assert [e.epoch for e in epochs] == [1, 2, 3]
+    assert epochs[-1].train_loss < epochs[0].train_loss
+    assert {"miou", "fg_iou"} <= set(epochs[0].val_metrics)
+    assert result.stopped == "completed" and result.steps == total
+    assert result.epochs_completed == 3
+
+
+def test_checkpoints_load_with_load_model(tiny_model, disks_train, disks_val, tmp_path):
+    config = TrainingConfig(epochs=2, output_dir=str(tmp_path), **FAST)
+    events, result = run_to_end(train(tiny_model, disks_train, disks_val, config))
+
+    written = [e for e in events if isinstance(e, CheckpointEvent)]
+    assert {e.kind for e in written} == {"best", "last"}
+    assert result.last_path == tmp_path / "last.safetensors" and result.best_path.is_file()
+    loaded, checkpoint = load_model(result.last_path)
+    expected = trainable_state(tiny_model)
+    for name, tensor in trainable_state(loaded).items():
+        torch.testing.assert_close(tensor, expected[name])
+    assert checkpoint.class_names == ["disk"] and checkpoint.text_features.shape[0] == 1
+    assert checkpoint.metadata["step"] == 2 * len(disks_train) and checkpoint.metadata["epoch"] == 2
+    assert checkpoint.metadata["metrics"]["miou"] == result.history[-1]["val_miou"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best.safetensors",
+        "last.safetensors",
+        "last.state.safetensors",
+    ]
+
+
+def test_only_trainable_parameters_change(tiny_model, disks_train):
+    before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
+    trainable = set(trainable_parameter_names(tiny_model))
+    run_to_end(train(tiny_model, disks_train, None, TrainingConfig(epochs=1, **FAST)))
+
+    changed = {n for n, p in tiny_model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed <= trainable
+    assert any(n.startswith("adapters.") for n in changed)
+    assert any(n.startswith("sam.mask_decoder.") for n in changed)
+    assert any(n.startswith("guide.clip.visual") for n in changed)  # through the adapters
+
+
+def test_close_keeps_the_last_checkpoint_valid(tiny_model, disks_train, disks_val, tmp_path):
+    config = TrainingConfig(epochs=3, output_dir=str(tmp_path), **FAST)
+    events = train(tiny_model, disks_train, disks_val, config)
+    for event in events:
+        if isinstance(event, StepEvent) and event.epoch == 2:
+            break
+    events.close()
+
+    assert read_checkpoint(tmp_path / "last.safetensors").metadata["step"] == len(disks_train)
+    assert load_state(tmp_path / "last.state.safetensors").state.step == len(disks_train)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files
+
+
+@pytest.mark.parametrize(
+    "stop_after, checkpoint_every",
+    [("epoch", None), ("mid-epoch", 2)],
+    ids=["after-epoch-1", "mid-epoch-1"],
+)
+def test_resume_matches_an_uninterrupted_run(
+    disks_train, disks_val, tmp_path, stop_after, checkpoint_every
+):
+    config = TrainingConfig(epochs=2, checkpoint_every=checkpoint_every, **FAST)
+    straight = build_model("tiny", seed=0)
+    config_a = dataclasses.replace(config, output_dir=str(tmp_path / "a"))
+    _, expected = run_to_end(train(straight, disks_train, disks_val, config_a))
+
+    interrupted = build_model("tiny", seed=0)
+    config_b = dataclasses.replace(config, output_dir=str(tmp_path / "b"))
+    events = train(interrupted, disks_train, disks_val, config_b)
+    for event in events:
+        if isinstance(event, CheckpointEvent) and event.kind == "last":
+            break
+    events.close()
+    saved_step = load_state(tmp_path / "b" / "last.state.safetensors").state.step
+    assert saved_step == (len(disks_train) if stop_after == "epoch" else 2)
+
+    resumed = build_model("tiny", seed=0)
+    events, result = run_to_end(
+        train(resumed, disks_train, disks_val, config_b, resume_from=tmp_path / "b")
+    )
+    first_step = next(e for e in events if isinstance(e, StepEvent))
+    assert first_step.step == saved_step + 1
+    assert without_times(result.history) == without_times(expected.history)
+    assert result.history[-1]["val_fg_iou"] == expected.history[-1]["val_fg_iou"]
+    straight_tensors = trainable_state(straight)
+    for name, tensor in trainable_state(resumed).items():
+        assert torch.equal(tensor, straight_tensors[name]), name
+
+
+def test_limits_stop_early_and_resume_continues(tiny_model, disks_train, disks_val, tmp_path):
+    config = TrainingConfig(epochs=2, max_steps=3, output_dir=str(tmp_path), **FAST)
+    events, result = run_to_end(train(tiny_model, disks_train, disks_val, config))
+    assert result.stopped == "max_steps" and result.steps == 3
+    partial = [e for e in events if isinstance(e, EpochEvent)]
+    assert len(partial) == 1 and not partial[0].complete
+
+    more = dataclasses.replace(config, max_steps=None)
+    model = build_model("tiny", seed=0)
+    _, result = run_to_end(train(model, disks_train, disks_val, more, resume_from=tmp_path))
+    assert result.stopped == "completed" and result.steps == 2 * len(disks_train)
+
+
+def test_text_mode_samples_points_manual_mode_uses_ground_truth(tiny_model, disks_train):
+    seen = []
+
+    def record(module, args, kwargs):
+        seen.append((kwargs.get("point_coords"), kwargs.get("point_labels")))
+
+    handle = tiny_model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        run_to_end(train(tiny_model, disks_train[:2], None, TrainingConfig(epochs=1, **FAST)))
+        assert all(coords is None for coords, _ in seen)  # the model samples from its map
+        seen.clear()
+        manual = TrainingConfig(epochs=1, mode="manual", augment=False, **FAST)
+        run_to_end(train(tiny_model, disks_train[:2], None, manual))
+    finally:
+        handle.remove()
+    image_size = tiny_model.config.sam.image_size
+    for (coords, labels), sample in zip(seen, disks_train[:2], strict=False):
+        assert coords is not None and (labels == 1).all()
+        assert coords.shape == (1, tiny_model.config.guide.n_points, 2)
+        # Every point lies on the ground truth, mapped into the squashed SAM frame.
+        height, width = sample.mask.shape
+        xs = (coords[0, :, 0].long() + 0.5) * width / image_size
+        ys = (coords[0, :, 1].long() + 0.5) * height / image_size
+        assert sample.mask[ys.long(), xs.long()].all()
+
+
+def test_bad_inputs_are_clear_errors(tiny_model, disks_train, tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        next(train(tiny_model, [], None, TrainingConfig(**FAST)))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OSError, match="Cannot write checkpoints"):
+        next(train(tiny_model, disks_train, None, TrainingConfig(output_dir=str(blocker), **FAST)))
+    with pytest.raises(ValueError, match="mode"):
+        TrainingConfig(mode="points")
+
+
+def test_resume_refuses_other_settings(tiny_model, disks_train, tmp_path):
+    config = TrainingConfig(epochs=1, output_dir=str(tmp_path), **FAST)
+    run_to_end(train(tiny_model, disks_train, None, config))
+    other_seed = dataclasses.replace(config, seed=1)
+    with pytest.raises(ValueError, match="seed"):
+        next(train(build_model("tiny"), disks_train, None, other_seed, resume_from=tmp_path))
+    with pytest.raises(FileNotFoundError, match="Cannot resume"):
+        next(train(build_model("tiny"), disks_train, None, config, resume_from=tmp_path / "x"))
