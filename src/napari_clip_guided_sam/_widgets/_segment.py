@@ -1,0 +1,507 @@
+"""The segment widget: class names (+ clicks) -> a labels layer, for a slice or a whole stack.
+
+The model lives in a `PredictorSession` owned by the widget; every computation runs in a
+napari worker (`JobPanel`), and results are written to the plugin's own output layers on
+the GUI thread. Moving a click re-runs only SAM's prompt encoder and mask decoder: the
+predictor caches the image embedding per (slice, class).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from napari.layers import Image, Points
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..inference.predictor import Prediction
+from ..inference.session import PredictorSession, PredictorSettings
+from ..model.config import PRESETS
+from ._common import (
+    DEVICES,
+    PRECISIONS,
+    JobPanel,
+    Notice,
+    Progress,
+    guarded,
+    notify_info,
+    on_click,
+)
+from ._layers import (
+    MARKER,
+    NEGATIVE,
+    POSITIVE,
+    ImageGeometry,
+    find_output,
+    labels_output,
+    prompts_output,
+    write_labels_slice,
+    write_similarity_slices,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+TEXT_ONLY, TEXT_AND_POINTS = "text only", "text + points"
+REFRESH_DELAY_MS = 100  # debounce of point edits before the decoder-only refresh
+TOGGLE_KEY = "t"
+
+
+@dataclass
+class SegmentRequest:
+    """Everything a segmentation job needs, gathered (and checked) on the GUI thread."""
+
+    image: Image
+    geometry: ImageGeometry
+    channels: tuple[int, ...] | None
+    class_names: list[str]
+    settings: PredictorSettings
+    guide_threshold: float
+    n_points: int
+    mask_threshold: float
+    indices: list[tuple[int, ...]]
+    first_rgb: np.ndarray  # the first slice, converted up front so bad input fails early
+    points: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+@dataclass
+class SliceResult:
+    """One segmented slice, to be written into the output layers."""
+
+    index: tuple[int, ...]
+    prediction: Prediction
+
+
+def segment_job(
+    session: PredictorSession, request: SegmentRequest
+) -> Generator[Progress | Notice | SliceResult, None, None]:
+    """Load the model if needed, then segment each requested slice (cancellable per slice)."""
+    if not session.is_loaded(request.settings):
+        yield Progress(f"Loading model {request.settings.describe()}…")
+    predictor = session.predictor(request.settings)
+    predictor.set_guide_options(threshold=request.guide_threshold, n_points=request.n_points)
+    total = len(request.indices)
+    for done, index in enumerate(request.indices):
+        where = f" slice {done + 1}/{total}" if total > 1 else ""
+        yield Progress(f"Segmenting{where}…", done, total)
+        if done == 0:
+            rgb = request.first_rgb
+        else:
+            rgb = request.geometry.slice_rgb(request.image, index, request.channels)
+        xy, labels = request.points.get(index, (None, None))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            prediction = predictor.segment(
+                rgb, request.class_names, xy, labels, request.mask_threshold
+            )
+        for warning in caught:
+            yield Notice(str(warning.message))
+        yield SliceResult(index, prediction)
+    yield Progress(f"Segmented {total} slice{'s' if total != 1 else ''}.", total, total)
+
+
+def parse_class_names(text: str) -> list[str]:
+    """'nucleus, cell' -> ['nucleus', 'cell'] (blank entries and repeats dropped)."""
+    names: list[str] = []
+    for part in text.replace(";", ",").split(","):
+        name = " ".join(part.split())
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def parse_channels(text: str) -> tuple[int, ...] | None:
+    """'0, 2' -> (0, 2); blank -> None (all channels, up to three)."""
+    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
+    if not parts:
+        return None
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"Channels must be numbers like '0' or '0, 2', got {text!r}.") from None
+
+
+class SegmentWidget(QWidget):
+    """Dock widget: segment an image layer by class names, optionally steered by clicks."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.session = PredictorSession()
+        self.last_prediction: Prediction | None = None
+        self._pending_refresh = False
+        self._watched_points: list[Points] = []
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(REFRESH_DELAY_MS)
+        self._refresh_timer.timeout.connect(self._refresh_from_points)
+        self._build()
+        layers = self.viewer.layers.events
+        for event in (layers.inserted, layers.removed, layers.reordered):
+            event.connect(self._update_image_choices)
+        self._update_image_choices()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        self.image_combo = QComboBox()
+        self.image_combo.currentIndexChanged.connect(self._update_channel_choices)
+        self.channel_axis_combo = QComboBox()
+        self.channel_axis_combo.setToolTip(
+            "For multichannel (non-RGB) images: the axis that holds the channels."
+        )
+        self.channels_edit = QLineEdit()
+        self.channels_edit.setPlaceholderText("all (up to 3), or e.g. 0, 2")
+        image_box = _form(
+            "Image",
+            [
+                ("Image layer", self.image_combo),
+                ("Channel axis", self.channel_axis_combo),
+                ("Channels", self.channels_edit),
+            ],
+        )
+
+        self.classes_edit = QLineEdit()
+        self.classes_edit.setPlaceholderText("e.g. nucleus, mitochondrion")
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems([TEXT_ONLY, TEXT_AND_POINTS])
+        self.points_button = QPushButton("Add click layer")
+        self.points_button.setToolTip(
+            "Create (or select) the points layer for clicks on this image; press "
+            f"{TOGGLE_KEY.upper()} in it to switch between positive and negative clicks."
+        )
+        self.points_button.clicked.connect(on_click(self.add_points_layer))
+        self.click_label_combo = QComboBox()
+        self.click_label_combo.addItems([POSITIVE, NEGATIVE])
+        self.click_label_combo.setToolTip(f"Label of new clicks (toggle: {TOGGLE_KEY.upper()})")
+        self.click_label_combo.currentTextChanged.connect(guarded(self._apply_click_label))
+        clicks = QHBoxLayout()
+        clicks.addWidget(self.points_button)
+        clicks.addWidget(self.click_label_combo)
+        prompt_box = _form(
+            "Prompt",
+            [("Classes", self.classes_edit), ("Mode", self.mode_combo), ("Clicks", clicks)],
+        )
+
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems(list(PRESETS))
+        self.checkpoint_edit = QLineEdit()
+        self.checkpoint_edit.setPlaceholderText("optional fine-tuned .safetensors")
+        browse = QPushButton("…")
+        browse.setMaximumWidth(32)
+        browse.clicked.connect(on_click(self._browse_checkpoint))
+        checkpoint_row = QHBoxLayout()
+        checkpoint_row.addWidget(self.checkpoint_edit, 1)
+        checkpoint_row.addWidget(browse)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(list(DEVICES))
+        self.precision_combo = QComboBox()
+        self.precision_combo.addItems(list(PRECISIONS))
+        model_box = _form(
+            "Model",
+            [
+                ("Preset", self.preset_combo),
+                ("Checkpoint", checkpoint_row),
+                ("Device", self.device_combo),
+                ("Precision", self.precision_combo),
+            ],
+        )
+
+        self.guide_threshold_spin = _double_spin(0.8, 0.01, 0.99, "Similarity threshold tau")
+        self.n_points_spin = QSpinBox()
+        self.n_points_spin.setRange(1, 50)
+        self.n_points_spin.setValue(5)
+        self.n_points_spin.setToolTip("Points sampled from the similarity map (text only)")
+        self.mask_threshold_spin = _double_spin(0.5, 0.0, 0.99, "Mask probability threshold")
+        self.similarity_check = QCheckBox("Show similarity map")
+        options_box = _form(
+            "Options",
+            [
+                ("Similarity threshold", self.guide_threshold_spin),
+                ("Sampled points", self.n_points_spin),
+                ("Mask threshold", self.mask_threshold_spin),
+                ("", self.similarity_check),
+            ],
+        )
+
+        self.segment_button = QPushButton("Segment current slice")
+        self.segment_button.clicked.connect(on_click(self.segment_current_slice))
+        self.stack_button = QPushButton("Segment whole stack")
+        self.stack_button.clicked.connect(on_click(self.segment_stack))
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.segment_button)
+        buttons.addWidget(self.stack_button)
+        self.jobs = JobPanel()
+
+        layout = QVBoxLayout(self)
+        for box in (image_box, prompt_box, model_box, options_box):
+            layout.addWidget(box)
+        layout.addLayout(buttons)
+        layout.addWidget(self.jobs)
+        layout.addStretch(1)
+
+    # ------------------------------------------------------------------ choices
+    def _image_layers(self) -> list[Image]:
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    @guarded
+    def _update_image_choices(self, event=None) -> None:
+        current = self.image_combo.currentText()
+        names = [layer.name for layer in self._image_layers()]
+        names = [n for n in names if not _is_plugin_output(self.viewer.layers[n])]
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+        self.image_combo.blockSignals(False)
+        self._update_channel_choices()
+
+    @guarded
+    def _update_channel_choices(self, *args) -> None:
+        self.channel_axis_combo.clear()
+        self.channel_axis_combo.addItem("none", None)
+        layer = self.image_layer()
+        if layer is None or layer.rgb:
+            return
+        shape = layer.data[0].shape if layer.multiscale else layer.data.shape
+        for axis in range(len(shape) - 2):
+            self.channel_axis_combo.addItem(f"axis {axis} (size {shape[axis]})", axis)
+
+    def image_layer(self) -> Image | None:
+        """The chosen image layer, or None."""
+        name = self.image_combo.currentText()
+        if name and name in self.viewer.layers and isinstance(self.viewer.layers[name], Image):
+            return self.viewer.layers[name]
+        return None
+
+    def settings(self) -> PredictorSettings:
+        """The model settings chosen in the widget."""
+        return PredictorSettings(
+            preset=self.preset_combo.currentText(),
+            checkpoint=self.checkpoint_edit.text() or None,
+            device=self.device_combo.currentText(),
+            precision=self.precision_combo.currentText(),
+        )
+
+    def _browse_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Fine-tuned checkpoint", "", "Checkpoints (*.safetensors);;All files (*)"
+        )
+        if path:
+            self.checkpoint_edit.setText(path)
+
+    def load_checkpoint(self, path: str | Path, preset: str | None = None) -> None:
+        """Use a fine-tuned checkpoint from now on (e.g. from the training widget).
+
+        `preset` defaults to the one stored in the checkpoint; its class names fill an empty
+        class field. The model is reloaded at the next segmentation even when the path is
+        unchanged (training may have rewritten the file).
+        """
+        from ..model.checkpoint import read_checkpoint
+
+        header = read_checkpoint(path)
+        self.preset_combo.setCurrentText(preset or header.config.name)
+        self.checkpoint_edit.setText(str(path))
+        if not parse_class_names(self.classes_edit.text()) and header.class_names:
+            self.classes_edit.setText(", ".join(header.class_names))
+        self.session.release()
+
+    # ------------------------------------------------------------------ clicks
+    def add_points_layer(self) -> Points:
+        """Create (or select) the click layer of the chosen image and switch to add mode."""
+        image = self._require_image()
+        geometry = ImageGeometry.of(image, self.channel_axis_combo.currentData())
+        layer = prompts_output(self.viewer, image, geometry)
+        self._watch_points(layer)
+        self._apply_click_label(self.click_label_combo.currentText())
+        self.mode_combo.setCurrentText(TEXT_AND_POINTS)
+        self.viewer.layers.selection.active = layer
+        layer.mode = "add"
+        return layer
+
+    def _watch_points(self, layer: Points) -> None:
+        if any(watched is layer for watched in self._watched_points):
+            return
+        self._watched_points.append(layer)
+        layer.events.data.connect(self._on_points_changed)
+        layer.bind_key(TOGGLE_KEY, self._toggle_click_label, overwrite=True)
+
+    def _toggle_click_label(self, layer=None) -> None:
+        current = self.click_label_combo.currentText()
+        self.click_label_combo.setCurrentText(NEGATIVE if current == POSITIVE else POSITIVE)
+
+    def _apply_click_label(self, label: str) -> None:
+        for layer in self._watched_points:
+            if layer in self.viewer.layers:
+                layer.feature_defaults = {"label": label}
+
+    @guarded
+    def _on_points_changed(self, event=None) -> None:
+        action = str(getattr(event, "action", "changed"))
+        if action.lower().endswith(("adding", "changing", "removing")):
+            return  # wait for the edit to finish
+        if self.mode_combo.currentText() == TEXT_AND_POINTS:
+            self._refresh_timer.start()
+
+    @guarded
+    def _refresh_from_points(self) -> None:
+        """Re-segment the current slice after a click (decoder only: embedding cached)."""
+        if not self.session.is_loaded(self.settings()):
+            return  # nothing segmented yet: the first run is the user's explicit choice
+        if self.jobs.running:
+            self._pending_refresh = True
+            return
+        self.segment_current_slice()
+
+    # ------------------------------------------------------------------ segment
+    def segment_current_slice(self) -> bool:
+        """Segment the slice on screen; False if the input was refused (see notifications)."""
+        request = self._request(whole_stack=False)
+        return self._start(request)
+
+    def segment_stack(self) -> bool:
+        """Segment every slice of the chosen image, one worker step per slice."""
+        request = self._request(whole_stack=True)
+        return self._start(request)
+
+    def _start(self, request: SegmentRequest) -> bool:
+        return self.jobs.start(
+            segment_job,
+            self.session,
+            request,
+            on_event=lambda event: self._show_result(request, event),
+            on_done=self._on_job_done,
+        )
+
+    def _require_image(self) -> Image:
+        image = self.image_layer()
+        if image is None:
+            raise ValueError(
+                "No image layer chosen: open an image (or File > Open Sample > CLIP-Guided "
+                "SAM) and pick it under 'Image layer'."
+            )
+        return image
+
+    def _request(self, whole_stack: bool) -> SegmentRequest:
+        """Gather and check the inputs on the GUI thread (errors leave layers untouched)."""
+        image = self._require_image()
+        class_names = parse_class_names(self.classes_edit.text())
+        if not class_names:
+            raise ValueError(
+                "Type at least one class name, e.g. 'nucleus' (separate several with commas)."
+            )
+        settings = self.settings()
+        if settings.checkpoint and not Path(settings.checkpoint).is_file():
+            raise ValueError(f"Checkpoint not found: {settings.checkpoint}")
+        geometry = ImageGeometry.of(image, self.channel_axis_combo.currentData())
+        channels = parse_channels(self.channels_edit.text())
+        if whole_stack:
+            indices = geometry.slice_indices()
+        else:
+            self._check_2d_view(image, geometry)
+            indices = [geometry.current_index(image, self.viewer.dims.point)]
+        return SegmentRequest(
+            image=image,
+            geometry=geometry,
+            channels=channels,
+            class_names=class_names,
+            settings=settings,
+            guide_threshold=self.guide_threshold_spin.value(),
+            n_points=self.n_points_spin.value(),
+            mask_threshold=self.mask_threshold_spin.value(),
+            indices=indices,
+            first_rgb=geometry.slice_rgb(image, indices[0], channels),
+            points=self._clicks(image, geometry, indices),
+        )
+
+    def _check_2d_view(self, image: Image, geometry: ImageGeometry) -> None:
+        """'Current slice' needs a 2D view whose displayed axes are the image's Y and X."""
+        dims = self.viewer.dims
+        if dims.ndisplay != 2:
+            raise ValueError(
+                "The viewer shows 3D: switch to the 2D view to segment the current slice, "
+                "or use 'Segment whole stack'."
+            )
+        if geometry.leading_shape and tuple(dims.displayed) != (dims.ndim - 2, dims.ndim - 1):
+            raise ValueError(
+                f"The viewer shows axes {tuple(dims.displayed)} of {image.name!r}, not its "
+                "last two (Y, X): reset the axis order (transpose) before segmenting a slice."
+            )
+
+    def _clicks(
+        self, image: Image, geometry: ImageGeometry, indices: list[tuple[int, ...]]
+    ) -> dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]]:
+        """Clicks per slice, in text + points mode (no entry: text only on that slice)."""
+        if self.mode_combo.currentText() != TEXT_AND_POINTS:
+            return {}
+        layer = find_output(self.viewer, "prompts", image, Points)
+        if layer is None or len(layer.data) == 0:
+            return {}
+        self._watch_points(layer)
+        clicks = {}
+        for index in indices:
+            xy, labels = geometry.points_for_slice(layer, index)
+            if len(xy):
+                clicks[index] = (xy, labels)
+        return clicks
+
+    def _show_result(self, request: SegmentRequest, event) -> None:
+        if not isinstance(event, SliceResult):
+            return
+        self.last_prediction = event.prediction
+        labels = labels_output(self.viewer, request.image, request.geometry)
+        write_labels_slice(labels, event.index, event.prediction)
+        if self.similarity_check.isChecked():
+            write_similarity_slices(
+                self.viewer, request.image, request.geometry, event.index, event.prediction
+            )
+        if len(request.indices) == 1 and not event.prediction.labels.any():
+            notify_info(
+                f"No pixel above the mask threshold for {', '.join(request.class_names)} on "
+                "this slice; try a lower mask threshold or add clicks."
+            )
+
+    def _on_job_done(self, ok: bool) -> None:
+        if self._pending_refresh:
+            self._pending_refresh = False
+            self._refresh_timer.start()
+
+
+def _is_plugin_output(layer) -> bool:
+    return isinstance(layer.metadata, dict) and MARKER in layer.metadata
+
+
+def _form(title: str, rows: list) -> QGroupBox:
+    box = QGroupBox(title)
+    form = QFormLayout(box)
+    for label, widget in rows:
+        form.addRow(label, widget)
+    return box
+
+
+def _double_spin(value: float, low: float, high: float, tip: str) -> QDoubleSpinBox:
+    spin = QDoubleSpinBox()
+    spin.setRange(low, high)
+    spin.setSingleStep(0.05)
+    spin.setDecimals(2)
+    spin.setValue(value)
+    spin.setToolTip(tip)
+    return spin

@@ -1,0 +1,547 @@
+"""Interactive predictor session: set an image once, then prompt it with text and clicks cheaply.
+
+The expensive stages are cached at the level they depend on (DESIGN 2.4, "a stateful
+predictor over stateless modules", as segment-anything's `SamPredictor`):
+
+- CLIP visual tokens per image (text-independent);
+- guide text features per class name (or the features a closed-set checkpoint brought);
+- the adapted SAM image embedding and the similarity map per (image, class, weights).
+
+Moving a point or changing the prompt options re-runs only the prompt encoder and mask
+decoder. The guide options (similarity threshold, sampled points) only shape the prompts,
+never the embedding, so changing them keeps every cache valid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..model.checkpoint import CheckpointError, load_model, read_checkpoint, same_architecture
+from ..model.clip_guided_sam import CLIPGuidedSAM, GuideOutput
+from ..model.config import get_preset
+from ..model.factory import build_model
+from ..model.guide import validate_class_names
+from ..model.preprocess import InputFrame, prepare_image, validate_rgb
+from ..model.runtime import autocast, resolve_device, resolve_precision
+
+__all__ = [
+    "InferenceMemoryError",
+    "Prediction",
+    "Predictor",
+    "PredictorStats",
+]
+
+DEFAULT_CACHE_SIZE = 8  # image x class embeddings kept (about 4 MB each for vit_b in fp32)
+
+
+class InferenceMemoryError(RuntimeError):
+    """The device ran out of memory; the message says what to change."""
+
+
+@dataclass
+class Prediction:
+    """Masks of K classes for one image of size H x W (all in the original frame)."""
+
+    labels: np.ndarray  # int32 [H, W]: 0 background, k + 1 = class_names[k]
+    probabilities: np.ndarray  # float32 [K, H, W] mask probabilities
+    similarity_maps: np.ndarray  # float32 [K, H, W] CLIP similarity maps in [0, 1]
+    class_names: list[str]
+    iou_predictions: np.ndarray  # float32 [K] SAM's predicted IoU per class
+
+
+@dataclass
+class PredictorStats:
+    """How often each stage ran: tests and benchmarks check what a call recomputed."""
+
+    clip_calls: int = 0  # CLIP visual-tower runs (one per new image)
+    text_calls: int = 0  # class names sent through the text tower
+    encoder_calls: int = 0  # image x class pairs through SAM's (adapted) image encoder
+    decoder_calls: int = 0  # masks from the prompt encoder + mask decoder
+    embedding_hits: int = 0  # image x class pairs served from the embedding cache
+
+    def reset(self) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, 0)
+
+
+class LRUCache:
+    """A dict that keeps the `capacity` most recently used entries."""
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"Cache size must be at least 1, got {capacity}.")
+        self.capacity = capacity
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+
+    def get(self, key: Any) -> Any | None:
+        if key not in self._items:
+            return None
+        self._items.move_to_end(key)
+        return self._items[key]
+
+    def put(self, key: Any, value: Any) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+@dataclass
+class _ImageState:
+    key: str  # content hash of the uint8 RGB image
+    tensor: torch.Tensor  # [3, S, S] SAM-normalised input on the device
+    frame: InputFrame
+
+
+@dataclass
+class _ClassEntry:
+    embedding: torch.Tensor  # [C, g, g] adapted SAM image embedding
+    similarity_map: torch.Tensor  # [S, S] float32 in the SAM frame
+
+
+@dataclass
+class _Session:
+    """What changes the cache keys: the weights' version and the device."""
+
+    weights_version: int = 0
+    text_features: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [D]
+
+
+def image_key(rgb: np.ndarray) -> str:
+    """A content hash of an image (shape and bytes)."""
+    digest = hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16)
+    digest.update(repr(rgb.shape).encode())
+    return digest.hexdigest()
+
+
+class Predictor:
+    """A session that owns a CLIP-Guided SAM model, its device, precision and caches.
+
+    Typical use: `set_image(rgb)` once per image (or slice), then `predict(class_names,
+    points, point_labels)` as often as the prompts change. All public methods are
+    thread-safe (one lock), so a GUI may call them from a worker thread.
+
+    class_text_features: guide text features of a closed class set (name -> [D]), e.g.
+    saved with a fine-tuned checkpoint; other names warn and go through the text tower.
+    cache_size: image x class embeddings kept (LRU); CLIP tokens of as many images.
+    encoder_batch_size: image x class pairs encoded together; None: 1 on the CPU (batching
+    gains ~5% there and doubles peak memory), 2 on accelerators.
+    decoder_threads: CPU threads for the prompt encoder + mask decoder (None: torch's
+    setting). Their operations are small, so extra threads mostly add synchronisation, and
+    on a busy CPU each parallel region waits for a descheduled thread (2 cores, one taken by
+    another job: 1.29 s with 2 threads, 85 ms with 1; docs/performance.md). The setting is
+    restored after each decode (it is process-wide meanwhile).
+    """
+
+    def __init__(
+        self,
+        model: CLIPGuidedSAM,
+        device: str = "auto",
+        precision: str = "auto",
+        class_text_features: dict[str, torch.Tensor] | None = None,
+        *,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        encoder_batch_size: int | None = None,
+        decoder_threads: int | None = 1,
+    ):
+        self.device = resolve_device(device)
+        if encoder_batch_size is None:
+            encoder_batch_size = 1 if self.device.type == "cpu" else 2
+        if encoder_batch_size < 1:
+            raise ValueError(f"encoder_batch_size must be at least 1, got {encoder_batch_size}.")
+        self.dtype = resolve_precision(precision, self.device)
+        self.precision = precision
+        self.model = model.eval().to(self.device)
+        self.encoder_batch_size = encoder_batch_size
+        self.decoder_threads = decoder_threads if self.device.type == "cpu" else None
+        self.stats = PredictorStats()
+        self.checkpoint_path: Path | None = None
+        self._lock = threading.RLock()
+        self._session = _Session()
+        self._closed_set = {
+            name: feature.detach().float().reshape(-1).to(self.device)
+            for name, feature in (class_text_features or {}).items()
+        }
+        self._tokens = LRUCache(cache_size)
+        self._embeddings = LRUCache(cache_size)
+        self._image: _ImageState | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_preset(
+        cls,
+        preset: str = "paper",
+        checkpoint: str | Path | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        **options: Any,
+    ) -> Predictor:
+        """Build the preset's model (official base weights; `tiny`: seeded random ones).
+
+        checkpoint: a fine-tuned checkpoint of the same architecture; its class text
+        features become the closed class set. A checkpoint trained for another
+        architecture is a `CheckpointError` naming the preset to choose.
+        """
+        config = get_preset(preset)
+        if checkpoint is None:
+            return cls(build_model(config), device, precision, **options)
+        header = read_checkpoint(checkpoint)
+        if not same_architecture(header.config, config):
+            raise CheckpointError(
+                f"{Path(checkpoint).name} was trained for preset {header.config.name!r}, not "
+                f"{preset!r}; choose preset {header.config.name!r} for this checkpoint."
+            )
+        model, loaded = load_model(checkpoint)
+        features = None
+        if loaded.text_features is not None:
+            features = dict(zip(loaded.class_names, loaded.text_features, strict=True))
+        predictor = cls(model, device, precision, features, **options)
+        predictor.checkpoint_path = Path(checkpoint)
+        return predictor
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def config(self):
+        """The model's `ModelConfig` (guide options included)."""
+        return self.model.config
+
+    @property
+    def closed_set_classes(self) -> list[str]:
+        """Class names whose text features came with the checkpoint (empty: open set)."""
+        return list(self._closed_set)
+
+    @property
+    def image_frame(self) -> InputFrame | None:
+        """The input frame of the current image, None before `set_image`."""
+        return self._image.frame if self._image is not None else None
+
+    # ------------------------------------------------------------------ options
+    def set_guide_options(
+        self,
+        threshold: float | None = None,
+        n_points: int | None = None,
+        n_negative_points: int | None = None,
+    ) -> None:
+        """Change how prompts come from the similarity map (`ModelConfig.guide`).
+
+        threshold: tau in (0, 1) for the dense prompt and the point mask; n_points: points
+        sampled in text-only mode (>= 1); n_negative_points: negatives from map < 1 - tau.
+        The image embeddings do not depend on these, so no cache is invalidated.
+        """
+        changes: dict[str, Any] = {}
+        if threshold is not None:
+            if not 0.0 < float(threshold) < 1.0:
+                raise ValueError(f"The similarity threshold must be in (0, 1), got {threshold}.")
+            changes["guide.threshold"] = float(threshold)
+        if n_points is not None:
+            if int(n_points) < 1:
+                raise ValueError(f"At least one point must be sampled, got {n_points}.")
+            changes["guide.n_points"] = int(n_points)
+        if n_negative_points is not None:
+            if int(n_negative_points) < 0:
+                raise ValueError(f"n_negative_points must be >= 0, got {n_negative_points}.")
+            changes["guide.n_negative_points"] = int(n_negative_points)
+        if changes:
+            with self._lock:
+                self.model.config = self.model.config.replace(**changes)
+
+    def weights_changed(self) -> None:
+        """Forget everything computed with the old weights (call after changing them)."""
+        with self._lock:
+            self._session = _Session(weights_version=self._session.weights_version + 1)
+            self._tokens.clear()
+            self._embeddings.clear()
+            self.model.guide.reset_text_cache()
+
+    def clear_cache(self) -> None:
+        """Drop cached tokens and embeddings (text features stay)."""
+        with self._lock:
+            self._tokens.clear()
+            self._embeddings.clear()
+
+    # ------------------------------------------------------------------ image
+    def set_image(self, rgb: np.ndarray) -> str:
+        """Make `rgb` (uint8 [H, W, 3]) the current image; returns its content key.
+
+        The CLIP tokens are computed now (or found in the cache); embeddings wait for the
+        class names in `predict`.
+        """
+        validate_rgb(rgb)
+        key = image_key(rgb)
+        with self._lock:
+            if self._image is not None and self._image.key == key:
+                return key
+            tensor, frame = prepare_image(rgb, self.config.sam.image_size, self.config.resize)
+            self._image = _ImageState(key, tensor.to(self.device), frame)
+            with self._memory_guard("computing the CLIP image features", 1):
+                self._clip_tokens()
+        return key
+
+    def _require_image(self) -> _ImageState:
+        if self._image is None:
+            raise RuntimeError("No image set: call set_image(rgb) before predict().")
+        return self._image
+
+    def _clip_tokens(self) -> torch.Tensor:
+        """Cached CLIP Surgery tokens of the current image: [1, 1+N, D]."""
+        image = self._require_image()
+        key = (image.key, self._session.weights_version)
+        tokens = self._tokens.get(key)
+        if tokens is None:
+            with self._compute():
+                tokens = self.model.clip_tokens(image.tensor[None])
+            self.stats.clip_calls += 1
+            self._tokens.put(key, tokens)
+        return tokens
+
+    # ------------------------------------------------------------------ text
+    def text_features(self, class_names: Sequence[str]) -> torch.Tensor:
+        """Guide text features of the class names: [K, D] (cached per name)."""
+        names = _clean_names(class_names)
+        with self._lock:
+            missing = [n for n in names if n not in self._session.text_features]
+            unknown = [n for n in missing if n not in self._closed_set]
+            if unknown and self._closed_set:
+                warnings.warn(
+                    f"{', '.join(map(repr, unknown))} not among the classes this checkpoint "
+                    f"was trained on ({', '.join(self._closed_set)}); computing "
+                    f"{'its' if len(unknown) == 1 else 'their'} text features with the text "
+                    "tower, results may be poor.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            for name in missing:
+                if name in self._closed_set:
+                    self._session.text_features[name] = self._closed_set[name]
+            if unknown:
+                with self._compute():
+                    features = self.model.text_features(unknown).float()
+                self.stats.text_calls += len(unknown)
+                for name, feature in zip(unknown, features, strict=True):
+                    self._session.text_features[name] = feature
+            return torch.stack([self._session.text_features[n] for n in names])
+
+    # ------------------------------------------------------------------ predict
+    def predict(
+        self,
+        class_names: Sequence[str],
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        threshold: float = 0.5,
+    ) -> Prediction:
+        """Masks of the current image for K class names.
+
+        points: [n, 2] (x, y) in original image pixels, with point_labels [n] (1 positive,
+        0 negative), shared by all classes; None (or n = 0) is text-only mode, where points
+        are sampled from each class's similarity map with a fixed seed. threshold: the mask
+        probability above which a pixel takes its most probable class.
+        """
+        names = _clean_names(class_names)
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"The mask threshold must be in [0, 1), got {threshold}.")
+        with self._lock:
+            image = self._require_image()
+            user_points = _user_points(points, point_labels, image.frame)
+            with self._memory_guard("segmenting", len(names)):
+                entries = self._entries(names)
+                return self._decode(names, entries, user_points, threshold)
+
+    def segment(
+        self,
+        rgb: np.ndarray,
+        class_names: Sequence[str],
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        threshold: float = 0.5,
+    ) -> Prediction:
+        """`set_image` then `predict` as one step (no other thread can slip in between)."""
+        with self._lock:
+            self.set_image(rgb)
+            return self.predict(class_names, points, point_labels, threshold)
+
+    def has_embeddings(self, class_names: Sequence[str]) -> bool:
+        """Whether `predict(class_names)` on the current image needs no encoder run."""
+        with self._lock:
+            if self._image is None:
+                return False
+            names = _clean_names(class_names)
+            return all(self._embedding_key(n, names) in self._embeddings for n in names)
+
+    def _embedding_key(self, name: str, names: list[str]) -> tuple:
+        # With feature surgery a class's similarity depends on the other classes too.
+        classes = tuple(names) if self.model.guide.guide_config.feature_surgery else ()
+        return (self._image.key, self._session.weights_version, classes, name)
+
+    def _entries(self, names: list[str]) -> list[_ClassEntry]:
+        """Embedding and similarity map per class, computing only the missing ones."""
+        keys = [self._embedding_key(n, names) for n in names]
+        found = {k: self._embeddings.get(k) for k in keys}
+        missing = [n for n, k in zip(names, keys, strict=True) if found[k] is None]
+        self.stats.embedding_hits += len(names) - len(missing)
+        if missing:
+            for name, entry in zip(missing, self._encode(missing), strict=True):
+                key = self._embedding_key(name, names)
+                found[key] = entry
+                self._embeddings.put(key, entry)
+        return [found[k] for k in keys]
+
+    def _encode(self, names: list[str]) -> Iterator[_ClassEntry]:
+        """Run the guide once and the adapted image encoder per class (in batches)."""
+        image = self._image.tensor[None]
+        tokens = self._clip_tokens()
+        text = self.text_features(names)
+        with self._compute():
+            guide = self.model.guidance(image, text, clip_tokens=tokens)
+        for start in range(0, len(names), self.encoder_batch_size):
+            part = slice(start, start + self.encoder_batch_size)
+            chunk = GuideOutput(
+                text=guide.text[:, part],
+                tokens=guide.tokens,
+                similarity=guide.similarity[:, part],
+                similarity_map=guide.similarity_map[:, part],
+            )
+            with self._compute():
+                embeddings = self.model.encode_image(image, chunk)
+            self.stats.encoder_calls += embeddings.shape[0]
+            for offset, embedding in enumerate(embeddings):
+                # Clones, so a cached entry does not keep its whole batch alive.
+                similarity_map = guide.similarity_map[0, start + offset].float().clone()
+                yield _ClassEntry(embedding.clone(), similarity_map)
+
+    def _decode(
+        self,
+        names: list[str],
+        entries: list[_ClassEntry],
+        user_points: tuple[torch.Tensor, torch.Tensor] | None,
+        threshold: float,
+    ) -> Prediction:
+        """Prompt encoder + mask decoder for every class, then back to the original frame."""
+        frame = self._image.frame
+        maps = torch.stack([e.similarity_map for e in entries])  # [K, S, S]
+        with self._compute(), _cpu_threads(self.decoder_threads):
+            dense = self.model.dense_prompt(maps)
+            if user_points is None:
+                # One seeded draw per class: a class's points do not depend on the others.
+                sampled = [self.model.sample_points(m[None]) for m in maps]
+                coords = torch.cat([c for c, _ in sampled])
+                labels = torch.cat([lab for _, lab in sampled])
+            else:
+                coords = user_points[0][None].expand(len(names), -1, -1)
+                labels = user_points[1][None].expand(len(names), -1)
+            embeddings = torch.stack([e.embedding for e in entries])
+            logits, ious = self.model.decode(
+                embeddings, dense, coords.to(self.device), labels.to(self.device)
+            )
+            probabilities = torch.sigmoid(frame.logits_to_original(logits.float()))
+            similarity = frame.logits_to_original(maps).clamp(0.0, 1.0)
+            best, index = probabilities.max(dim=0)
+            label_image = torch.where(best > threshold, index + 1, torch.zeros_like(index))
+        self.stats.decoder_calls += len(names)
+        return Prediction(
+            labels=label_image.to(torch.int32).cpu().numpy(),
+            probabilities=probabilities.cpu().numpy().astype(np.float32, copy=False),
+            similarity_maps=similarity.cpu().numpy().astype(np.float32, copy=False),
+            class_names=list(names),
+            iou_predictions=ious.float().cpu().numpy(),
+        )
+
+    # ------------------------------------------------------------------ runtime
+    @contextlib.contextmanager
+    def _compute(self):
+        """No autograd, the resolved precision."""
+        with torch.inference_mode(), autocast(self.device, self.dtype):
+            yield
+
+    @contextlib.contextmanager
+    def _memory_guard(self, what: str, n_classes: int):
+        """Turn out-of-memory errors into one clear, actionable message."""
+        try:
+            yield
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
+            if not _is_out_of_memory(error):
+                raise
+            self.clear_cache()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            hint = "use device 'cpu' (slower, but it has more memory), "
+            if self.device.type == "cpu":
+                hint = "close other programs, "
+            raise InferenceMemoryError(
+                f"Out of memory on {self.device.type} while {what} ({n_classes} class"
+                f"{'es' if n_classes != 1 else ''}). To fix: {hint}segment fewer classes at "
+                f"once, or use a smaller batch (encoder batch size "
+                f"{self.encoder_batch_size}), or a smaller model preset."
+            ) from error
+
+
+@contextlib.contextmanager
+def _cpu_threads(count: int | None):
+    """Temporarily use `count` intra-op CPU threads (None: leave torch's setting)."""
+    if count is None or count == torch.get_num_threads():
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, torch.OutOfMemoryError | MemoryError):
+        return True
+    text = str(error).lower()
+    return "out of memory" in text or "can't allocate memory" in text
+
+
+def _clean_names(class_names: Sequence[str]) -> list[str]:
+    """Validated, stripped class names without duplicates."""
+    validate_class_names(class_names)
+    names = [name.strip() for name in class_names]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"Class name(s) given twice: {', '.join(duplicates)}.")
+    return names
+
+
+def _user_points(
+    points: np.ndarray | None, point_labels: np.ndarray | None, frame: InputFrame
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """User clicks in original (x, y) pixels -> SAM-frame coords [n, 2] and labels [n]."""
+    if points is None:
+        return None
+    points = np.asarray(points, dtype=np.float64)
+    if points.size == 0:
+        return None
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"points must have shape (n, 2) as (x, y), got {points.shape}.")
+    if point_labels is None:
+        raise ValueError("point_labels are required with points (1 positive, 0 negative).")
+    point_labels = np.asarray(point_labels).reshape(-1)
+    if point_labels.shape[0] != points.shape[0]:
+        raise ValueError(f"{points.shape[0]} points but {point_labels.shape[0]} point labels.")
+    if not np.isin(point_labels, (0, 1)).all():
+        raise ValueError("Point labels must be 1 (positive) or 0 (negative).")
+    coords = frame.points_to_input(points)
+    return torch.from_numpy(coords).float(), torch.from_numpy(point_labels.astype(np.int64))

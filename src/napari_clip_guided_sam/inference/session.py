@@ -1,0 +1,75 @@
+"""A predictor session for a GUI: keeps one loaded model and reloads it only when asked to.
+
+Widgets own one `PredictorSession` (no module-level state); loading is slow, so it is meant
+to be called from a worker thread, and the predictor it returns is thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .predictor import Predictor
+
+__all__ = ["PredictorSession", "PredictorSettings"]
+
+
+@dataclass(frozen=True)
+class PredictorSettings:
+    """What decides which model is loaded, and how it runs."""
+
+    preset: str = "paper"
+    checkpoint: str | None = None  # a fine-tuned checkpoint file, or None for the base model
+    device: str = "auto"  # auto | cuda | mps | cpu
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+
+    def __post_init__(self) -> None:
+        if self.checkpoint is not None:
+            checkpoint = str(self.checkpoint).strip()
+            object.__setattr__(self, "checkpoint", checkpoint or None)
+
+    def describe(self) -> str:
+        name = Path(self.checkpoint).name if self.checkpoint else "base weights"
+        return f"{self.preset} ({name}) on {self.device}, {self.precision}"
+
+
+class PredictorSession:
+    """Holds the predictor of the current settings; a change of settings loads a new one."""
+
+    def __init__(self, factory: Callable[..., Predictor] = Predictor.from_preset):
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._settings: PredictorSettings | None = None
+        self._predictor: Predictor | None = None
+
+    def is_loaded(self, settings: PredictorSettings) -> bool:
+        """Whether `predictor(settings)` returns at once."""
+        return self._predictor is not None and self._settings == settings
+
+    @property
+    def current(self) -> Predictor | None:
+        """The loaded predictor, if any."""
+        return self._predictor
+
+    def predictor(self, settings: PredictorSettings) -> Predictor:
+        """The predictor for `settings`, loading it (slow) when the settings changed."""
+        with self._lock:
+            if not self.is_loaded(settings):
+                self._predictor = None  # free the old model before loading the new one
+                self._settings = None
+                self._predictor = self._factory(
+                    settings.preset,
+                    settings.checkpoint,
+                    device=settings.device,
+                    precision=settings.precision,
+                )
+                self._settings = settings
+            return self._predictor
+
+    def release(self) -> None:
+        """Drop the model (frees its memory)."""
+        with self._lock:
+            self._predictor = None
+            self._settings = None

@@ -1,0 +1,212 @@
+"""The segment widget in a real viewer: layers it makes, click refresh, cancel, bad input."""
+
+import numpy as np
+import pytest
+
+from napari_clip_guided_sam._widgets import _common
+from napari_clip_guided_sam._widgets._layers import MARKER, NEGATIVE
+from napari_clip_guided_sam._widgets._segment import TEXT_AND_POINTS, SegmentWidget
+
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Error notifications shown by the plugin."""
+    shown = []
+    monkeypatch.setattr(_common, "show_error", shown.append)
+    return shown
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def widget(viewer, qtbot):
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.preset_combo.setCurrentText("tiny")
+    widget.device_combo.setCurrentText("cpu")
+    yield widget
+    if widget.jobs.running:
+        widget.jobs.cancel()
+        qtbot.waitUntil(lambda: not widget.jobs.running, timeout=TIMEOUT_MS)
+
+
+def _image(shape=(128, 160), seed=0):
+    return np.random.default_rng(seed).integers(0, 255, size=shape, dtype=np.uint8)
+
+
+def _run(qtbot, widget, action):
+    assert action()
+    qtbot.waitUntil(lambda: not widget.jobs.running, timeout=TIMEOUT_MS)
+
+
+def test_typing_a_class_and_pressing_segment_creates_labels(viewer, widget, qtbot, errors):
+    viewer.add_image(_image(), name="cells", scale=(0.5, 0.5))
+    widget.classes_edit.setText("nucleus, cell")
+    widget.segment_button.click()
+    qtbot.waitUntil(lambda: not widget.jobs.running, timeout=TIMEOUT_MS)
+    assert errors == []
+    labels = viewer.layers["cells labels"]
+    assert labels.data.shape == (128, 160)
+    assert tuple(labels.scale) == (0.5, 0.5)
+    assert list(labels.features["class"]) == ["background", "nucleus", "cell"]
+    assert labels.metadata[MARKER]["classes"] == ["nucleus", "cell"]
+    np.testing.assert_array_equal(labels.data, widget.last_prediction.labels)
+    _run(qtbot, widget, widget.segment_current_slice)  # re-running updates the same layer
+    assert [layer.name for layer in viewer.layers] == ["cells", "cells labels"]
+
+
+def test_adding_a_click_refreshes_with_the_decoder_only(viewer, widget, qtbot, errors):
+    viewer.add_image(_image(), name="cells")
+    widget.classes_edit.setText("nucleus")
+    _run(qtbot, widget, widget.segment_current_slice)
+    stats = widget.session.current.stats
+    encoder_calls, decoder_calls = stats.encoder_calls, stats.decoder_calls
+    points = widget.add_points_layer()
+    assert widget.mode_combo.currentText() == TEXT_AND_POINTS
+    points.add([[40.0, 50.0]])
+    qtbot.waitUntil(lambda: stats.decoder_calls > decoder_calls, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not widget.jobs.running, timeout=TIMEOUT_MS)
+    assert stats.encoder_calls == encoder_calls
+    assert errors == []
+
+
+def test_toggle_key_switches_new_clicks_to_negative(viewer, widget):
+    viewer.add_image(_image(), name="cells")
+    points = widget.add_points_layer()
+    widget._toggle_click_label(points)
+    points.add([[10.0, 10.0]])
+    assert list(points.features["label"]) == [NEGATIVE]
+    assert points.name == "cells prompts"
+
+
+def test_cancelling_a_stack_run_stops_at_the_next_slice(viewer, widget, qtbot, errors):
+    viewer.add_image(_image((6, 64, 64)), name="stack")
+    widget.classes_edit.setText("nucleus")
+    computed_at_cancel = []
+    original = widget._show_result
+
+    def cancel_after_first_slice(request, event):
+        original(request, event)
+        if not computed_at_cancel:
+            computed_at_cancel.append(widget.session.current.stats.encoder_calls)
+            widget.jobs.cancel()
+
+    widget._show_result = cancel_after_first_slice
+    _run(qtbot, widget, widget.segment_stack)
+    assert viewer.layers["stack labels"].data.shape == (6, 64, 64)
+    # The worker may be one slice ahead of the GUI when the cancel arrives, never more
+    # (how far ahead the GUI lags depends on the machine's load, so count worker slices).
+    computed = widget.session.current.stats.encoder_calls
+    assert computed - computed_at_cancel[0] <= 1
+    assert computed < 6
+    assert widget.jobs.cancelled and errors == []
+
+
+def test_current_slice_of_a_stack_fills_only_that_slice(viewer, widget, qtbot):
+    viewer.add_image(_image((3, 64, 64)), name="stack")
+    viewer.dims.set_current_step(0, 2)
+    widget.classes_edit.setText("nucleus")
+    widget.mask_threshold_spin.setValue(0.0)  # every pixel gets a label
+    _run(qtbot, widget, widget.segment_current_slice)
+    data = viewer.layers["stack labels"].data
+    assert data[2].all() and not data[:2].any()
+
+
+@pytest.mark.parametrize("classes", ["", " ,  , "])
+def test_empty_prompt_is_an_error_notification(viewer, widget, errors, classes):
+    viewer.add_image(_image(), name="cells")
+    widget.classes_edit.setText(classes)
+    widget.segment_button.click()
+    assert not widget.jobs.running
+    assert errors and "class name" in errors[0]
+    assert [layer.name for layer in viewer.layers] == ["cells"]
+
+
+def test_no_image_layer_is_an_error_notification(widget, errors):
+    widget.classes_edit.setText("nucleus")
+    widget.segment_button.click()
+    assert errors and "No image layer" in errors[0]
+
+
+def test_3d_view_refuses_a_current_slice_action(viewer, widget, errors):
+    viewer.add_image(_image((3, 64, 64)), name="stack")
+    viewer.dims.ndisplay = 3
+    widget.classes_edit.setText("nucleus")
+    widget.segment_button.click()
+    assert errors and "2D view" in errors[0]
+    assert len(viewer.layers) == 1
+
+
+def test_click_outside_the_image_is_reported_and_layers_stay(viewer, widget, qtbot, errors):
+    viewer.add_image(_image(), name="cells")
+    widget.classes_edit.setText("nucleus")
+    points = widget.add_points_layer()
+    with points.events.data.blocker():
+        points.add([[500.0, 20.0]])
+    _run(qtbot, widget, widget.segment_current_slice)
+    assert errors and "outside the image" in errors[0]
+    assert "cells labels" not in viewer.layers
+
+
+def test_missing_weights_name_the_file_to_download(viewer, widget, qtbot, errors):
+    viewer.add_image(_image(), name="cells")
+    widget.preset_combo.setCurrentText("paper")
+    widget.classes_edit.setText("nucleus")
+    _run(qtbot, widget, widget.segment_current_slice)
+    assert errors and "sam_vit_b_01ec64.pth" in errors[0]
+    assert "cells labels" not in viewer.layers
+
+
+def test_a_users_layer_of_the_same_name_is_never_overwritten(viewer, widget, qtbot):
+    viewer.add_image(_image(), name="cells")
+    mine = viewer.add_labels(np.full((128, 160), 7, dtype=np.uint8), name="cells labels")
+    widget.classes_edit.setText("nucleus")
+    _run(qtbot, widget, widget.segment_current_slice)
+    assert (mine.data == 7).all()
+    assert "cells labels (2)" in viewer.layers
+
+
+def test_similarity_map_layer_is_optional(viewer, widget, qtbot):
+    viewer.add_image(_image(), name="cells")
+    widget.classes_edit.setText("nucleus")
+    widget.similarity_check.setChecked(True)
+    _run(qtbot, widget, widget.segment_current_slice)
+    similarity = viewer.layers["cells similarity: nucleus"]
+    np.testing.assert_allclose(similarity.data, widget.last_prediction.similarity_maps[0])
+
+
+def test_a_class_outside_a_closed_set_checkpoint_warns(
+    viewer, widget, qtbot, tmp_path, errors, monkeypatch
+):
+    import torch
+
+    from napari_clip_guided_sam.model.checkpoint import save_checkpoint
+    from napari_clip_guided_sam.model.factory import build_model
+
+    shown = []
+    monkeypatch.setattr(_common, "show_warning", shown.append)
+    model = build_model("tiny", seed=0)
+    features = torch.randn(1, model.guide.embed_dim)
+    path = tmp_path / "nuclei.safetensors"
+    save_checkpoint(model, path, class_names=["nucleus"], text_features=features)
+    viewer.add_image(_image(), name="cells")
+    widget.checkpoint_edit.setText(str(path))
+    widget.classes_edit.setText("mitochondrion")
+    _run(qtbot, widget, widget.segment_current_slice)
+    assert any("'mitochondrion' not among the classes" in message for message in shown)
+    assert errors == [] and "cells labels" in viewer.layers
+
+
+def test_multichannel_image_uses_the_chosen_channel_axis(viewer, widget, qtbot, errors):
+    viewer.add_image(_image((4, 64, 80)), name="channels")
+    widget.channel_axis_combo.setCurrentIndex(widget.channel_axis_combo.findData(0))
+    widget.channels_edit.setText("0, 2")
+    widget.classes_edit.setText("nucleus")
+    _run(qtbot, widget, widget.segment_current_slice)
+    assert errors == []
+    assert viewer.layers["channels labels"].data.shape == (64, 80)
