@@ -224,12 +224,29 @@ def read_image_lazy(path: str | Path) -> ImageData:
     return ImageData(array, axes, pixel_size, unit, path, metadata)
 
 
-def _try_memmap(path: Path, shape: tuple[int, ...]) -> np.memmap | None:
+def _try_memmap(path: Path, shape: tuple[int, ...]) -> _MappedPages | None:
     try:
         mapped = tifffile.memmap(path, series=0, mode="r")
     except Exception:  # compressed, tiled or not contiguous: read page by page instead
         return None
-    return mapped if tuple(mapped.shape) == tuple(shape) else None
+    return _MappedPages(mapped) if tuple(mapped.shape) == tuple(shape) else None
+
+
+class _MappedPages:
+    """A memory-mapped TIFF series as a plain array-like that maps the file per access.
+
+    dask's ``from_array`` copies any input with a ``copy`` method (a memmap: the whole stack,
+    into RAM), and a long-lived map keeps every page read resident; mapping per access and
+    copying out only the requested part keeps memory flat over a long stack.
+    """
+
+    def __init__(self, mapped: np.memmap) -> None:
+        self._file, self._offset = mapped.filename, mapped.offset
+        self.shape, self.dtype, self.ndim = mapped.shape, mapped.dtype, mapped.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        mapped = np.memmap(self._file, self.dtype, "r", self._offset, self.shape)
+        return np.array(mapped[key])
 
 
 class _TiffPageStore:

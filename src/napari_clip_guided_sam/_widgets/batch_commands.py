@@ -1,0 +1,400 @@
+"""Menu commands "Segment stack..." and "Segment folder...": small panels over the batch code.
+
+Both run `inference.batch` generators (the code the CLI runs) in a napari worker with a
+progress bar and a Cancel button; a cancelled file leaves no output behind (outputs appear
+only when complete, and the job's generator is closed when the worker stops). The stack
+result opens as a Labels layer on the image's grid (same scale and translate).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from napari.layers import Image
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .._reader import read_label_file
+from ..data.io import ImageData, is_supported, read_image_lazy
+from ..data.normalize import NormalizeConfig
+from ..inference import batch
+from ..inference.instances import INSTANCE_METHODS, InstanceConfig
+from ..inference.session import PredictorSession, PredictorSettings
+from ..model.config import PRESETS
+from ._common import DEVICES, JobPanel, Progress, notify_info, notify_warning, on_click
+from ._segment import parse_class_names
+
+STACK_PANEL = "Segment stack (CLIP-Guided SAM)"
+FOLDER_PANEL = "Segment folder (CLIP-Guided SAM)"
+NO_INSTANCES = "none (class labels)"
+
+
+# ---------------------------------------------------------------------------- commands
+def segment_stack_command(viewer: napari.viewer.Viewer) -> SegmentStackPanel:
+    """Menu command: open (or show) the "Segment stack" panel for the active layer."""
+    panel = _show_panel(viewer, STACK_PANEL, SegmentStackPanel)
+    panel.select_active_layer()
+    return panel
+
+
+def segment_folder_command(viewer: napari.viewer.Viewer) -> SegmentFolderPanel:
+    """Menu command: open (or show) the "Segment folder" panel."""
+    return _show_panel(viewer, FOLDER_PANEL, SegmentFolderPanel)
+
+
+def _show_panel(viewer, name: str, kind: type) -> Any:
+    existing = viewer.window.dock_widgets.get(name)
+    if isinstance(existing, kind):
+        dock = existing.parent()
+        if dock is not None:
+            dock.show()
+            dock.raise_()
+        return existing
+    panel = kind(viewer)
+    viewer.window.add_dock_widget(panel, name=name, area="right", tabify=True)
+    return panel
+
+
+# ---------------------------------------------------------------------------- jobs
+@dataclass
+class StackResult:
+    """The finished stack: the label file written (or None) and the labels if in memory."""
+
+    output: Path | None
+    labels: np.ndarray | None
+
+
+def stack_job(
+    session: PredictorSession,
+    settings: PredictorSettings,
+    image: ImageData,
+    options: batch.SegmentOptions,
+    output: Path | None,
+) -> Generator[Progress | StackResult, None, None]:
+    """Segment one stack (to a file, or in memory when ``output`` is None)."""
+    yield Progress(f"Loading model {settings.describe()}…")
+    predictor = session.predictor(settings)
+    if output is not None:
+        steps = batch.segment_stack(predictor, image, output, options)
+    else:
+        steps = batch.segment_stack_to_array(predictor, image, options)
+    with contextlib.closing(steps):
+        result = yield from _slice_progress(steps)
+    yield StackResult(output, None if output is not None else result)
+
+
+def folder_job(
+    session: PredictorSession,
+    settings: PredictorSettings,
+    source: Path,
+    output_dir: Path,
+    options: batch.SegmentOptions,
+    allow_same_folder: bool,
+) -> Generator[Any, None, None]:
+    """Segment a folder; file-level events are passed on, slices become progress."""
+    yield Progress(f"Loading model {settings.describe()}…")
+    predictor = session.predictor(settings)
+    extra = {
+        "preset": settings.preset,
+        "checkpoint": settings.checkpoint,
+        "device": str(predictor.device),
+    }
+    events = batch.segment_batch(
+        predictor,
+        source,
+        output_dir,
+        options,
+        allow_same_folder=allow_same_folder,
+        settings=extra,
+    )
+    with contextlib.closing(events):
+        yield from _slice_progress(events)
+
+
+def _slice_progress(steps: Generator) -> Generator[Any, None, Any]:
+    """Turn `SliceDone`/`FileStarted` into `Progress`; pass other events; return the result."""
+    prefix = ""
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(event, batch.FileStarted):
+            prefix = f"[{event.file_index + 1}/{event.n_files}] {Path(event.path).name}: "
+            yield Progress(f"{prefix}starting…", 0, event.n_slices)
+        elif isinstance(event, batch.SliceDone):
+            yield Progress(
+                f"{prefix}slice {event.index + 1}/{event.total}", event.index + 1, event.total
+            )
+        else:
+            yield event
+
+
+# ---------------------------------------------------------------------------- layers
+def image_data_of(layer: Image) -> ImageData:
+    """The layer as `ImageData`: its source file (lazily) when that file holds the same
+    array, so the output keeps the file's metadata; else the layer's data with its scale."""
+    data = layer.data[0] if layer.multiscale else layer.data
+    path = layer.source.path
+    if path and is_supported(path) and Path(path).is_file():
+        with contextlib.suppress(ValueError, OSError):
+            image = read_image_lazy(path)
+            if image.shape == tuple(data.shape):
+                return image
+    n_spatial = data.ndim - (1 if layer.rgb else 0)
+    lead = {2: "", 3: "Z", 4: "TZ"}.get(n_spatial, "QRUVW"[: max(n_spatial - 2, 0)])
+    axes = lead + "YX" + ("C" if layer.rgb else "")
+    scale = tuple(float(s) for s in layer.scale)  # one per non-RGB axis
+    unit = _UNITS.get(str(layer.units[-1])) if len(layer.units) else None
+    calibrated = unit is not None or any(s != 1.0 for s in scale)
+    pixel_size = scale[-len(lead) - 2 :] if calibrated else None
+    return ImageData(data, axes, pixel_size, unit, None, {"dtype": str(data.dtype)})
+
+
+_UNITS = {"micrometer": "µm", "nanometer": "nm", "millimeter": "mm", "meter": "m"}
+
+
+def open_labels(viewer, image: Image, result: StackResult, name: str):
+    """Add the stack result as a Labels layer on the image's grid."""
+    labels = result.labels
+    if labels is None:
+        labels = read_label_file(result.output).array
+    data = image.data[0] if image.multiscale else image.data
+    grid = tuple(data.shape[:-1] if image.rgb else data.shape)
+    if tuple(labels.shape) != grid and int(np.prod(labels.shape)) == int(np.prod(grid)):
+        labels = labels.reshape(grid)  # TIFF readers squeeze singleton axes
+    return viewer.add_labels(
+        labels,
+        name=name,
+        scale=image.scale,
+        translate=image.translate,
+        metadata={
+            "napari_clip_guided_sam": {
+                "role": "batch labels",
+                "image": image.name,
+                "output": str(result.output or ""),
+            }
+        },
+    )
+
+
+# ---------------------------------------------------------------------------- panels
+class _BatchPanel(QWidget):
+    """Shared form: classes, checkpoint, preset, device, instances, output folder."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.session = PredictorSession()
+        self.form = QFormLayout()
+        self.classes = QLineEdit("nucleus")
+        self.classes.setToolTip("Class names, separated by commas (label k = k-th name)")
+        self.checkpoint = QLineEdit()
+        self.checkpoint.setPlaceholderText("none: base model")
+        self.preset = QComboBox()
+        self.preset.addItems(list(PRESETS))
+        self.device = QComboBox()
+        self.device.addItems(list(DEVICES))
+        self.instances = QComboBox()
+        self.instances.addItems([NO_INSTANCES, *INSTANCE_METHODS])
+        self.output_dir = QLineEdit()
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(on_click(self.run))
+        self.jobs = JobPanel()
+        self._job: Generator | None = None
+        self.summary = ""  # the last run's outcome, kept in the status line
+
+    def _layout(self, rows: list[tuple[str, QWidget]]) -> None:
+        for label, widget in rows:
+            self.form.addRow(label, widget)
+        self.form.addRow("Class names", self.classes)
+        self.form.addRow("Checkpoint", _with_browse(self.checkpoint, self._browse_checkpoint))
+        self.form.addRow("Model preset", self.preset)
+        self.form.addRow("Device", self.device)
+        self.form.addRow("Instances", self.instances)
+        self.form.addRow("Output folder", _with_browse(self.output_dir, self._browse_output))
+        layout = QVBoxLayout(self)
+        layout.addLayout(self.form)
+        layout.addWidget(self.run_button)
+        layout.addWidget(self.jobs)
+
+    def _browse_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Fine-tuned checkpoint", "", "Checkpoints (*.safetensors)"
+        )
+        if path:
+            self.checkpoint.setText(path)
+
+    def _browse_output(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Output folder")
+        if path:
+            self.output_dir.setText(path)
+
+    @property
+    def settings(self) -> PredictorSettings:
+        return PredictorSettings(
+            preset=self.preset.currentText(),
+            checkpoint=self.checkpoint.text() or None,
+            device=self.device.currentText(),
+        )
+
+    def options(self, **changes: Any) -> batch.SegmentOptions:
+        method = self.instances.currentText()
+        return batch.SegmentOptions(
+            class_names=tuple(parse_class_names(self.classes.text())),
+            instances=InstanceConfig(method) if method != NO_INSTANCES else None,
+            normalize=NormalizeConfig(),
+            **changes,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.jobs.running
+
+    def _start(self, job: Generator, on_event) -> bool:
+        self._job = job
+        return self.jobs.start(lambda: job, on_event=on_event, on_done=self._on_done)
+
+    def _on_done(self, ok: bool) -> None:
+        if self._job is not None:
+            self._job.close()  # a cancelled stack removes its temporary files now
+            self._job = None
+        if self.summary:
+            self.jobs.status.setText(self.summary)
+
+
+class SegmentStackPanel(_BatchPanel):
+    """Segment every slice of an image layer; the result opens as a Labels layer."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(viewer, parent)
+        self.layer_choice = QComboBox()
+        self.output_dir.setPlaceholderText("empty: keep the labels in memory only")
+        self._layout([("Image layer", self.layer_choice)])
+        self.result_layer = None
+        viewer.layers.events.inserted.connect(self._refresh_layers)
+        viewer.layers.events.removed.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    def _refresh_layers(self, event=None) -> None:
+        current = self.layer_choice.currentText()
+        self.layer_choice.clear()
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
+        self.layer_choice.addItems(names)
+        if current in names:
+            self.layer_choice.setCurrentText(current)
+
+    def select_active_layer(self) -> None:
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Image):
+            self.layer_choice.setCurrentText(active.name)
+            source = active.source.path
+            if source and not self.output_dir.text():
+                self.output_dir.setText(str(Path(source).parent / "segmented"))
+
+    def run(self) -> bool:
+        name = self.layer_choice.currentText()
+        if name not in self.viewer.layers or not isinstance(self.viewer.layers[name], Image):
+            notify_warning("Choose an image layer to segment.")
+            return False
+        layer = self.viewer.layers[name]
+        image = image_data_of(layer)
+        options = self.options()
+        output = None
+        if self.output_dir.text().strip():
+            folder = Path(self.output_dir.text().strip())
+            stem = image.path.name if image.path is not None else f"{_safe_name(name)}.tif"
+            output = batch.output_path_for(Path(stem), folder, options)
+            if output.exists():
+                notify_warning(f"{output} exists; choose another output folder or delete it.")
+                return False
+        job = stack_job(self.session, self.settings, image, options, output)
+
+        def on_event(event) -> None:
+            if isinstance(event, StackResult):
+                self.result_layer = open_labels(self.viewer, layer, event, f"{name} labels")
+                if event.output is not None:
+                    notify_info(f"Labels written to {event.output}")
+
+        return self._start(job, on_event)
+
+
+class SegmentFolderPanel(_BatchPanel):
+    """Segment every image of a folder into label files, with a report."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(viewer, parent)
+        self.input_dir = QLineEdit()
+        self.overwrite = QCheckBox("Redo files already segmented")
+        self.same_folder = QCheckBox("Allow writing into the input folder")
+        self._layout([("Input folder", _with_browse(self.input_dir, self._browse_input))])
+        self.form.addRow("", self.overwrite)
+        self.form.addRow("", self.same_folder)
+        self.finished: batch.BatchFinished | None = None
+
+    def _browse_input(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder of images")
+        if path:
+            self.input_dir.setText(path)
+            if not self.output_dir.text():
+                self.output_dir.setText(str(Path(path) / "segmented"))
+
+    def run(self) -> bool:
+        source = Path(self.input_dir.text().strip())
+        if not self.input_dir.text().strip() or not source.is_dir():
+            notify_warning("Choose an existing input folder.")
+            return False
+        output = self.output_dir.text().strip()
+        output_dir = Path(output) if output else source / "segmented"
+        options = self.options(overwrite=self.overwrite.isChecked())
+        self.finished, self.summary = None, ""
+        job = folder_job(
+            self.session, self.settings, source, output_dir, options, self.same_folder.isChecked()
+        )
+        return self._start(job, self._on_event)
+
+    def _on_event(self, event) -> None:
+        if isinstance(event, batch.FileFailed):
+            notify_warning(f"{event.path.name} failed: {event.reason}")
+        elif isinstance(event, batch.BatchFinished):
+            self.finished = event
+            message = (
+                f"{event.n_done} done, {event.n_skipped} skipped, {event.n_failed} "
+                f"failed; report: {event.report_path.with_suffix('.csv')}"
+            )
+            if event.stopped:
+                notify_warning(f"Stopped early: {event.stopped}. {message}")
+            else:
+                notify_info(message)
+            self.summary = message
+
+
+def _safe_name(name: str) -> str:
+    """A layer name usable as a file name."""
+    return "".join(c if c.isalnum() or c in "-_. " else "_" for c in name).strip() or "image"
+
+
+def _with_browse(line: QLineEdit, browse) -> QWidget:
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    button = QPushButton("Browse…")
+    button.clicked.connect(on_click(browse))
+    layout.addWidget(line, 1)
+    layout.addWidget(button)
+    return row

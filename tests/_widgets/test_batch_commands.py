@@ -1,0 +1,105 @@
+"""Menu commands "Segment stack..." / "Segment folder...": same files as the CLI, cancel, report."""
+
+import numpy as np
+import tifffile
+from napari.layers import Labels
+from qtpy.QtCore import Qt
+
+from napari_clip_guided_sam._widgets._common import Progress
+from napari_clip_guided_sam._widgets.batch_commands import (
+    FOLDER_PANEL,
+    STACK_PANEL,
+    segment_folder_command,
+    segment_stack_command,
+)
+from napari_clip_guided_sam.cli import main
+
+TIMEOUT_MS = 60_000
+
+
+def write_stack(path, n_slices=2, seed=0):
+    rng = np.random.default_rng(seed)
+    stack = rng.integers(0, 300, size=(n_slices, 40, 48)).astype(np.uint16)
+    stack[:, 10:22, 12:26] += 2000
+    tifffile.imwrite(
+        path,
+        stack,
+        imagej=True,
+        resolution=(4.0, 4.0),
+        metadata={"axes": "ZYX", "spacing": 2.0, "unit": "micron"},
+    )
+    return path
+
+
+def configure(panel, output_dir, classes="nucleus, cell"):
+    panel.classes.setText(classes)
+    panel.preset.setCurrentText("tiny")
+    panel.device.setCurrentText("cpu")
+    panel.output_dir.setText(str(output_dir))
+
+
+def test_menu_stack_and_cli_write_identical_label_files(make_napari_viewer, qtbot, tmp_path):
+    source = write_stack(tmp_path / "cells.tif")
+    cli_out = tmp_path / "cli"
+    command = f"segment {source} -c nucleus cell -o {cli_out} --preset tiny --device cpu"
+    assert main([*command.split(), "--no-progress"]) == 0
+
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(source), plugin="napari")
+    layer.scale = (2.0, 0.25, 0.25)
+    panel = segment_stack_command(viewer)
+    assert viewer.window.dock_widgets[STACK_PANEL] is panel
+    assert panel.layer_choice.currentText() == layer.name
+    configure(panel, tmp_path / "menu")
+    qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)  # the user's path
+    qtbot.waitUntil(lambda: (tmp_path / "menu" / "cells_labels.tif").exists(), timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not panel.running, timeout=TIMEOUT_MS)
+
+    menu_file = tmp_path / "menu" / "cells_labels.tif"
+    assert menu_file.read_bytes() == (cli_out / "cells_labels.tif").read_bytes()
+    labels = panel.result_layer
+    assert labels is not None and labels.data.shape == (2, 40, 48)
+    assert tuple(labels.scale) == (2.0, 0.25, 0.25)
+    np.testing.assert_array_equal(np.asarray(labels.data), tifffile.imread(menu_file))
+    assert segment_stack_command(viewer) is panel  # the command shows the same panel again
+
+    [opened] = viewer.open(str(cli_out / "cells_labels.tif"), plugin="napari-clip-guided-sam")
+    assert isinstance(opened, Labels) and tuple(opened.scale) == (2.0, 0.25, 0.25)
+    assert str(opened.units[-1]) == "micrometer"
+
+
+def test_cancelled_stack_leaves_no_output(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    stack = tifffile.imread(write_stack(tmp_path / "s.tif", n_slices=6))
+    viewer.add_image(stack, name="stack")  # a layer without a source file
+    panel = segment_stack_command(viewer)
+    configure(panel, tmp_path / "out", classes="nucleus")
+    assert panel.run()
+
+    def cancel_after_first_slice(event):
+        if isinstance(event, Progress) and event.done == 1:
+            panel.jobs.cancel()
+
+    panel.jobs.worker.yielded.connect(cancel_after_first_slice)
+    qtbot.waitUntil(lambda: not panel.running, timeout=TIMEOUT_MS)
+    assert panel.jobs.cancelled and panel.result_layer is None
+    assert list((tmp_path / "out").iterdir()) == []  # no output, no temporary files
+
+
+def test_folder_command_reports_the_corrupt_file(make_napari_viewer, qtbot, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    write_stack(images / "a.tif")
+    (images / "broken.tif").write_bytes(b"II*\x00broken")
+    viewer = make_napari_viewer()
+    panel = segment_folder_command(viewer)
+    assert viewer.window.dock_widgets[FOLDER_PANEL] is panel
+    configure(panel, tmp_path / "out", classes="nucleus")
+    panel.input_dir.setText(str(images))
+    assert panel.run()
+    qtbot.waitUntil(lambda: not panel.running, timeout=TIMEOUT_MS)
+    finished = panel.finished
+    assert (finished.n_done, finished.n_failed) == (1, 1)
+    assert (tmp_path / "out" / "a_labels.tif").is_file()
+    assert "broken.tif,failed" in (tmp_path / "out" / "segment_report.csv").read_text()
+    assert "1 failed" in panel.jobs.status.text()

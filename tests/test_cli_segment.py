@@ -1,0 +1,98 @@
+"""`clip-guided-sam segment`: files, folders, stacks; reports and exit codes (tiny preset)."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_clip_guided_sam.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from napari_clip_guided_sam.data.io import read_image
+
+
+def write_stack(path, n_slices=2, seed=0):
+    rng = np.random.default_rng(seed)
+    stack = rng.integers(0, 300, size=(n_slices, 40, 48)).astype(np.uint16)
+    stack[:, 10:22, 12:26] += 2000
+    tifffile.imwrite(
+        path,
+        stack,
+        imagej=True,
+        resolution=(4.0, 4.0),
+        metadata={"axes": "ZYX", "spacing": 2.0, "unit": "micron"},
+    )
+    return path
+
+
+def segment(*args):
+    return main(
+        [
+            "segment",
+            *map(str, args),
+            "--preset",
+            "tiny",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--no-progress",
+        ]
+    )
+
+
+def test_help_explains_usage_and_exit_codes(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segment", "--help"])
+    assert exit_info.value.code == EXIT_OK
+    text = capsys.readouterr().out
+    for expected in ("examples:", "exit codes:", "--classes", "--instances", "report"):
+        assert expected in text
+
+
+def test_bad_command_line_exits_with_usage_code(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segment", str(tmp_path), "--threshold", "high"])
+    assert exit_info.value.code == EXIT_USAGE
+
+
+def test_stack_gets_labels_with_pixel_size_and_a_report(tmp_path, capsys):
+    source = write_stack(tmp_path / "cells.tif")
+    assert segment(source, "-c", "nucleus", "cell") == EXIT_OK
+    output = read_image(tmp_path / "segmented" / "cells_labels.tif")
+    assert output.shape == (2, 40, 48) and output.axes == "ZYX"
+    assert output.pixel_size == pytest.approx((2.0, 0.25, 0.25)) and output.unit == "µm"
+    report = (tmp_path / "segmented" / "segment_report.csv").read_text()
+    assert "cells.tif,done" in report
+    assert "1 done, 0 skipped, 0 failed" in capsys.readouterr().out
+    assert segment(source, "-c", "nucleus", "cell") == EXIT_OK  # second run: skipped
+    assert "0 done, 1 skipped" in capsys.readouterr().out
+
+
+def test_folder_with_a_corrupt_file_completes_the_rest_and_exits_1(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    write_stack(images / "a.tif")
+    (images / "b.tif").write_bytes(b"not a tiff at all")
+    (images / "c.csv").write_text("1,2\n")
+    out = tmp_path / "labels"
+    points = tmp_path / "clicks.csv"
+    points.write_text("x,y,label\n15,12,1\n")
+    code = segment(
+        images, "-c", "nucleus", "-o", out, "--points", points, "--instances", "watershed"
+    )
+    assert code == EXIT_FAILED
+    captured = capsys.readouterr()
+    assert "FAILED b.tif" in captured.err and "skipped c.csv: unsupported" in captured.out
+    assert [p.name for p in out.glob("*.tif")] == ["a_labels.tif"]
+    assert "b.tif,failed" in (out / "segment_report.csv").read_text()
+
+
+def test_refusals_are_one_line_errors(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    write_stack(images / "a.tif")
+    assert segment(images, "-c", "nucleus", "-o", images) == EXIT_FAILED
+    assert "is the input folder" in capsys.readouterr().err
+    assert segment(tmp_path / "missing.tif", "-c", "nucleus") == EXIT_FAILED
+    assert "input not found" in capsys.readouterr().err
+    (tmp_path / "movie.avi").write_bytes(b"RIFF")
+    assert segment(tmp_path / "movie.avi", "-c", "nucleus") == EXIT_FAILED
+    assert "unsupported file type" in capsys.readouterr().err
