@@ -164,3 +164,25 @@ def test_ctrl_c_exits_130_and_keeps_the_last_checkpoint(tmp_path):
     assert "--resume" in err
     model, checkpoint = load_model(output / "last.safetensors")
     assert checkpoint.metadata["step"] >= 2
+
+
+def test_class_map_from_an_exported_json_file(tmp_path, capsys):
+    write_pair(tmp_path, "a", values=(1, 2))
+    write_pair(tmp_path, "b", values=(2, 1))
+    class_map = tmp_path / "class_map.json"
+    class_map.write_text(json.dumps({"classes": {"1": "nucleus", "2": "cell"}}))
+    args = train_args(
+        tmp_path / "images", tmp_path / "labels", tmp_path / "run", "--max-steps", "1"
+    )
+    args[args.index("--class") : args.index("--class") + 2] = ["--class-map", str(class_map)]
+    assert main(args) == EXIT_OK, capsys.readouterr().err
+    assert read_checkpoint(tmp_path / "run" / "last.safetensors").class_names == ["nucleus", "cell"]
+
+
+@pytest.mark.parametrize("bad", ["1=nucleus,2=nucleus", "nucleus", "missing.json"])
+def test_bad_class_maps_are_usage_errors(tmp_path, capsys, bad):
+    write_pair(tmp_path, "a")
+    args = train_args(tmp_path / "images", tmp_path / "labels", tmp_path / "run")
+    args[args.index("--class") : args.index("--class") + 2] = ["--class-map", bad]
+    assert main(args) == EXIT_USAGE
+    assert "--class-map" in capsys.readouterr().err

@@ -5,13 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from napari_clip_guided_sam.data.datasets import ClassMap, SliceDataset
+from napari_clip_guided_sam.data.datasets import ClassMap, SliceDataset, parse_class_map
 from napari_clip_guided_sam.training.export import (
     AnnotatedStack,
     annotated_pairs,
     class_map_arguments,
     export_training_folder,
-    parse_class_map,
     training_dataset,
 )
 

@@ -39,7 +39,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..data.datasets import ClassMap, SliceDataset
+from ..data.datasets import ClassMap, SliceDataset, parse_class_map
 from ..inference.session import PredictorSession, PredictorSettings
 from ..model.config import PRESETS
 from ..training.engine import (
@@ -54,7 +54,6 @@ from ..training.export import (
     AnnotatedStack,
     annotated_pairs,
     export_training_folder,
-    parse_class_map,
     training_dataset,
 )
 from ._common import (

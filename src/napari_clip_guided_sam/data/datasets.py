@@ -8,6 +8,7 @@ binary mask of that class. This is the only module of ``data`` that imports torc
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -547,3 +548,40 @@ def train_val_split(
     train = [i for i, key in enumerate(keys) if key not in val_groups]
     val = [i for i, key in enumerate(keys) if key in val_groups]
     return train, val
+
+
+def parse_class_map(text: str) -> ClassMap:
+    """``"1=nucleus, 2=cell"`` -> a ClassMap; refuses repeated values and repeated names.
+
+    Raises:
+        ValueError: an entry is not ``VALUE=NAME``, a value is not a positive integer, or a
+            value or a name appears twice.
+    """
+    mapping: dict[int, str] = {}
+    owners: dict[str, int] = {}
+    entries = [e.strip() for e in re.split(r"[,;\n]", text) if e.strip()]
+    if not entries:
+        raise ValueError("The class map is empty: write e.g. '1=nucleus, 2=cell'.")
+    for entry in entries:
+        value_text, sep, name = entry.partition("=")
+        name = " ".join(name.split())
+        if not sep or not value_text.strip() or not name:
+            raise ValueError(f"Class map entry {entry!r} is not VALUE=NAME (e.g. 1=nucleus).")
+        try:
+            value = int(value_text)
+        except ValueError:
+            raise ValueError(
+                f"Class map: label value {value_text.strip()!r} is not an integer."
+            ) from None
+        if value <= 0:
+            raise ValueError(f"Class map: label value {value} must be positive (0 is background).")
+        if value in mapping:
+            raise ValueError(f"Class map: label value {value} is given twice.")
+        if name in owners:
+            raise ValueError(
+                f"Class map: the name {name!r} is given to label values {owners[name]} and "
+                f"{value}; give each class its own name (or relabel the layer so one value "
+                "is one class)."
+            )
+        mapping[value], owners[name] = name, value
+    return ClassMap.from_dict(mapping)

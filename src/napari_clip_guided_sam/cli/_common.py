@@ -1,0 +1,105 @@
+"""Pieces shared by the subcommands: exit codes, errors, common arguments, data loading."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CommandError(Exception):
+    """A failure to report to the user as one line, without a traceback (exit 1)."""
+
+
+class UsageError(CommandError):
+    """The command line asks for something impossible (exit 2)."""
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """--images/--labels/--class/--class-map/--label-suffix, shared by train and evaluate."""
+    parser.add_argument("--images", required=True, metavar="DIR", help="folder of images")
+    parser.add_argument(
+        "--labels", required=True, metavar="DIR", help="folder of label images (same names)"
+    )
+    classes = parser.add_mutually_exclusive_group(required=True)
+    classes.add_argument(
+        "--class",
+        dest="class_name",
+        metavar="NAME",
+        help="the one class: every nonzero label value belongs to it (e.g. nucleus)",
+    )
+    classes.add_argument(
+        "--class-map",
+        metavar="V=NAME,...|FILE.json",
+        help="label value to class name, e.g. 1=nucleus,2=cell (other values are an error), "
+        "or the class_map.json of a training folder exported from napari",
+    )
+    parser.add_argument(
+        "--label-suffix",
+        default="",
+        metavar="SUFFIX",
+        help="end of label file names, e.g. _labels for a.png <-> a_labels.tif",
+    )
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, mps or cpu"
+    )
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help="auto (bf16 where supported), fp32, bf16 or fp16 (GPU only)",
+    )
+
+
+def class_map_from_args(args: argparse.Namespace):
+    """--class NAME, or --class-map "1=nucleus,2=cell" or a class_map.json (as exported)."""
+    from ..data.datasets import ClassMap, parse_class_map
+
+    if args.class_name is not None:
+        return ClassMap.single_class(args.class_name)
+    try:
+        if args.class_map.endswith(".json"):
+            path = Path(args.class_map)
+            if not path.is_file():
+                raise UsageError(f"--class-map file not found: {path}")
+            return ClassMap.from_config(json.loads(path.read_text(encoding="utf-8")))
+        return parse_class_map(args.class_map)
+    except (ValueError, KeyError) as error:
+        raise UsageError(f"--class-map: {error}") from None
+
+
+def load_folders(args: argparse.Namespace, class_map):
+    """The dataset and the (file, reason) pairs skipped, warnings printed as they come."""
+    import warnings
+
+    from ..data.datasets import SliceDataset
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = SliceDataset.from_folders(
+            args.images, args.labels, class_map, label_suffix=args.label_suffix
+        )
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    skipped = [(Path(path).name, reason) for path, reason in dataset.skipped]
+    skipped += [(path.name, "no partner with the same name") for path in dataset.unmatched]
+    return dataset, skipped
+
+
+def print_skipped(skipped) -> None:
+    if skipped:
+        print(f"{len(skipped)} file(s) skipped:", file=sys.stderr)
+        for name, reason in skipped:
+            print(f"  {name}: {reason}", file=sys.stderr)
+
+
+def format_number(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

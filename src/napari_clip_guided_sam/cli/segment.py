@@ -1,0 +1,185 @@
+"""`clip-guided-sam segment`: images, stacks and folders to label TIFFs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    CommandError,
+)
+
+_SEGMENT_EPILOG = """\
+examples:
+  clip-guided-sam segment cells.tif -c nucleus
+      one image or stack -> segmented/cells_labels.tif next to it, plus a report
+  clip-guided-sam segment images/ -c nucleus mitochondrion -o labels/ --checkpoint ft.safetensors
+      every image in a folder; a second run skips finished files (--overwrite redoes them)
+  clip-guided-sam segment nuclei.png -c nucleus --points clicks.csv --instances watershed
+      steer with clicks (CSV columns x,y[,label][,slice][,file], or a napari Points export)
+      and give every nucleus its own id
+
+Outputs are label TIFFs (0 = background, k = the k-th class name; with --instances one id per
+object) with the input's axes and pixel size, written only when complete. The report
+(segment_report.csv/.json in the output folder) lists every file as done, skipped, failed or
+unsupported, with the reason.
+
+exit codes: 0 every file done or skipped, 1 some file failed (see the report) or the job
+could not start, 2 bad command line, 130 interrupted (finished outputs are kept).
+"""
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment images, stacks or folders by class name; writes label TIFFs",
+        description="Segment an image, a Z/T stack (read slice by slice, any size) or every\n"
+        "image of a folder with CLIP-Guided SAM, by class name.",
+        epilog=_SEGMENT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("input", help="an image/stack file or a folder of images")
+    parser.add_argument(
+        "-c",
+        "--classes",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="class names, e.g. -c nucleus 'cell membrane' (default: the classes the "
+        "checkpoint was trained on)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        metavar="FOLDER",
+        help="output folder (default: a 'segmented' folder inside the input's folder)",
+    )
+    parser.add_argument("--checkpoint", default=None, help="fine-tuned checkpoint (.safetensors)")
+    parser.add_argument(
+        "--preset",
+        default=None,
+        help="model preset (default: the checkpoint's, else paper); 'tiny' needs no weights",
+    )
+    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="mask probability above which a pixel is labelled (default 0.5)",
+    )
+    parser.add_argument("--points", default=None, metavar="CSV", help="clicks to steer the model")
+    parser.add_argument(
+        "--instances",
+        choices=("connected", "watershed"),
+        default=None,
+        help="one id per object: connected components, or a watershed that also splits "
+        "touching objects (nuclei)",
+    )
+    parser.add_argument(
+        "--channels",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="INDEX",
+        help="1-3 channel indices to use as RGB (needed for more than 3 channels)",
+    )
+    parser.add_argument(
+        "--normalize",
+        choices=("slice", "stack"),
+        default="slice",
+        help="intensity percentiles per slice (default) or once per stack",
+    )
+    parser.add_argument(
+        "--format",
+        dest="output_format",
+        choices=("auto", "tif", "ome.tif"),
+        default="auto",
+        help="output format (default: OME-TIFF for OME-TIFF input, else TIFF)",
+    )
+    parser.add_argument("--suffix", default="_labels", help="added to output names")
+    parser.add_argument("--overwrite", action="store_true", help="redo files already done")
+    parser.add_argument(
+        "--allow-same-folder",
+        action="store_true",
+        help="allow the output folder to be the input folder",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+
+    from tqdm import tqdm
+
+    from ..data.normalize import NormalizeConfig
+    from ..inference import batch
+    from ..inference.instances import InstanceConfig
+    from ..inference.predictor import Predictor
+    from ..model.checkpoint import read_checkpoint
+
+    source = Path(args.input)
+    if not source.exists():
+        raise CommandError(f"input not found: {source}")
+    folder = source if source.is_dir() else source.parent
+    output = Path(args.output) if args.output else folder / "segmented"
+    options = batch.SegmentOptions(
+        class_names=tuple(args.classes),
+        threshold=args.threshold,
+        instances=InstanceConfig(args.instances) if args.instances else None,
+        normalize=NormalizeConfig(
+            mode=args.normalize, channels=tuple(args.channels) if args.channels else None
+        ),
+        points=batch.read_points_csv(args.points) if args.points else None,
+        output_format=args.output_format,
+        suffix=args.suffix,
+        overwrite=args.overwrite,
+    )
+    preset = args.preset
+    if preset is None:
+        preset = read_checkpoint(args.checkpoint).config.name if args.checkpoint else "paper"
+    predictor = Predictor.from_preset(preset, args.checkpoint, args.device, args.precision)
+    settings = {"preset": preset, "checkpoint": args.checkpoint, "device": str(predictor.device)}
+    events = batch.segment_batch(
+        predictor,
+        source,
+        output,
+        options,
+        allow_same_folder=args.allow_same_folder,
+        settings=settings,
+    )
+    bar, finished = None, None
+    try:
+        for event in events:
+            if isinstance(event, batch.FileStarted):
+                if bar is not None:
+                    bar.close()
+                bar = tqdm(
+                    total=event.n_slices,
+                    unit="slice",
+                    disable=args.no_progress,
+                    desc=f"[{event.file_index + 1}/{event.n_files}] {Path(event.path).name}",
+                )
+            elif isinstance(event, batch.SliceDone) and bar is not None:
+                bar.update(1)
+            elif isinstance(event, batch.FileSkipped):
+                tqdm.write(f"skipped {event.path.name}: {event.reason}")
+            elif isinstance(event, batch.FileFailed):
+                tqdm.write(f"FAILED {event.path.name}: {event.reason}", file=sys.stderr)
+            elif isinstance(event, batch.BatchFinished):
+                finished = event
+    finally:
+        if bar is not None:
+            bar.close()
+        events.close()
+    print(
+        f"{finished.n_done} done, {finished.n_skipped} skipped, {finished.n_failed} failed; "
+        f"report: {finished.report_path.with_suffix('.csv')}"
+    )
+    if finished.stopped:
+        print(f"error: stopped early: {finished.stopped}", file=sys.stderr)
+    return EXIT_FAILED if finished.n_failed or finished.stopped else EXIT_OK

@@ -1,0 +1,290 @@
+"""`clip-guided-sam train`: fine-tune on a folder of images and labels."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ._common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CommandError,
+    UsageError,
+    add_data_arguments,
+    add_runtime_arguments,
+    class_map_from_args,
+    format_number,
+    load_folders,
+    print_skipped,
+)
+
+_TRAIN_EPILOG = """\
+examples:
+  # one class, instance or binary labels (every nonzero label value is a nucleus)
+  clip-guided-sam train --images imgs/ --labels labels/ --class nucleus --output run1/
+  # several classes: label value = class
+  clip-guided-sam train --images imgs/ --labels labels/ --class-map 1=nucleus,2=cell \\
+      --output run2/ --epochs 20
+  # quick CPU try without pretrained weights (random base weights, small model)
+  clip-guided-sam train --images imgs/ --labels labels/ --class nucleus --preset tiny \\
+      --output tiny_run/ --time-budget 300
+  # continue an interrupted run (same folder; the saved settings are reused)
+  clip-guided-sam train --images imgs/ --labels labels/ --class nucleus --output run1/ --resume
+
+Images and labels are paired by file name (a.tif <-> a.tif, or a.png <-> a_labels.tif with
+--label-suffix _labels); labels are integer images of the same height and width, 0 being
+background. Unreadable or mismatched pairs are skipped with a warning and listed at the end.
+The output folder receives best.safetensors (highest validation mIoU), last.safetensors and
+last.state.safetensors (what --resume needs). Use the checkpoint with `clip-guided-sam
+segment`. Exit codes: 0 done, 1 failed (bad data, unwritable output, missing weights),
+2 bad command line or output exists, 130 interrupted (Ctrl-C; the last checkpoint is kept).
+"""
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune the adapters on a folder of images and labels",
+        description="Fine-tune CLIP-Guided SAM (adapters, mask decoder, prompt encoder, CLIP "
+        "attention) on labelled images, validating on a held-out fraction after every epoch.",
+        epilog=_TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_data_arguments(parser)
+    parser.add_argument(
+        "--output", required=True, metavar="DIR", help="folder for checkpoints (created)"
+    )
+    parser.add_argument(
+        "--preset",
+        default=None,
+        help="model preset: paper (default; needs the official SAM and CLIP weights), "
+        "reference, tiny (random weights, for CPU tries), paper_vit_l, ...",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="passes over the data in total (10)"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=["text", "manual"],
+        default=None,
+        help="text (default): train with prompt points sampled from CLIP's similarity map, "
+        "as used when segmenting by class name; manual: points from the ground truth",
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="fraction of images held out for validation (0.2)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed (0)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate of adapters and decoder (preset default: 5e-5; tiny 1e-3)",
+    )
+    parser.add_argument(
+        "--clip-lr",
+        type=float,
+        default=None,
+        help="learning rate of CLIP's attention (preset default: 1e-7; tiny 1e-4)",
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help="images per batch (1)")
+    parser.add_argument(
+        "--grad-accumulation", type=int, default=None, help="batches per optimiser step (1)"
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this much training time (a checkpoint is written)",
+    )
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after N steps")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also save the last checkpoint every N steps (besides every epoch end)",
+    )
+    parser.add_argument("--no-augment", action="store_true", help="no random flips/rotations")
+    add_runtime_arguments(parser)
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run saved in --output")
+    again.add_argument(
+        "--overwrite", action="store_true", help="start afresh, replacing checkpoints in --output"
+    )
+    parser.set_defaults(run=run)
+
+
+def _train_settings(args: argparse.Namespace, saved: dict | None) -> dict:
+    """Settings from the command line, else the resumed run's, else the defaults."""
+    from ..training.engine import TrainingConfig, default_learning_rates
+
+    saved_training = (saved or {}).get("training_config", {})
+    defaults = TrainingConfig()
+    preset = args.preset or (saved or {}).get("model_config", {}).get("name") or "paper"
+    lr, clip_lr = default_learning_rates(preset)
+    chosen = {"lr": lr, "clip_lr": clip_lr}
+    for key in (
+        "epochs",
+        "mode",
+        "val_fraction",
+        "seed",
+        "lr",
+        "clip_lr",
+        "batch_size",
+        "grad_accumulation",
+    ):
+        given = getattr(args, key)
+        fallback = saved_training.get(key, chosen.get(key, getattr(defaults, key)))
+        chosen[key] = given if given is not None else fallback
+    chosen["augment"] = saved_training.get("augment", True) if args.resume else not args.no_augment
+    chosen["preset"] = preset
+    return chosen
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..model.checkpoint import same_architecture
+    from ..model.config import ModelConfig, get_preset
+    from ..model.factory import build_model
+    from ..training.engine import TrainingConfig, train
+    from ..training.inputs import split_dataset
+    from ..training.state import load_state, resolve_resume_path
+
+    class_map = class_map_from_args(args)
+    output = Path(args.output)
+    last = output / TrainingConfig.last_name
+    saved = None
+    if args.resume:
+        saved = load_state(resolve_resume_path(output, TrainingConfig.last_name)).info
+    elif (last.exists() or (output / TrainingConfig.best_name).exists()) and not args.overwrite:
+        raise UsageError(
+            f"{output} already holds checkpoints of a run; add --resume to continue "
+            "it, --overwrite to start afresh, or choose another --output."
+        )
+    settings = _train_settings(args, saved)
+    if saved is not None:
+        model_config = ModelConfig.from_dict(saved["model_config"])
+        if args.preset and not same_architecture(model_config, get_preset(args.preset)):
+            raise CommandError(
+                f"--preset {args.preset} differs from the resumed run's preset "
+                f"{model_config.name!r}; leave --preset out to resume."
+            )
+    else:
+        model_config = get_preset(settings["preset"])
+    config = TrainingConfig(
+        epochs=settings["epochs"],
+        lr=settings["lr"],
+        clip_lr=settings["clip_lr"],
+        batch_size=settings["batch_size"],
+        grad_accumulation=settings["grad_accumulation"],
+        mode=settings["mode"],
+        val_fraction=settings["val_fraction"],
+        seed=settings["seed"],
+        device=args.device,
+        precision=args.precision,
+        output_dir=str(output),
+        augment=settings["augment"],
+        max_steps=args.max_steps,
+        time_budget_s=args.time_budget,
+        checkpoint_every=args.checkpoint_every,
+    )
+    # The model first: missing base weights should fail before a long folder scan.
+    random_base = saved is not None and saved["base_weights"].startswith("random:")
+    base = {"base_weights": "random", "seed": int(saved["base_weights"][7:])} if random_base else {}
+    model = build_model(model_config, **base)
+    dataset, skipped = load_folders(args, class_map)
+    train_data, val_data = split_dataset(dataset, config.val_fraction, config.seed)
+    print(
+        f"{dataset.n_pairs} image/label pair(s), {len(dataset)} sample(s): "
+        f"{len(train_data)} for training, {len(val_data)} for validation; "
+        f"classes {', '.join(dataset.class_names)}"
+    )
+    print(
+        f"preset {model_config.name}, {config.mode} mode, lr {config.lr:g}, "
+        f"CLIP lr {config.clip_lr:g}, {config.epochs} epoch(s) -> {output}"
+    )
+    events = train(
+        model,
+        train_data,
+        val_data if len(val_data) else None,
+        config,
+        resume_from=output if args.resume else None,
+    )
+    return _consume_training(events, args, skipped)
+
+
+def _consume_training(events, args: argparse.Namespace, skipped) -> int:
+    from tqdm import tqdm
+
+    from ..training.engine import CheckpointEvent, EpochEvent, FinishedEvent, StepEvent
+
+    bar = None
+    last_checkpoint = None
+    result = None
+    try:
+        for event in events:
+            if isinstance(event, StepEvent):
+                if bar is None:  # resumed runs start part-way
+                    bar = tqdm(
+                        total=event.total_steps, initial=event.step - 1, unit="step",
+                        dynamic_ncols=True, file=sys.stderr,
+                    )  # fmt: skip
+                bar.update(1)
+                bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.4f}", refresh=False)
+            elif isinstance(event, EpochEvent):
+                tqdm.write(_describe_epoch(event))
+            elif isinstance(event, CheckpointEvent):
+                last_checkpoint = event if event.kind == "last" else last_checkpoint
+            elif isinstance(event, FinishedEvent):
+                result = event.result
+    except KeyboardInterrupt:
+        events.close()
+        if bar is not None:
+            bar.close()
+        where = (
+            f"the last checkpoint {last_checkpoint.path} (step {last_checkpoint.step}) is intact"
+            if last_checkpoint is not None
+            else "no checkpoint of this session was written yet"
+        )
+        print(
+            f"interrupted: {where}. Resume with the same command plus --resume.",
+            file=sys.stderr,
+        )
+        print_skipped(skipped)
+        return EXIT_INTERRUPTED
+    if bar is not None:
+        bar.close()
+    _print_training_summary(result)
+    print_skipped(skipped)
+    return EXIT_OK
+
+
+def _describe_epoch(event) -> str:
+    text = f"epoch {event.epoch}{'' if event.complete else ' (partial)'}: "
+    text += "train loss " + ("-" if event.train_loss is None else f"{event.train_loss:.4f}")
+    metrics = event.val_metrics
+    if metrics:
+        text += f", validation mIoU {format_number(metrics.get('miou'))}, "
+        text += f"foreground IoU {format_number(metrics.get('fg_iou'))}"
+    return text
+
+
+def _print_training_summary(result) -> None:
+    reason = {
+        "completed": "all epochs done",
+        "max_steps": "step limit reached",
+        "time_budget": "time budget used",
+    }[result.stopped]
+    print(
+        f"finished ({reason}): {result.steps} steps, {result.epochs_completed} complete "
+        f"epoch(s), {result.elapsed_s:.0f} s"
+    )
+    if result.best_path is not None:
+        print(f"best checkpoint: {result.best_path} (validation mIoU {result.best_metric:.4f})")
+    print(f"last checkpoint: {result.last_path}")
+    use = result.best_path or result.last_path
+    print(f"segment with it: clip-guided-sam segment IMAGES --checkpoint {use} -o OUTPUT")
