@@ -59,12 +59,12 @@ def main() -> int:
     viewer.add_image(stack, name="nuclei", rgb=stack.ndim == 4)
     viewer.add_labels(annotated, name="nuclei annotations")
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train (fine-tune)")
-    widget.preset_combo.setCurrentText("tiny")
-    widget.device_combo.setCurrentText("cpu")
-    widget.class_name_edit.setText("nucleus")
-    widget.epochs_spin.setValue(12)
-    widget.val_spin.setValue(0.34)
-    widget.output_edit.setText(tempfile.mkdtemp(prefix="training-widget-"))
+    widget.settings.preset_combo.setCurrentText("tiny")
+    widget.settings.device_combo.setCurrentText("cpu")
+    widget.sources.class_name_edit.setText("nucleus")
+    widget.settings.epochs_spin.setValue(12)
+    widget.settings.val_spin.setValue(0.34)
+    widget.settings.output_edit.setText(tempfile.mkdtemp(prefix="training-widget-"))
     viewer.dims.set_point(0, HELD_OUT)
     pump()
 
@@ -76,7 +76,7 @@ def main() -> int:
     shot_taken = False
     while widget.running:
         pump(0.1)
-        if not shot_taken and len(widget.plot.mious) >= 3:
+        if not shot_taken and len(widget.run_panel.plot.mious) >= 3:
             viewer.screenshot(str(HERE / "training_widget_running.png"), canvas_only=False)
             shot_taken = True
     pump()

@@ -34,10 +34,10 @@ def viewer(make_napari_viewer):
 def widget(viewer, qtbot, tmp_path):
     widget = TrainingWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.preset_combo.setCurrentText("tiny")
-    widget.device_combo.setCurrentText("cpu")
-    widget.val_spin.setValue(0.0)
-    widget.output_edit.setText(str(tmp_path / "run"))
+    widget.settings.preset_combo.setCurrentText("tiny")
+    widget.settings.device_combo.setCurrentText("cpu")
+    widget.settings.val_spin.setValue(0.0)
+    widget.settings.output_edit.setText(str(tmp_path / "run"))
     yield widget
     if widget.job is not None:  # a failed test left a run going (or the viewer was closed)
         assert widget.stop_and_wait(TIMEOUT_MS / 1000)
@@ -65,17 +65,17 @@ def _train(qtbot, widget, action=None):
 
 def test_short_run_writes_a_checkpoint_the_segment_widget_loads(viewer, widget, qtbot, notes):
     _add_stack(viewer)
-    widget.class_name_edit.setText("nucleus")
-    widget.max_steps_spin.setValue(1)
+    widget.sources.class_name_edit.setText("nucleus")
+    widget.settings.max_steps_spin.setValue(1)
     widget._update_count()
-    assert "3 of 4 slice(s) annotated" in widget.count_label.text()
+    assert "3 of 4 slice(s) annotated" in widget.sources.count_label.text()
     _train(qtbot, widget)
     assert notes["error"] == []
     assert widget.run.result is not None and widget.run.result.steps == 1
     checkpoint = widget.checkpoint()
     assert checkpoint.name == "last.safetensors"
-    assert widget.progress.value() == widget.progress.maximum()
-    assert widget.plot.losses and widget.probe_summary.ticks > 0
+    assert widget.run_panel.progress.value() == widget.run_panel.progress.maximum()
+    assert widget.run_panel.plot.losses and widget.probe_summary.ticks > 0
 
     segment = widget.load_into_segment_widget()
     assert isinstance(segment, SegmentWidget)
@@ -98,10 +98,10 @@ def test_short_run_writes_a_checkpoint_the_segment_widget_loads(viewer, widget, 
 
 def test_cancel_keeps_the_last_good_checkpoint_and_resume_continues(viewer, widget, qtbot, notes):
     _add_stack(viewer)
-    widget.class_name_edit.setText("nucleus")
-    widget.epochs_spin.setValue(3)
-    widget.checkpoint_every_spin.setValue(1)
-    widget.precision_combo.setCurrentText("fp32")
+    widget.sources.class_name_edit.setText("nucleus")
+    widget.settings.epochs_spin.setValue(3)
+    widget.settings.checkpoint_every_spin.setValue(1)
+    widget.settings.precision_combo.setCurrentText("fp32")
     assert widget.start_training()
     qtbot.waitUntil(
         lambda: any(isinstance(e, CheckpointEvent) for e in widget.run.events), timeout=TIMEOUT_MS
@@ -109,11 +109,11 @@ def test_cancel_keeps_the_last_good_checkpoint_and_resume_continues(viewer, widg
     widget.cancel()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert widget.run.cancelled and widget.run.result is None
-    assert "Cancelled" in widget.status_label.text()
+    assert "Cancelled" in widget.run_panel.status_label.text()
     model, checkpoint = load_model(widget.checkpoint())
     assert checkpoint.metadata["step"] < 9 and checkpoint.class_names == ["nucleus"]
 
-    widget.max_steps_spin.setValue(checkpoint.metadata["step"] + 1)
+    widget.settings.max_steps_spin.setValue(checkpoint.metadata["step"] + 1)
     _train(qtbot, widget, widget.resume_training)
     assert notes["error"] == []
     assert widget.run.result.steps == checkpoint.metadata["step"] + 1
@@ -121,9 +121,9 @@ def test_cancel_keeps_the_last_good_checkpoint_and_resume_continues(viewer, widg
 
 def test_closing_the_viewer_stops_the_worker_and_the_checkpoint_stays_valid(viewer, widget, qtbot):
     _add_stack(viewer)
-    widget.class_name_edit.setText("nucleus")
-    widget.epochs_spin.setValue(50)
-    widget.checkpoint_every_spin.setValue(1)
+    widget.sources.class_name_edit.setText("nucleus")
+    widget.settings.epochs_spin.setValue(50)
+    widget.settings.checkpoint_every_spin.setValue(1)
     assert widget.start_training()
     job = widget.job
     qtbot.waitUntil(
@@ -145,8 +145,8 @@ def test_closing_the_viewer_stops_the_worker_and_the_checkpoint_stays_valid(view
 def test_bad_layers_are_refused_with_a_message(viewer, widget, notes, setup, message):
     viewer.add_image(np.zeros((4, 64, 64), np.uint8), name="cells")
     setup(viewer)
-    widget.class_name_edit.setText("nucleus")
-    widget.train_button.click()
+    widget.sources.class_name_edit.setText("nucleus")
+    widget.run_panel.train_button.click()
     assert not widget.running and widget.run is None
     assert len(notes["error"]) == 1 and message in notes["error"][0]
     assert [layer.name for layer in viewer.layers] == ["cells", "cells labels"]
@@ -154,11 +154,11 @@ def test_bad_layers_are_refused_with_a_message(viewer, widget, notes, setup, mes
 
 def test_duplicate_class_names_and_missing_class_are_refused(viewer, widget, notes):
     _add_stack(viewer)
-    widget.train_button.click()
+    widget.run_panel.train_button.click()
     assert "Type a class name" in notes["error"][-1]
-    widget.one_class_check.setChecked(False)
-    widget.class_map_edit.setText("1=nucleus, 2=nucleus")
-    widget.train_button.click()
+    widget.sources.one_class_check.setChecked(False)
+    widget.sources.class_map_edit.setText("1=nucleus, 2=nucleus")
+    widget.run_panel.train_button.click()
     assert "'nucleus' is given to label values 1 and 2" in notes["error"][-1]
     assert not widget.running
 
@@ -167,7 +167,7 @@ def test_an_output_folder_with_checkpoints_is_not_overwritten_silently(
     viewer, widget, tmp_path, monkeypatch
 ):
     _add_stack(viewer)
-    widget.class_name_edit.setText("nucleus")
+    widget.sources.class_name_edit.setText("nucleus")
     (tmp_path / "run").mkdir()
     (tmp_path / "run/last.safetensors").write_bytes(b"earlier run")
     asked = []
@@ -181,10 +181,14 @@ def test_an_output_folder_with_checkpoints_is_not_overwritten_silently(
 
 def test_gui_and_cli_write_the_same_checkpoint(viewer, widget, qtbot, tmp_path, notes):
     _add_stack(viewer)
-    widget.class_name_edit.setText("nucleus")
-    for spin, value in ((widget.max_steps_spin, 2), (widget.seed_spin, 3), (widget.val_spin, 0.34)):
+    widget.sources.class_name_edit.setText("nucleus")
+    for spin, value in (
+        (widget.settings.max_steps_spin, 2),
+        (widget.settings.seed_spin, 3),
+        (widget.settings.val_spin, 0.34),
+    ):
         spin.setValue(value)
-    widget.precision_combo.setCurrentText("fp32")
+    widget.settings.precision_combo.setCurrentText("fp32")
     export = widget.export_training_folder(tmp_path / "data")
     assert export.n_slices == 3
     args = ["train", *export.cli_arguments(), "--output", str(tmp_path / "cli")]

@@ -17,12 +17,12 @@ from napari_clip_guided_sam.inference.batch import (
     FileStarted,
     SegmentOptions,
     SliceDone,
-    read_points_csv,
     segment_batch,
     segment_stack,
     segment_stack_to_array,
 )
 from napari_clip_guided_sam.inference.instances import InstanceConfig, labels_to_instances
+from napari_clip_guided_sam.inference.points import read_points_csv
 from napari_clip_guided_sam.inference.predictor import Predictor
 
 CLASSES = ("nucleus", "cell")

@@ -144,6 +144,18 @@ def _marker(layer) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def is_plugin_output(layer) -> bool:
+    """Whether this plugin made the layer (such layers are never offered as input)."""
+    return isinstance(layer.metadata, dict) and MARKER in layer.metadata
+
+
+def layer_named(viewer, name: str, kind: type):
+    """The layer called `name` if it is a `kind` layer, else None."""
+    if name and name in viewer.layers and isinstance(viewer.layers[name], kind):
+        return viewer.layers[name]
+    return None
+
+
 def find_output(viewer, role: str, image: Image, kind: type, shape=None):
     """The layer of `role` this plugin made for `image` (None if absent or reshaped)."""
     for layer in viewer.layers:
@@ -174,17 +186,17 @@ def _metadata(role: str, image: Image, **extra) -> dict:
     return {MARKER: {"role": role, "image": image.name, **extra}}
 
 
-def labels_output(viewer, image: Image, geometry: ImageGeometry) -> Labels:
-    """The plugin's labels layer for `image`, created (empty) on first use."""
-    layer = find_output(viewer, "labels", image, Labels, geometry.labels_shape)
+def labels_output(viewer, image: Image, geometry: ImageGeometry, role: str = "labels") -> Labels:
+    """The plugin's '<image> <role>' labels layer for `image`, created (empty) on first use."""
+    layer = find_output(viewer, role, image, Labels, geometry.labels_shape)
     if layer is not None:
         return layer
     return viewer.add_labels(
         np.zeros(geometry.labels_shape, dtype=np.uint16),
-        name=free_name(viewer, f"{image.name} labels"),
+        name=free_name(viewer, f"{image.name} {role}"),
         scale=geometry.scale,
         translate=geometry.translate,
-        metadata=_metadata("labels", image, classes=[]),
+        metadata=_metadata(role, image, classes=[]),
         features=class_features([]),
     )
 

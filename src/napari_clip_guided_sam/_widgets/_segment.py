@@ -20,14 +20,9 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLineEdit,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -45,13 +40,15 @@ from ._common import (
     notify_info,
     on_click,
 )
+from ._forms import browse_row, choose_checkpoint, double_spin, form_box, int_spin, refill
 from ._layers import (
-    MARKER,
     NEGATIVE,
     POSITIVE,
     ImageGeometry,
     find_output,
+    is_plugin_output,
     labels_output,
+    layer_named,
     prompts_output,
     write_labels_slice,
     write_similarity_slices,
@@ -169,7 +166,7 @@ class SegmentWidget(QWidget):
         )
         self.channels_edit = QLineEdit()
         self.channels_edit.setPlaceholderText("all (up to 3), or e.g. 0, 2")
-        image_box = _form(
+        image_box = form_box(
             "Image",
             [
                 ("Image layer", self.image_combo),
@@ -195,7 +192,7 @@ class SegmentWidget(QWidget):
         clicks = QHBoxLayout()
         clicks.addWidget(self.points_button)
         clicks.addWidget(self.click_label_combo)
-        prompt_box = _form(
+        prompt_box = form_box(
             "Prompt",
             [("Classes", self.classes_edit), ("Mode", self.mode_combo), ("Clicks", clicks)],
         )
@@ -204,17 +201,12 @@ class SegmentWidget(QWidget):
         self.preset_combo.addItems(list(PRESETS))
         self.checkpoint_edit = QLineEdit()
         self.checkpoint_edit.setPlaceholderText("optional fine-tuned .safetensors")
-        browse = QPushButton("…")
-        browse.setMaximumWidth(32)
-        browse.clicked.connect(on_click(self._browse_checkpoint))
-        checkpoint_row = QHBoxLayout()
-        checkpoint_row.addWidget(self.checkpoint_edit, 1)
-        checkpoint_row.addWidget(browse)
+        checkpoint_row = browse_row(self.checkpoint_edit, self._browse_checkpoint)
         self.device_combo = QComboBox()
         self.device_combo.addItems(list(DEVICES))
         self.precision_combo = QComboBox()
         self.precision_combo.addItems(list(PRECISIONS))
-        model_box = _form(
+        model_box = form_box(
             "Model",
             [
                 ("Preset", self.preset_combo),
@@ -224,14 +216,13 @@ class SegmentWidget(QWidget):
             ],
         )
 
-        self.guide_threshold_spin = _double_spin(0.8, 0.01, 0.99, "Similarity threshold tau")
-        self.n_points_spin = QSpinBox()
-        self.n_points_spin.setRange(1, 50)
-        self.n_points_spin.setValue(5)
-        self.n_points_spin.setToolTip("Points sampled from the similarity map (text only)")
-        self.mask_threshold_spin = _double_spin(0.5, 0.0, 0.99, "Mask probability threshold")
+        self.guide_threshold_spin = double_spin(0.8, 0.01, 0.99, "Similarity threshold tau")
+        self.n_points_spin = int_spin(
+            5, 1, 50, "Points sampled from the similarity map (text only)"
+        )
+        self.mask_threshold_spin = double_spin(0.5, 0.0, 0.99, "Mask probability threshold")
         self.similarity_check = QCheckBox("Show similarity map")
-        options_box = _form(
+        options_box = form_box(
             "Options",
             [
                 ("Similarity threshold", self.guide_threshold_spin),
@@ -263,15 +254,9 @@ class SegmentWidget(QWidget):
 
     @guarded
     def _update_image_choices(self, event=None) -> None:
-        current = self.image_combo.currentText()
         names = [layer.name for layer in self._image_layers()]
-        names = [n for n in names if not _is_plugin_output(self.viewer.layers[n])]
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        if current in names:
-            self.image_combo.setCurrentText(current)
-        self.image_combo.blockSignals(False)
+        names = [n for n in names if not is_plugin_output(self.viewer.layers[n])]
+        refill(self.image_combo, names)
         self._update_channel_choices()
 
     @guarded
@@ -287,10 +272,7 @@ class SegmentWidget(QWidget):
 
     def image_layer(self) -> Image | None:
         """The chosen image layer, or None."""
-        name = self.image_combo.currentText()
-        if name and name in self.viewer.layers and isinstance(self.viewer.layers[name], Image):
-            return self.viewer.layers[name]
-        return None
+        return layer_named(self.viewer, self.image_combo.currentText(), Image)
 
     def settings(self) -> PredictorSettings:
         """The model settings chosen in the widget."""
@@ -302,11 +284,7 @@ class SegmentWidget(QWidget):
         )
 
     def _browse_checkpoint(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Fine-tuned checkpoint", "", "Checkpoints (*.safetensors);;All files (*)"
-        )
-        if path:
-            self.checkpoint_edit.setText(path)
+        choose_checkpoint(self, self.checkpoint_edit)
 
     def load_checkpoint(self, path: str | Path, preset: str | None = None) -> None:
         """Use a fine-tuned checkpoint from now on (e.g. from the training widget).
@@ -483,25 +461,3 @@ class SegmentWidget(QWidget):
         if self._pending_refresh:
             self._pending_refresh = False
             self._refresh_timer.start()
-
-
-def _is_plugin_output(layer) -> bool:
-    return isinstance(layer.metadata, dict) and MARKER in layer.metadata
-
-
-def _form(title: str, rows: list) -> QGroupBox:
-    box = QGroupBox(title)
-    form = QFormLayout(box)
-    for label, widget in rows:
-        form.addRow(label, widget)
-    return box
-
-
-def _double_spin(value: float, low: float, high: float, tip: str) -> QDoubleSpinBox:
-    spin = QDoubleSpinBox()
-    spin.setRange(low, high)
-    spin.setSingleStep(0.05)
-    spin.setDecimals(2)
-    spin.setValue(value)
-    spin.setToolTip(tip)
-    return spin

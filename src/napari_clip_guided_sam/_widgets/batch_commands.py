@@ -20,9 +20,7 @@ from napari.layers import Image
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLineEdit,
     QPushButton,
     QVBoxLayout,
@@ -37,6 +35,8 @@ from ..inference.instances import INSTANCE_METHODS, InstanceConfig
 from ..inference.session import PredictorSession, PredictorSettings
 from ..model.config import PRESETS
 from ._common import DEVICES, JobPanel, Progress, notify_info, notify_warning, on_click
+from ._forms import browse_row, choose_checkpoint, choose_folder, refill
+from ._layers import layer_named
 from ._segment import parse_class_names
 
 STACK_PANEL = "Segment stack (CLIP-Guided SAM)"
@@ -223,27 +223,21 @@ class _BatchPanel(QWidget):
         for label, widget in rows:
             self.form.addRow(label, widget)
         self.form.addRow("Class names", self.classes)
-        self.form.addRow("Checkpoint", _with_browse(self.checkpoint, self._browse_checkpoint))
+        self.form.addRow("Checkpoint", _browse_row(self.checkpoint, self._browse_checkpoint))
         self.form.addRow("Model preset", self.preset)
         self.form.addRow("Device", self.device)
         self.form.addRow("Instances", self.instances)
-        self.form.addRow("Output folder", _with_browse(self.output_dir, self._browse_output))
+        self.form.addRow("Output folder", _browse_row(self.output_dir, self._browse_output))
         layout = QVBoxLayout(self)
         layout.addLayout(self.form)
         layout.addWidget(self.run_button)
         layout.addWidget(self.jobs)
 
     def _browse_checkpoint(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Fine-tuned checkpoint", "", "Checkpoints (*.safetensors)"
-        )
-        if path:
-            self.checkpoint.setText(path)
+        choose_checkpoint(self, self.checkpoint)
 
     def _browse_output(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Output folder")
-        if path:
-            self.output_dir.setText(path)
+        choose_folder(self, self.output_dir, "Output folder")
 
     @property
     def settings(self) -> PredictorSettings:
@@ -292,12 +286,8 @@ class SegmentStackPanel(_BatchPanel):
         self._refresh_layers()
 
     def _refresh_layers(self, event=None) -> None:
-        current = self.layer_choice.currentText()
-        self.layer_choice.clear()
         names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
-        self.layer_choice.addItems(names)
-        if current in names:
-            self.layer_choice.setCurrentText(current)
+        refill(self.layer_choice, names)
 
     def select_active_layer(self) -> None:
         active = self.viewer.layers.selection.active
@@ -309,10 +299,10 @@ class SegmentStackPanel(_BatchPanel):
 
     def run(self) -> bool:
         name = self.layer_choice.currentText()
-        if name not in self.viewer.layers or not isinstance(self.viewer.layers[name], Image):
+        layer = layer_named(self.viewer, name, Image)
+        if layer is None:
             notify_warning("Choose an image layer to segment.")
             return False
-        layer = self.viewer.layers[name]
         image = image_data_of(layer)
         options = self.options()
         output = None
@@ -342,17 +332,15 @@ class SegmentFolderPanel(_BatchPanel):
         self.input_dir = QLineEdit()
         self.overwrite = QCheckBox("Redo files already segmented")
         self.same_folder = QCheckBox("Allow writing into the input folder")
-        self._layout([("Input folder", _with_browse(self.input_dir, self._browse_input))])
+        self._layout([("Input folder", _browse_row(self.input_dir, self._browse_input))])
         self.form.addRow("", self.overwrite)
         self.form.addRow("", self.same_folder)
         self.finished: batch.BatchFinished | None = None
 
     def _browse_input(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Folder of images")
-        if path:
-            self.input_dir.setText(path)
-            if not self.output_dir.text():
-                self.output_dir.setText(str(Path(path) / "segmented"))
+        path = choose_folder(self, self.input_dir, "Folder of images")
+        if path and not self.output_dir.text():
+            self.output_dir.setText(str(Path(path) / "segmented"))
 
     def run(self) -> bool:
         source = Path(self.input_dir.text().strip())
@@ -389,12 +377,5 @@ def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_. " else "_" for c in name).strip() or "image"
 
 
-def _with_browse(line: QLineEdit, browse) -> QWidget:
-    row = QWidget()
-    layout = QHBoxLayout(row)
-    layout.setContentsMargins(0, 0, 0, 0)
-    button = QPushButton("Browse…")
-    button.clicked.connect(on_click(browse))
-    layout.addWidget(line, 1)
-    layout.addWidget(button)
-    return row
+def _browse_row(line: QLineEdit, browse) -> QWidget:
+    return browse_row(line, browse, text="Browse…", width=None)

@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.normalize import NormalizeConfig
     from ..inference import batch
     from ..inference.instances import InstanceConfig
+    from ..inference.points import read_points_csv
     from ..inference.predictor import Predictor
     from ..model.checkpoint import read_checkpoint
 
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         normalize=NormalizeConfig(
             mode=args.normalize, channels=tuple(args.channels) if args.channels else None
         ),
-        points=batch.read_points_csv(args.points) if args.points else None,
+        points=read_points_csv(args.points) if args.points else None,
         output_format=args.output_format,
         suffix=args.suffix,
         overwrite=args.overwrite,

@@ -16,6 +16,7 @@ from .io import (
     read_image_lazy,
     write_labels,
 )
+from .label_writer import LabelSpool, label_tiff_kwargs, write_label_tiff
 from .normalize import (
     NormalizeConfig,
     PercentileStats,
@@ -39,6 +40,7 @@ __all__ = [
     "SUPPORTED_SUFFIXES",
     "ImageData",
     "ImageReadError",
+    "LabelSpool",
     "NormalizeConfig",
     "PercentileStats",
     "RandomFlipRotate",
@@ -46,6 +48,7 @@ __all__ = [
     "flip_rotate",
     "image_percentiles",
     "image_stem",
+    "label_tiff_kwargs",
     "iter_indices",
     "leading_axes",
     "leading_shape",
@@ -61,6 +64,7 @@ __all__ = [
     "stack_percentiles",
     "take_slice",
     "to_model_rgb",
+    "write_label_tiff",
     "write_labels",
     *_DATASET_NAMES,
 ]

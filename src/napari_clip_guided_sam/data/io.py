@@ -2,7 +2,8 @@
 
 Images come back as :class:`ImageData`: the array, its axes letters (tifffile's, uppercase,
 with the RGB samples axis ``S`` renamed ``C``), the physical pixel size and unit, and the
-metadata worth keeping. Labels are written atomically as compressed TIFF or OME-TIFF.
+metadata worth keeping. Labels are written atomically as compressed TIFF or OME-TIFF
+(the encoding and its metadata rules live in :mod:`.label_writer`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import tifffile
 
 from .._atomic import atomic_write
+from .label_writer import MICROMETRE, smallest_label_dtype, write_label_tiff
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -41,7 +43,6 @@ SUPPORTED_SUFFIXES = TIFF_SUFFIXES + PIL_SUFFIXES
 
 CHANNEL_AXES = "CS"
 SPATIAL_AXES = "ZYX"
-MICROMETRE = "µm"
 
 # Length units to micrometres, for resolution tags and unit spellings found in the wild.
 _UNIT_ALIASES = {
@@ -52,7 +53,6 @@ _UNIT_ALIASES = {
     "μm": MICROMETRE,
     "µm": MICROMETRE,
 }
-_CM_PER_UNIT = {"nm": 1e-7, MICROMETRE: 1e-4, "mm": 0.1, "cm": 1.0, "m": 100.0}
 
 
 class ImageReadError(ValueError):
@@ -473,8 +473,11 @@ def write_labels(
     label_axes = _label_axes(data, like, axes)
     pixel_size, unit = _label_calibration(like, label_axes)
     ome = name.endswith((".ome.tif", ".ome.tiff"))
-    kwargs = _tiff_kwargs(data, label_axes, pixel_size, unit, ome)
-    _atomic_write(path, data, kwargs, overwrite)
+    atomic_write(
+        path,
+        lambda temp: _write_tiff(temp, data, axes=label_axes, sizes=pixel_size, unit=unit, ome=ome),
+        overwrite=overwrite,
+    )
     return path
 
 
@@ -487,10 +490,7 @@ def _labels_to_unsigned(labels: Any) -> np.ndarray:
     if data.size and data.min() < 0:
         raise ValueError(f"labels must be non-negative, got minimum {data.min()}")
     top = int(data.max()) if data.size else 0
-    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
-        if top <= np.iinfo(dtype).max:
-            return data.astype(dtype, copy=False)
-    raise ValueError(f"label value {top} does not fit in uint64")
+    return data.astype(smallest_label_dtype(top), copy=False)
 
 
 def _label_axes(data: np.ndarray, like: ImageData | None, axes: str | None) -> str:
@@ -521,53 +521,9 @@ def _label_calibration(
     return {a: s for a, s in sizes.items() if a in label_axes}, like.unit
 
 
-def _tiff_kwargs(
-    data: np.ndarray, axes: str, sizes: dict[str, float], unit: str | None, ome: bool
-) -> dict[str, Any]:
-    """tifffile.imwrite keyword arguments: OME, ImageJ (8/16-bit, TZCYX order) or shaped."""
-    kwargs: dict[str, Any] = {"photometric": "minisblack", "compression": "zlib"}
-    if ome:
-        meta: dict[str, Any] = {"axes": axes}
-        for axis, size in sizes.items():
-            meta[f"PhysicalSize{axis}"] = size
-            meta[f"PhysicalSize{axis}Unit"] = unit or MICROMETRE
-        return {**kwargs, "ome": True, "metadata": meta}
-    resolution = (1.0 / sizes["X"], 1.0 / sizes["Y"]) if "X" in sizes and "Y" in sizes else None
-    if data.dtype in (np.uint8, np.uint16) and _imagej_axes_ok(axes):
-        meta = {"axes": axes}
-        if "Z" in sizes:
-            meta["spacing"] = sizes["Z"]
-        if unit:
-            meta["unit"] = "micron" if unit == MICROMETRE else unit
-        if resolution:
-            kwargs["resolution"] = resolution
-        return {**kwargs, "imagej": True, "metadata": meta}
-    meta = {"axes": axes}
-    spatial = "".join(a for a in axes if a in sizes)
-    if sizes and spatial == "".join(a for a in axes if a in SPATIAL_AXES):
-        meta.update(pixel_size=[sizes[a] for a in spatial], unit=unit)
-    if resolution and unit in _CM_PER_UNIT:
-        # Resolution tags in pixels per centimetre, for readers without our JSON metadata.
-        cm = _CM_PER_UNIT[unit]
-        kwargs.update(
-            resolution=(resolution[0] / cm, resolution[1] / cm), resolutionunit="CENTIMETER"
-        )
-    return {**kwargs, "metadata": meta}
-
-
-def _imagej_axes_ok(axes: str) -> bool:
-    order = "TZCYX"
-    return set(axes) <= set(order) and list(axes) == sorted(axes, key=order.index)
-
-
-def _atomic_write(path: Path, data: np.ndarray, kwargs: dict, overwrite: bool) -> None:
-    """Write the TIFF to a temporary file next to ``path`` and move it into place."""
-    atomic_write(path, lambda temp: _write_tiff(temp, data, **kwargs), overwrite=overwrite)
-
-
 def _write_tiff(path: Path, data: np.ndarray, **kwargs: Any) -> None:
     """The actual TIFF encoder call (a seam for tests that simulate a failing disk)."""
-    tifffile.imwrite(path, data, **kwargs)
+    write_label_tiff(path, data, **kwargs)
 
 
 # --------------------------------------------------------------------------- folders

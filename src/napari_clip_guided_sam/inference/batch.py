@@ -5,10 +5,10 @@ menu commands (driven in a napari worker, cancelled at the next yield):
 
 - :func:`segment_stack` segments every 2D slice of one image or stack, reading slices one
   at a time (lazy TIFF pages or a memory map), so a stack larger than RAM works. Label
-  slices are spooled to a temporary file next to the output; when the last slice is done
-  the label TIFF/OME-TIFF (zlib, the input's axes and pixel size) is written and moved into
-  place in one step. A file at the output path is therefore always complete, and a
-  cancelled or failed stack leaves nothing behind.
+  slices are spooled to a temporary file next to the output (``data.label_writer``); when
+  the last slice is done the label TIFF/OME-TIFF (zlib, the input's axes and pixel size) is
+  written and moved into place in one step. A file at the output path is therefore always
+  complete, and a cancelled or failed stack leaves nothing behind.
 - :func:`segment_batch` runs :func:`segment_stack` over a file or a folder: files whose
   output exists are skipped (resume), unsupported files are listed and skipped, a failing
   file is recorded and the batch goes on; a CSV + JSON report is rewritten after each file.
@@ -25,8 +25,6 @@ import dataclasses
 import errno
 import io
 import json
-import os
-import tempfile
 import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,7 +32,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import tifffile
 
 from .._atomic import atomic_write
 from ..data.io import (
@@ -44,6 +41,7 @@ from ..data.io import (
     is_supported,
     read_image_lazy,
 )
+from ..data.label_writer import LabelSpool, smallest_label_dtype, write_label_tiff
 from ..data.normalize import (
     NormalizeConfig,
     image_percentiles,
@@ -54,6 +52,7 @@ from ..data.normalize import (
     normalize_image_slice,
 )
 from .instances import InstanceConfig, labels_to_instances
+from .points import PointPrompts
 
 __all__ = [
     "REPORT_NAME",
@@ -64,14 +63,11 @@ __all__ = [
     "FileFailed",
     "FileSkipped",
     "FileStarted",
-    "PointPrompts",
     "SegmentOptions",
     "SliceDone",
     "collect_inputs",
     "iter_slice_labels",
-    "label_tiff_kwargs",
     "output_path_for",
-    "read_points_csv",
     "resolve_class_names",
     "segment_batch",
     "segment_stack",
@@ -87,35 +83,6 @@ _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 @dataclass(frozen=True)
-class PointPrompts:
-    """Clicks that steer the model (manual mode), per file and slice.
-
-    Attributes:
-        xy: ``float [n, 2]`` (x, y) in original pixel coordinates.
-        labels: ``int [n]`` 1 positive, 0 negative.
-        slices: ``int [n]`` flat (row-major) slice index each point belongs to, -1 = all
-            slices.
-        files: file name (or stem) each point belongs to, ``""`` = all files.
-    """
-
-    xy: np.ndarray
-    labels: np.ndarray
-    slices: np.ndarray
-    files: tuple[str, ...]
-
-    def for_slice(self, file: str, flat_index: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Points ``[m, 2]`` and labels ``[m]`` of one slice of ``file``; None if none."""
-        stem = image_stem(file) if file else ""
-        names = np.array(self.files, dtype=object)
-        use = ((names == "") | (names == file) | (names == stem)) & (
-            (self.slices == -1) | (self.slices == flat_index)
-        )
-        if not use.any():
-            return None
-        return self.xy[use], self.labels[use]
-
-
-@dataclass(frozen=True)
 class SegmentOptions:
     """What to segment and how to write it.
 
@@ -127,7 +94,7 @@ class SegmentOptions:
             slice: class 1's objects first); None writes class labels.
         normalize: how slices become the model's RGB input (per-slice percentiles by
             default; channel choice for multichannel images).
-        points: optional clicks (manual mode) from :func:`read_points_csv`.
+        points: optional clicks (manual mode) from :func:`~.points.read_points_csv`.
         output_format: ``"auto"`` writes OME-TIFF for OME-TIFF input, TIFF otherwise.
         suffix: added to the input's stem to name its output, e.g. ``a_labels.tif``.
         overwrite: redo files whose output exists (otherwise they are skipped).
@@ -327,7 +294,7 @@ def segment_stack(
     label = image.path or image.name
     total = n_slices(image)
     spool_dtype = np.uint32 if options.instances is not None else _class_dtype(options)
-    with _LabelSpool(output.parent, output.name, shape[-2:], spool_dtype) as spool:
+    with LabelSpool(output.parent, output.name, shape, spool_dtype) as spool:
         for index, labels in enumerate(iter_slice_labels(predictor, image, options)):
             spool.append(labels)
             yield SliceDone(label, index, total)
@@ -335,7 +302,7 @@ def segment_stack(
         ome = output.name.lower().endswith((".ome.tif", ".ome.tiff"))
         atomic_write(
             output,
-            lambda temp: _write_label_tiff(temp, spool, shape, axes, sizes, image.unit, ome),
+            lambda temp: _write_label_tiff(temp, spool, axes, sizes, image.unit, ome),
             overwrite=options.overwrite,
         )
     return output
@@ -361,7 +328,7 @@ def segment_stack_to_array(
     for index, slice_labels in enumerate(iter_slice_labels(predictor, image, options)):
         flat[index] = slice_labels
         yield SliceDone(label, index, len(flat))
-    return labels.astype(_smallest_dtype(int(labels.max(initial=0))), copy=False)
+    return labels.astype(smallest_label_dtype(int(labels.max(initial=0))), copy=False)
 
 
 def _with_classes(predictor: Any, options: SegmentOptions) -> SegmentOptions:
@@ -374,178 +341,16 @@ def _class_dtype(options: SegmentOptions) -> type:
     return np.uint8 if len(options.class_names) < 256 else np.uint16
 
 
-def _smallest_dtype(top: int) -> type:
-    for dtype in (np.uint8, np.uint16, np.uint32):
-        if top <= np.iinfo(dtype).max:
-            return dtype
-    return np.uint64
-
-
-class _LabelSpool:
-    """Label slices appended to a raw temporary file, read back one at a time.
-
-    Lives next to the output (same disk, so a full disk shows up while segmenting) and is
-    removed on exit, whatever happened.
-    """
-
-    def __init__(self, folder: Path, name: str, slice_shape: tuple[int, int], dtype: type):
-        folder.mkdir(parents=True, exist_ok=True)
-        self.slice_shape = tuple(slice_shape)
-        self.dtype = np.dtype(dtype)
-        self.count = 0
-        self.max_label = 0
-        handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".spool")
-        self.path = Path(temp)
-        self._file = os.fdopen(handle, "w+b")
-
-    def __enter__(self) -> _LabelSpool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(OSError):
-            self.path.unlink()
-
-    def append(self, labels: np.ndarray) -> None:
-        labels = np.asarray(labels)
-        if labels.shape != self.slice_shape:
-            raise ValueError(f"label slice {labels.shape} != expected {self.slice_shape}")
-        top = int(labels.max(initial=0))
-        if top > np.iinfo(self.dtype).max:
-            raise ValueError(f"label value {top} does not fit {self.dtype}")
-        self.max_label = max(self.max_label, top)
-        self._file.write(np.ascontiguousarray(labels, dtype=self.dtype).tobytes())
-        self.count += 1
-
-    def slices(self, dtype: type) -> Iterator[np.ndarray]:
-        """The spooled slices in order, as ``dtype``."""
-        self._file.flush()
-        per_slice = int(np.prod(self.slice_shape))
-        for index in range(self.count):
-            self._file.seek(index * per_slice * self.dtype.itemsize)
-            data = np.fromfile(self._file, dtype=self.dtype, count=per_slice)
-            yield data.reshape(self.slice_shape).astype(dtype, copy=False)
-
-
 def _write_label_tiff(
     path: Path,
-    spool: _LabelSpool,
-    shape: tuple[int, ...],
+    spool: LabelSpool,
     axes: str,
     sizes: dict[str, float],
     unit: str | None,
     ome: bool,
 ) -> None:
-    """Write the spooled slices as one zlib-compressed TIFF, page by page."""
-    dtype = _smallest_dtype(spool.max_label)
-    kwargs = label_tiff_kwargs(np.dtype(dtype), axes, sizes, unit, ome)
-    with tifffile.TiffWriter(path, ome=ome, imagej=kwargs.pop("imagej", False)) as tiff:
-        if len(shape) == 2:
-            tiff.write(next(spool.slices(dtype)), **kwargs)
-        else:
-            tiff.write(spool.slices(dtype), shape=shape, dtype=dtype, **kwargs)
-
-
-def label_tiff_kwargs(
-    dtype: np.dtype, axes: str, sizes: dict[str, float], unit: str | None, ome: bool
-) -> dict[str, Any]:
-    """tifffile write arguments that keep axes, pixel size and unit readable by
-    ``data.io.read_image``: OME-XML, ImageJ (8/16-bit, TZCYX order) or tifffile's shaped
-    JSON metadata (plus resolution tags in centimetres for micrometre units)."""
-    micrometre = "µm"
-    kwargs: dict[str, Any] = {"photometric": "minisblack", "compression": "zlib"}
-    if ome:
-        metadata: dict[str, Any] = {"axes": axes}
-        for axis, size in sizes.items():
-            metadata[f"PhysicalSize{axis}"] = size
-            metadata[f"PhysicalSize{axis}Unit"] = unit or micrometre
-        return {**kwargs, "metadata": metadata}
-    resolution = (1.0 / sizes["X"], 1.0 / sizes["Y"]) if "X" in sizes and "Y" in sizes else None
-    order = "TZCYX"
-    if (
-        dtype in (np.uint8, np.uint16)
-        and set(axes) <= set(order)
-        and (list(axes) == sorted(axes, key=order.index))
-    ):
-        metadata = {"axes": axes}
-        if "Z" in sizes:
-            metadata["spacing"] = sizes["Z"]
-        if unit:
-            metadata["unit"] = "micron" if unit == micrometre else unit
-        if resolution:
-            kwargs["resolution"] = resolution
-        return {**kwargs, "imagej": True, "metadata": metadata}
-    metadata = {"axes": axes}
-    spatial = "".join(a for a in axes if a in "ZYX")
-    if sizes and all(a in sizes for a in spatial):
-        metadata.update(pixel_size=[sizes[a] for a in spatial], unit=unit)
-    if resolution and unit == micrometre:
-        kwargs.update(
-            resolution=(resolution[0] * 1e4, resolution[1] * 1e4), resolutionunit="CENTIMETER"
-        )
-    return {**kwargs, "metadata": metadata}
-
-
-# --------------------------------------------------------------------------- points
-
-
-def read_points_csv(path: str | Path) -> PointPrompts:
-    """Read clicks from a CSV file.
-
-    Two layouts are understood (header names are case-insensitive):
-
-    - ``x,y[,label][,slice][,file]``: pixel coordinates; ``label`` 1 positive / 0
-      negative (default 1); ``slice`` the 0-based slice index in a stack (default: every
-      slice); ``file`` the image name or stem it belongs to (default: every file).
-    - napari's Points layer export ``index,axis-0,...,axis-n[,label]``: the last two axes
-      are y, x; for a stack, ``axis-0`` is the slice index.
-
-    Raises:
-        ValueError: missing columns or values that are not numbers, with the line number.
-    """
-    path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames:
-            raise ValueError(f"points file {path} is empty; expected a header like x,y,label")
-        fields = {name.strip().lower(): name for name in reader.fieldnames}
-        rows = list(reader)
-    axis_columns = sorted((f for f in fields if f.startswith("axis-")), key=lambda f: int(f[5:]))
-    if "x" in fields and "y" in fields:
-        x_col, y_col, slice_col = fields["x"], fields["y"], fields.get("slice")
-    elif len(axis_columns) >= 2:
-        x_col, y_col = fields[axis_columns[-1]], fields[axis_columns[-2]]
-        slice_col = fields[axis_columns[0]] if len(axis_columns) == 3 else None
-        if len(axis_columns) > 3:
-            raise ValueError(
-                f"points file {path} has {len(axis_columns)} axes; only 2D images and "
-                "single-axis stacks (axis-0 = slice) are supported"
-            )
-    else:
-        raise ValueError(
-            f"points file {path} needs columns x,y (or napari's axis-0,axis-1); found "
-            f"{', '.join(reader.fieldnames)}"
-        )
-    xy, labels, slices, files = [], [], [], []
-    for line, row in enumerate(rows, start=2):
-        try:
-            xy.append((float(row[x_col]), float(row[y_col])))
-            label = row.get(fields["label"], "1") if "label" in fields else "1"
-            labels.append(int(float(label or 1)))
-            value = row.get(slice_col, "") if slice_col else ""
-            slices.append(int(round(float(value))) if value not in ("", None) else -1)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{path} line {line}: not a number ({error})") from error
-        files.append((row.get(fields["file"], "") or "").strip() if "file" in fields else "")
-    if not xy:
-        raise ValueError(f"points file {path} has a header but no points")
-    bad = sorted({v for v in labels if v not in (0, 1)})
-    if bad:
-        raise ValueError(f"{path}: point labels must be 1 (positive) or 0 (negative), got {bad}")
-    return PointPrompts(
-        np.asarray(xy, np.float64), np.asarray(labels, np.int64), np.asarray(slices), tuple(files)
-    )
+    """Write the spooled slices as one label TIFF (a seam for tests that fill the disk)."""
+    write_label_tiff(path, spool, axes, sizes, unit, ome)
 
 
 # --------------------------------------------------------------------------- folders
