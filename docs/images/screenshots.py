@@ -4,11 +4,16 @@ Run under a virtual display from the project root:
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/images/screenshots.py
 
 Uses the `tiny` preset (random weights, no download): the masks it draws are noise; the
-screenshots show the user interface, not segmentation quality.
+screenshots show the user interface, not segmentation quality. With `--checkpoint`, a tiny
+model fine-tuned on DSB2018 (see docs/training.md) also segments the sparse fluorescence
+sample by class name alone, for `segment_widget_finetuned.png`:
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/images/screenshots.py \
+        --checkpoint /tmp/dsb_tiny/best.safetensors
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -28,6 +33,25 @@ def wait_for(widget, timeout: float = 300.0) -> None:
     for _ in range(20):
         QApplication.processEvents()
         time.sleep(0.02)
+
+
+def finetuned(checkpoint: str) -> None:
+    """Text-only segmentation of an unseen sample with a fine-tuned tiny checkpoint."""
+    viewer = napari.Viewer(show=True, title="napari: CLIP-Guided SAM")
+    viewer.window._qt_window.resize(1500, 950)
+    viewer.open_sample(PLUGIN, "fluorescence_wide")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment (text + clicks)")
+    for layer in viewer.layers:
+        if "ground truth" in layer.name:
+            layer.visible = False
+    widget.device_combo.setCurrentText("cpu")
+    widget.classes_edit.setText("nucleus")
+    widget.load_checkpoint(checkpoint)
+    widget.segment_current_slice()
+    wait_for(widget)
+    viewer.reset_view()
+    viewer.screenshot(str(HERE / "segment_widget_finetuned.png"), canvas_only=False)
+    viewer.close()
 
 
 def main() -> None:
@@ -75,4 +99,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--checkpoint", help="a fine-tuned tiny checkpoint (optional)")
+    args = parser.parse_args()
     main()
+    if args.checkpoint:
+        finetuned(args.checkpoint)
