@@ -39,3 +39,25 @@ def sam_input(tiny_model):
     """Two SAM-normalised random inputs for the tiny model: [2, 3, 256, 256]."""
     size = tiny_model.config.sam.image_size
     return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture
+def write_stack():
+    """Writes a 2-slice (or n) calibrated ZYX uint16 stack (2 µm z, 0.25 µm xy) with a bright
+    square; returns its path. The same stack for the CLI and the menu tests."""
+    import tifffile
+
+    def write(path, n_slices=2, seed=0):
+        rng = np.random.default_rng(seed)
+        stack = rng.integers(0, 300, size=(n_slices, 40, 48)).astype(np.uint16)
+        stack[:, 10:22, 12:26] += 2000
+        tifffile.imwrite(
+            path,
+            stack,
+            imagej=True,
+            resolution=(4.0, 4.0),
+            metadata={"axes": "ZYX", "spacing": 2.0, "unit": "micron"},
+        )
+        return path
+
+    return write

@@ -1,25 +1,9 @@
 """`clip-guided-sam segment`: files, folders, stacks; reports and exit codes (tiny preset)."""
 
-import numpy as np
 import pytest
-import tifffile
 
 from napari_clip_guided_sam.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from napari_clip_guided_sam.data.io import read_image
-
-
-def write_stack(path, n_slices=2, seed=0):
-    rng = np.random.default_rng(seed)
-    stack = rng.integers(0, 300, size=(n_slices, 40, 48)).astype(np.uint16)
-    stack[:, 10:22, 12:26] += 2000
-    tifffile.imwrite(
-        path,
-        stack,
-        imagej=True,
-        resolution=(4.0, 4.0),
-        metadata={"axes": "ZYX", "spacing": 2.0, "unit": "micron"},
-    )
-    return path
 
 
 def segment(*args):
@@ -53,7 +37,7 @@ def test_bad_command_line_exits_with_usage_code(tmp_path):
     assert exit_info.value.code == EXIT_USAGE
 
 
-def test_stack_gets_labels_with_pixel_size_and_a_report(tmp_path, capsys):
+def test_stack_gets_labels_with_pixel_size_and_a_report(tmp_path, capsys, write_stack):
     source = write_stack(tmp_path / "cells.tif")
     assert segment(source, "-c", "nucleus", "cell") == EXIT_OK
     output = read_image(tmp_path / "segmented" / "cells_labels.tif")
@@ -66,7 +50,7 @@ def test_stack_gets_labels_with_pixel_size_and_a_report(tmp_path, capsys):
     assert "0 done, 1 skipped" in capsys.readouterr().out
 
 
-def test_folder_with_a_corrupt_file_completes_the_rest_and_exits_1(tmp_path, capsys):
+def test_folder_with_a_corrupt_file_completes_the_rest_and_exits_1(tmp_path, capsys, write_stack):
     images = tmp_path / "images"
     images.mkdir()
     write_stack(images / "a.tif")
@@ -85,7 +69,7 @@ def test_folder_with_a_corrupt_file_completes_the_rest_and_exits_1(tmp_path, cap
     assert "b.tif,failed" in (out / "segment_report.csv").read_text()
 
 
-def test_refusals_are_one_line_errors(tmp_path, capsys):
+def test_refusals_are_one_line_errors(tmp_path, capsys, write_stack):
     images = tmp_path / "images"
     images.mkdir()
     write_stack(images / "a.tif")

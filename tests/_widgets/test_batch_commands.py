@@ -17,20 +17,6 @@ from napari_clip_guided_sam.cli import main
 TIMEOUT_MS = 60_000
 
 
-def write_stack(path, n_slices=2, seed=0):
-    rng = np.random.default_rng(seed)
-    stack = rng.integers(0, 300, size=(n_slices, 40, 48)).astype(np.uint16)
-    stack[:, 10:22, 12:26] += 2000
-    tifffile.imwrite(
-        path,
-        stack,
-        imagej=True,
-        resolution=(4.0, 4.0),
-        metadata={"axes": "ZYX", "spacing": 2.0, "unit": "micron"},
-    )
-    return path
-
-
 def configure(panel, output_dir, classes="nucleus, cell"):
     panel.classes.setText(classes)
     panel.preset.setCurrentText("tiny")
@@ -38,7 +24,9 @@ def configure(panel, output_dir, classes="nucleus, cell"):
     panel.output_dir.setText(str(output_dir))
 
 
-def test_menu_stack_and_cli_write_identical_label_files(make_napari_viewer, qtbot, tmp_path):
+def test_menu_stack_and_cli_write_identical_label_files(
+    make_napari_viewer, qtbot, tmp_path, write_stack
+):
     source = write_stack(tmp_path / "cells.tif")
     cli_out = tmp_path / "cli"
     command = f"segment {source} -c nucleus cell -o {cli_out} --preset tiny --device cpu"
@@ -68,7 +56,7 @@ def test_menu_stack_and_cli_write_identical_label_files(make_napari_viewer, qtbo
     assert str(opened.units[-1]) == "micrometer"
 
 
-def test_cancelled_stack_leaves_no_output(make_napari_viewer, qtbot, tmp_path):
+def test_cancelled_stack_leaves_no_output(make_napari_viewer, qtbot, tmp_path, write_stack):
     viewer = make_napari_viewer()
     stack = tifffile.imread(write_stack(tmp_path / "s.tif", n_slices=6))
     viewer.add_image(stack, name="stack")  # a layer without a source file
@@ -86,7 +74,7 @@ def test_cancelled_stack_leaves_no_output(make_napari_viewer, qtbot, tmp_path):
     assert list((tmp_path / "out").iterdir()) == []  # no output, no temporary files
 
 
-def test_folder_command_reports_the_corrupt_file(make_napari_viewer, qtbot, tmp_path):
+def test_folder_command_reports_the_corrupt_file(make_napari_viewer, qtbot, tmp_path, write_stack):
     images = tmp_path / "images"
     images.mkdir()
     write_stack(images / "a.tif")
