@@ -53,3 +53,16 @@ def test_replace_changes_nested_fields():
     config = get_preset("paper").replace(**{"guide.threshold": 0.6, "adapters.use_text": False})
     assert config.guide.threshold == 0.6 and not config.adapters.use_text
     assert config.guide.n_points == 5
+
+
+def test_unknown_backbones_are_refused_by_name():
+    from napari_clip_guided_sam.model.config import ClipConfig
+    from napari_clip_guided_sam.model.factory import build_model
+
+    with pytest.raises(ValueError, match="Unknown CLIP architecture 'ViT-X'"):
+        build_model(
+            get_preset("tiny").replace(clip=ClipConfig(arch="ViT-X")), base_weights="random"
+        )
+    unknown_sam = get_preset("tiny").replace(**{"sam.variant": "vit_x"})
+    with pytest.raises(ValueError, match="no official weights"):
+        build_model(unknown_sam, base_weights="official")
