@@ -23,7 +23,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from napari_clip_guided_sam.data.datasets import ClassMap, SliceDataset, train_val_split
@@ -194,5 +193,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

@@ -12,6 +12,7 @@ from napari_clip_guided_sam.data.datasets import (
     Sample,
     SliceDataset,
     infer_axes,
+    parse_class_map,
     train_val_split,
 )
 from napari_clip_guided_sam.data.io import ImageData, read_image
@@ -233,3 +234,15 @@ def test_split_edge_cases():
     assert train_val_split(100, 0.2, seed=1) != train_val_split(100, 0.2, seed=2)
     with pytest.raises(ValueError, match="val_fraction"):
         train_val_split(10, 1.0)
+
+
+def test_class_map_text_refuses_duplicate_names_and_values():
+    assert parse_class_map("1=nucleus, 2 = cell body") == ClassMap({1: "nucleus", 2: "cell body"})
+    with pytest.raises(ValueError, match="'nucleus' is given to label values 1 and 3"):
+        parse_class_map("1=nucleus, 3=nucleus")
+    with pytest.raises(ValueError, match="given twice"):
+        parse_class_map("1=a, 1=b")
+    with pytest.raises(ValueError, match="VALUE=NAME"):
+        parse_class_map("nucleus")
+    with pytest.raises(ValueError, match="positive"):
+        parse_class_map("0=background")

@@ -115,7 +115,7 @@ def _failing_writer(path, data, **kwargs):
 
 
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(io, "_write_tiff", _failing_writer)
+    monkeypatch.setattr(io, "write_label_tiff", _failing_writer)
     target = tmp_path / "labels.tif"
     with pytest.raises(OSError, match="labels.tif") as info:
         write_labels(target, np.ones((4, 4), np.uint8))
@@ -125,7 +125,7 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
 
 def test_failed_overwrite_keeps_the_old_file(tmp_path, monkeypatch):
     path = write_labels(tmp_path / "l.ome.tif", np.ones((4, 4), np.uint8))
-    monkeypatch.setattr(io, "_write_tiff", _failing_writer)
+    monkeypatch.setattr(io, "write_label_tiff", _failing_writer)
     with pytest.raises(OSError):
         write_labels(path, np.full((4, 4), 7, np.uint8), overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["l.ome.tif"]

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_clip_guided_sam.data.datasets import ClassMap, SliceDataset, parse_class_map
+from napari_clip_guided_sam.data.datasets import ClassMap, SliceDataset
 from napari_clip_guided_sam.training.export import (
     AnnotatedStack,
     annotated_pairs,
@@ -50,18 +50,6 @@ def test_pairs_are_copies_so_later_painting_changes_nothing():
 def test_mismatched_shapes_and_empty_labels_are_refused(stack, message):
     with pytest.raises(ValueError, match=message):
         annotated_pairs([stack])
-
-
-def test_class_map_text_refuses_duplicate_names_and_values():
-    assert parse_class_map("1=nucleus, 2 = cell body") == ClassMap({1: "nucleus", 2: "cell body"})
-    with pytest.raises(ValueError, match="'nucleus' is given to label values 1 and 3"):
-        parse_class_map("1=nucleus, 3=nucleus")
-    with pytest.raises(ValueError, match="given twice"):
-        parse_class_map("1=a, 1=b")
-    with pytest.raises(ValueError, match="VALUE=NAME"):
-        parse_class_map("nucleus")
-    with pytest.raises(ValueError, match="positive"):
-        parse_class_map("0=background")
 
 
 def test_class_map_arguments_match_the_cli():

@@ -212,7 +212,8 @@ def write_labels_slice(layer: Labels, index: tuple[int, ...], prediction: Predic
     Label values follow the layer's own class list, so "nucleus" keeps its value when
     slices are segmented with different class lists.
     """
-    classes = list(_marker(layer).get("classes", []))
+    marker = _marker(layer)
+    classes = list(marker.get("classes", []))
     for name in prediction.class_names:
         if name not in classes:
             classes.append(name)
@@ -220,7 +221,7 @@ def write_labels_slice(layer: Labels, index: tuple[int, ...], prediction: Predic
         [0] + [classes.index(n) + 1 for n in prediction.class_names], dtype=layer.data.dtype
     )
     layer.data[index] = values[prediction.labels]
-    layer.metadata = {**layer.metadata, MARKER: {**_marker(layer), "classes": classes}}
+    layer.metadata = {**layer.metadata, MARKER: {**marker, "classes": classes}}
     if len(layer.features) != len(classes) + 1:
         layer.features = class_features(classes)
     layer.refresh()

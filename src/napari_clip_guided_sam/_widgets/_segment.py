@@ -254,8 +254,7 @@ class SegmentWidget(QWidget):
 
     @guarded
     def _update_image_choices(self, event=None) -> None:
-        names = [layer.name for layer in self._image_layers()]
-        names = [n for n in names if not is_plugin_output(self.viewer.layers[n])]
+        names = [layer.name for layer in self._image_layers() if not is_plugin_output(layer)]
         refill(self.image_combo, names)
         self._update_channel_choices()
 

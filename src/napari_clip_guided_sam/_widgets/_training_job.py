@@ -128,11 +128,11 @@ def _resume_base(request: TrainingRequest) -> dict:
     """Base-weight arguments of `build_model` for a resumed run (as the CLI does)."""
     if not request.resume:
         return {}
+    from ..model.factory import rebuild_arguments
     from ..training.state import load_state, resolve_resume_path
 
     info = load_state(resolve_resume_path(request.config.output_dir, TrainingConfig.last_name))
-    base = info.info["base_weights"]
-    return {"base_weights": "random", "seed": int(base[7:])} if base.startswith("random:") else {}
+    return rebuild_arguments(info.info["base_weights"])
 
 
 @dataclass

@@ -36,7 +36,7 @@ from ..inference.session import PredictorSession, PredictorSettings
 from ..model.config import PRESETS
 from ._common import DEVICES, JobPanel, Progress, notify_info, notify_warning, on_click
 from ._forms import browse_row, choose_checkpoint, choose_folder, refill
-from ._layers import layer_named
+from ._layers import _metadata, layer_named
 from ._segment import parse_class_names
 
 STACK_PANEL = "Segment stack (CLIP-Guided SAM)"
@@ -183,13 +183,7 @@ def open_labels(viewer, image: Image, result: StackResult, name: str):
         name=name,
         scale=image.scale,
         translate=image.translate,
-        metadata={
-            "napari_clip_guided_sam": {
-                "role": "batch labels",
-                "image": image.name,
-                "output": str(result.output or ""),
-            }
-        },
+        metadata=_metadata("batch labels", image, output=str(result.output or "")),
     )
 
 

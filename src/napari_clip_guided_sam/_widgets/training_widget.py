@@ -125,7 +125,6 @@ class TrainingWidget(QWidget):
         self.export_button.clicked.connect(on_click(self._export_dialog))
         self.preview_jobs = JobPanel()
         self.preview = CheckpointPreview(self.preview_jobs)
-        self.preview_session = self.preview.session
         preview_row = QHBoxLayout()
         preview_row.addWidget(self.preview_image_combo, 1)
         preview_row.addWidget(self.preview_button)

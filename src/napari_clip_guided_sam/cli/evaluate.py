@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from ..model.checkpoint import atomic_write, load_model
+    from .._atomic import atomic_write
+    from ..model.checkpoint import load_model
     from ..model.factory import build_model
     from ..model.runtime import resolve_device, resolve_precision
     from ..training.validation import iter_evaluation

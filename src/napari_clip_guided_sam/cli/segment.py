@@ -6,11 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    CommandError,
-)
+from ._common import EXIT_FAILED, EXIT_OK, CommandError
 
 _SEGMENT_EPILOG = """\
 examples:
@@ -113,7 +109,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from tqdm import tqdm
 
     from ..data.normalize import NormalizeConfig

@@ -119,8 +119,9 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def _train_settings(args: argparse.Namespace, saved: dict | None) -> dict:
-    """Settings from the command line, else the resumed run's, else the defaults."""
+def _train_settings(args: argparse.Namespace, saved: dict | None) -> tuple[str, dict]:
+    """The preset and the TrainingConfig fields the command line chooses: given, else the
+    resumed run's, else the defaults."""
     from ..training.engine import TrainingConfig, default_learning_rates
 
     saved_training = (saved or {}).get("training_config", {})
@@ -142,14 +143,13 @@ def _train_settings(args: argparse.Namespace, saved: dict | None) -> dict:
         fallback = saved_training.get(key, chosen.get(key, getattr(defaults, key)))
         chosen[key] = given if given is not None else fallback
     chosen["augment"] = saved_training.get("augment", True) if args.resume else not args.no_augment
-    chosen["preset"] = preset
-    return chosen
+    return preset, chosen
 
 
 def run(args: argparse.Namespace) -> int:
     from ..model.checkpoint import same_architecture
     from ..model.config import ModelConfig, get_preset
-    from ..model.factory import build_model
+    from ..model.factory import build_model, rebuild_arguments
     from ..training.engine import TrainingConfig, train
     from ..training.inputs import split_dataset
     from ..training.state import load_state, resolve_resume_path
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
             f"{output} already holds checkpoints of a run; add --resume to continue "
             "it, --overwrite to start afresh, or choose another --output."
         )
-    settings = _train_settings(args, saved)
+    preset, settings = _train_settings(args, saved)
     if saved is not None:
         model_config = ModelConfig.from_dict(saved["model_config"])
         if args.preset and not same_architecture(model_config, get_preset(args.preset)):
@@ -174,27 +174,18 @@ def run(args: argparse.Namespace) -> int:
                 f"{model_config.name!r}; leave --preset out to resume."
             )
     else:
-        model_config = get_preset(settings["preset"])
+        model_config = get_preset(preset)
     config = TrainingConfig(
-        epochs=settings["epochs"],
-        lr=settings["lr"],
-        clip_lr=settings["clip_lr"],
-        batch_size=settings["batch_size"],
-        grad_accumulation=settings["grad_accumulation"],
-        mode=settings["mode"],
-        val_fraction=settings["val_fraction"],
-        seed=settings["seed"],
+        **settings,
         device=args.device,
         precision=args.precision,
         output_dir=str(output),
-        augment=settings["augment"],
         max_steps=args.max_steps,
         time_budget_s=args.time_budget,
         checkpoint_every=args.checkpoint_every,
     )
     # The model first: missing base weights should fail before a long folder scan.
-    random_base = saved is not None and saved["base_weights"].startswith("random:")
-    base = {"base_weights": "random", "seed": int(saved["base_weights"][7:])} if random_base else {}
+    base = rebuild_arguments(saved["base_weights"]) if saved is not None else {}
     model = build_model(model_config, **base)
     dataset, skipped = load_folders(args, class_map)
     train_data, val_data = split_dataset(dataset, config.val_fraction, config.seed)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import (
-    EXIT_OK,
-)
+from ._common import EXIT_OK
 
 
 def add_parser(subparsers) -> None:

@@ -7,7 +7,6 @@ binary mask of that class. This is the only module of ``data`` that imports torc
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
 from collections import OrderedDict
@@ -19,8 +18,14 @@ from typing import Any, Literal
 import numpy as np
 from torch.utils.data import Dataset
 
-from .io import CHANNEL_AXES, ImageData, ImageReadError, match_by_stem, read_image
-from .io import read_image_lazy as _read_image_lazy
+from .io import (
+    CHANNEL_AXES,
+    ImageData,
+    ImageReadError,
+    match_by_stem,
+    read_image,
+    read_image_lazy,
+)
 from .normalize import (
     NormalizeConfig,
     PercentileStats,
@@ -29,6 +34,7 @@ from .normalize import (
     normalize_image_slice,
     take_slice,
 )
+from .normalize import n_slices as count_slices
 
 __all__ = ["ClassMap", "Sample", "SliceDataset", "infer_axes", "train_val_split"]
 
@@ -386,7 +392,7 @@ class SliceDataset(Dataset):
             ValueError: a folder is empty, nothing matches, or no pair is usable.
         """
         matches = match_by_stem(image_dir, label_dir, label_suffix=label_suffix)
-        reader = _read_image_lazy if lazy else read_image
+        reader = read_image_lazy if lazy else read_image
         loaded, skipped = [], []
         for image_path, label_path in matches:
             try:
@@ -497,13 +503,7 @@ class SliceDataset(Dataset):
     @property
     def n_slices(self) -> int:
         """Total number of 2D slices over all pairs (including slices without items)."""
-        return sum(math.prod(_lead_shape(p)) for p in self._pairs)
-
-
-def _lead_shape(pair: _Pair) -> tuple[int, ...]:
-    return tuple(
-        pair.image.shape[pair.image.axes.index(a)] for a in pair.label_axes if a not in "YX"
-    )
+        return sum(count_slices(p.image) for p in self._pairs)
 
 
 def _item_path(item: Sequence[Any], position: int) -> Path | str:

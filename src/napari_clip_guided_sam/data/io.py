@@ -475,7 +475,9 @@ def write_labels(
     ome = name.endswith((".ome.tif", ".ome.tiff"))
     atomic_write(
         path,
-        lambda temp: _write_tiff(temp, data, axes=label_axes, sizes=pixel_size, unit=unit, ome=ome),
+        lambda temp: write_label_tiff(
+            temp, data, axes=label_axes, sizes=pixel_size, unit=unit, ome=ome
+        ),
         overwrite=overwrite,
     )
     return path
@@ -519,11 +521,6 @@ def _label_calibration(
         return {}, None
     sizes = dict(zip(like.spatial_axes, like.pixel_size, strict=True))
     return {a: s for a, s in sizes.items() if a in label_axes}, like.unit
-
-
-def _write_tiff(path: Path, data: np.ndarray, **kwargs: Any) -> None:
-    """The actual TIFF encoder call (a seam for tests that simulate a failing disk)."""
-    write_label_tiff(path, data, **kwargs)
 
 
 # --------------------------------------------------------------------------- folders

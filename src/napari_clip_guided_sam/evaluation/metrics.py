@@ -272,6 +272,10 @@ def _infer_num_classes(pairs: Iterable[tuple], ignore_index: int | None) -> int:
 def mae(pred, gt, normalize: bool = True) -> float:
     """Mean absolute error between the map and the binary ground truth."""
     pred, gt = _prepare_map_and_gt(pred, gt, normalize)
+    return _mae(pred, gt)
+
+
+def _mae(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(np.mean(np.abs(pred - gt)))
 
 
@@ -499,7 +503,7 @@ class MetricAccumulator:
         record = {
             "fg_iou": foreground_iou(binary, gt),
             "dice": dice(binary, gt),
-            "mae": float(np.mean(np.abs(sod_map - gt))),
+            "mae": _mae(sod_map, gt),
             "s_measure": _s_measure(sod_map, gt, alpha=0.5),
             "e_measure": float(curve.mean()),
             "e_measure_adaptive": _adaptive_e_measure(sod_map, gt),

@@ -396,11 +396,11 @@ class Predictor:
         """Embedding and similarity map per class, computing only the missing ones."""
         keys = [self._embedding_key(n, names) for n in names]
         found = {k: self._embeddings.get(k) for k in keys}
-        missing = [n for n, k in zip(names, keys, strict=True) if found[k] is None]
+        missing = [(n, k) for n, k in zip(names, keys, strict=True) if found[k] is None]
         self.stats.embedding_hits += len(names) - len(missing)
         if missing:
-            for name, entry in zip(missing, self._encode(missing), strict=True):
-                key = self._embedding_key(name, names)
+            entries = self._encode([n for n, _ in missing])
+            for (_, key), entry in zip(missing, entries, strict=True):
                 found[key] = entry
                 self._embeddings.put(key, entry)
         return [found[k] for k in keys]

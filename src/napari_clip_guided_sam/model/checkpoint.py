@@ -21,7 +21,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from .._atomic import atomic_write
 from .clip_guided_sam import CLIPGuidedSAM
 from .config import ModelConfig
-from .factory import build_model
+from .factory import build_model, rebuild_arguments
 from .trainable import trainable_parameter_names
 
 FORMAT = "napari-clip-guided-sam"
@@ -155,10 +155,7 @@ def apply_checkpoint(model: CLIPGuidedSAM, checkpoint: Checkpoint) -> None:
 def load_model(path: str | Path, **build_kwargs) -> tuple[CLIPGuidedSAM, Checkpoint]:
     """Build the base model a checkpoint needs and apply the checkpoint to it."""
     checkpoint = read_checkpoint(path)
-    base = checkpoint.base_weights
-    if base.startswith("random:"):
-        build_kwargs.setdefault("base_weights", "random")
-        build_kwargs.setdefault("seed", int(base.split(":", 1)[1]))
+    build_kwargs = {**rebuild_arguments(checkpoint.base_weights), **build_kwargs}
     model = build_model(checkpoint.config, **build_kwargs)
     apply_checkpoint(model, checkpoint)
     return model, checkpoint

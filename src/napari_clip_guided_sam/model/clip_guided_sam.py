@@ -218,6 +218,8 @@ class CLIPGuidedSAM(nn.Module):
         each similarity map with `generator` (default: seeded, repeatable).
         """
         self.check_images(images)
+        if point_coords is not None:  # before the CLIP pass, so a bad call fails cheaply
+            self.check_points(point_coords)
         guide_output = self.guidance(images, text, clip_tokens)
         batch, classes = guide_output.similarity.shape[:2]
         maps = guide_output.similarity_map.flatten(0, 1)  # [P, S, S]
@@ -227,7 +229,6 @@ class CLIPGuidedSAM(nn.Module):
                 coords, labels = self.sample_points(maps, generator)
             else:
                 coords, labels = _pair_points(point_coords, point_labels, batch, classes)
-                self.check_points(coords)
         embeddings = self.encode_image(images, guide_output)
         logits, ious = self.decode(
             embeddings, dense, coords.to(images.device), labels.to(images.device)

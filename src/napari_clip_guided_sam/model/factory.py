@@ -25,6 +25,13 @@ def default_base_weights(config: ModelConfig) -> BaseWeights:
     return "official" if has_official_weights(config) else "random"
 
 
+def rebuild_arguments(base_weights_tag: str) -> dict:
+    """`build_model` arguments that rebuild the base a model recorded as `base_weights`:
+    "official" -> {} (the official files), "random:<seed>" -> the same seeded init."""
+    kind, _, seed = base_weights_tag.partition(":")
+    return {"base_weights": "random", "seed": int(seed)} if kind == "random" else {}
+
+
 def build_model(
     config: ModelConfig | str = "paper",
     *,

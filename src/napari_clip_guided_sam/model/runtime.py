@@ -12,7 +12,8 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """ "auto" picks cuda, then mps, then cpu; an unavailable choice is a clear error."""
+    """The torch device for `name`: "auto" picks cuda, then mps, then cpu; an unavailable
+    choice is a clear error."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -368,8 +368,7 @@ class _Run:
     def loop(self) -> Generator[Event, None, TrainingResult]:
         config, state = self.config, self.state
         start_step, start_time = state.step, self.clock.elapsed()
-        if self._limit_reached():
-            self.stopped = self._limit_reason()
+        self.stopped = self._limit_reason()
         while self.stopped == "completed" and state.epoch < config.epochs:
             epoch = state.epoch
             if state.batch == 0:
@@ -381,8 +380,8 @@ class _Run:
                 state.epoch_loss_sum += loss
                 state.epoch_loss_count += 1
                 yield from _emit(self.clock, self._step_event(epoch, loss, start_step, start_time))
-                if self._limit_reached():
-                    self.stopped = self._limit_reason()
+                self.stopped = self._limit_reason()
+                if self.stopped != "completed":
                     break
                 every = config.checkpoint_every
                 if every and state.step % every == 0 and state.batch < len(batches):
@@ -405,8 +404,8 @@ class _Run:
         model.train()
         group = range(state.batch, min(state.batch + config.grad_accumulation, len(batches)))
         total = 0.0
+        seed = config.seed
         for index in group:
-            seed = config.seed
             with _seeded_global_rng(self.device, derived_seed(seed, epoch, index, _STREAM_TORCH)):
                 augment = (
                     np.random.default_rng(derived_seed(seed, epoch, index, _STREAM_AUGMENT))
@@ -425,9 +424,6 @@ class _Run:
         state.step += 1
         state.batch = group[-1] + 1
         return total / len(group)
-
-    def _limit_reached(self) -> bool:
-        return self._limit_reason() != "completed"
 
     def _limit_reason(self) -> str:
         config = self.config

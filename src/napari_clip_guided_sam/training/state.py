@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from ..model.checkpoint import atomic_write
+from .._atomic import atomic_write
 from ..model.trainable import trainable_parameter_names
 
 STATE_FORMAT = "napari-clip-guided-sam-training-state"
