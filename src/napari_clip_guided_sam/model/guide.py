@@ -180,9 +180,11 @@ class SemanticGuide(nn.Module):
 
     def _trains_text(self, path: str) -> bool:
         """Whether this forward carries gradient to the text positional embedding via `path`
-        ("redundant" or "class"): grad mode on, the embedding trainable, the path chosen."""
+        ("redundant" or "class"): a training forward with grad mode on, the embedding
+        trainable, the path chosen."""
         return (
-            torch.is_grad_enabled()
+            self.training
+            and torch.is_grad_enabled()
             and self.clip.positional_embedding.requires_grad
             and self.guide_config.text_gradient == path
         )
