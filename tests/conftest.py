@@ -24,6 +24,29 @@ def tiny_model():
 
 
 @pytest.fixture
+def tiny_reference_config():
+    """The `reference` preset's settings (released-code quirks; the text positional embedding
+    trained through the redundant feature) at `tiny` size."""
+    from napari_clip_guided_sam.model.config import get_preset
+
+    tiny = get_preset("tiny")
+    return get_preset("reference").replace(
+        name="tiny_reference",
+        sam=tiny.sam,
+        clip=tiny.clip,
+        **{"trainable.clip_attention_blocks": tiny.trainable.clip_attention_blocks},
+    )
+
+
+@pytest.fixture
+def tiny_reference_model(tiny_reference_config):
+    """`tiny_reference_config` with seeded random weights, in eval mode."""
+    from napari_clip_guided_sam.model.factory import build_model
+
+    return build_model(tiny_reference_config, seed=0)
+
+
+@pytest.fixture
 def rgb_image():
     """A 96x128 uint8 RGB image with two bright disks on a dark, noisy background."""
     rng = np.random.default_rng(0)

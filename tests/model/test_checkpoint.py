@@ -110,3 +110,36 @@ def test_header_is_plain_json(tmp_path, tiny_model):
         header = handle.metadata()
     assert json.loads(header["class_names"]) == ["a", "b"]
     assert json.loads(header["config"])["name"] == "tiny"
+
+
+def test_checkpoint_from_before_the_text_gradient_field_loads(tmp_path, sam_input):
+    # Before: `tiny` trained the text positional embedding (through the class feature) and
+    # the config had no `text_gradient`.
+    from safetensors import safe_open
+
+    from napari_clip_guided_sam.model.checkpoint import same_architecture
+
+    before = get_preset("tiny").replace(
+        **{"trainable.text_positional_embedding": True, "guide.text_gradient": "class"}
+    )
+    trained = build_model(before)
+    _perturb_trainable(trained)
+    path = save_checkpoint(trained, tmp_path / "old.safetensors", class_names=["nucleus"])
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata()
+    config = json.loads(header["config"])
+    del config["guide"]["text_gradient"]
+    header["config"] = json.dumps(config)
+    save_file(read_checkpoint(path).tensors, str(path), metadata=header)
+
+    checkpoint = read_checkpoint(path)
+    assert checkpoint.config == before
+    assert same_architecture(checkpoint.config, get_preset("tiny"))  # segments as `tiny`
+    loaded, _ = load_model(path)
+    today = build_model("tiny")
+    apply_checkpoint(today, checkpoint)
+    with torch.no_grad():
+        expected = trained(sam_input, trained.text_features(["nucleus"]))
+        for model in (loaded, today):
+            actual = model(sam_input, model.text_features(["nucleus"]))
+            assert torch.equal(expected.low_res_logits, actual.low_res_logits)

@@ -28,6 +28,24 @@ def test_reference_adds_only_the_released_code_quirks():
     assert reference.adapters.pad_before_norm
     assert reference.loss == "bce"
     assert reference.sam == paper.sam and reference.clip == paper.clip
+    # The released code trains the text positional embedding through the redundant feature;
+    # the paper freezes the text encoder.
+    assert reference.trainable.text_positional_embedding
+    assert reference.guide.text_gradient == "redundant"
+    assert not any(
+        preset.trainable.text_positional_embedding
+        for name, preset in PRESETS.items()
+        if name != "reference"
+    )
+
+
+def test_configs_saved_before_the_text_gradient_field_read_as_the_class_path():
+    # Checkpoints and training states written before `text_gradient` existed were trained
+    # with the gradient through the class feature.
+    data = get_preset("tiny").to_dict()
+    del data["guide"]["text_gradient"]
+    assert ModelConfig.from_dict(data).guide.text_gradient == "class"
+    assert get_preset("tiny").guide.text_gradient == "redundant"
 
 
 def test_every_preset_round_trips_through_json():

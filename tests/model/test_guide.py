@@ -2,11 +2,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from napari_clip_guided_sam.model.factory import build_model
 from napari_clip_guided_sam.model.guide import (
     feature_surgery_similarity,
+    get_tokenizer,
     prompt_templates,
     resize_positional_embedding,
 )
+
+# A class name whose tokens reach further than any empty-prompt template's.
+LONG_NAME = "a round nucleus of a large cell with many bright and dark spots"
 
 
 def _vv_reference(block, x):
@@ -122,3 +127,85 @@ def test_feature_surgery_shapes_and_class_mean_removal():
     similarity = feature_surgery_similarity(tokens, text)
     assert similarity.shape == (1, 3, 5)
     torch.testing.assert_close(similarity.sum(dim=1), torch.zeros(1, 5), atol=1e-6, rtol=0)
+
+
+def _reach(texts: list[str]) -> int:
+    """The last token position (end of text, the highest token id) over `texts`."""
+    return int(get_tokenizer("tiny")(texts).argmax(-1).max())
+
+
+def _template_reach() -> int:
+    return _reach([template.format("") for template in prompt_templates()])
+
+
+def _gradient_rows(model, class_name: str) -> set[int]:
+    """Rows of the text positional embedding that a training forward's gradient reaches."""
+    model.train()
+    features = model.text_features([class_name])
+    weights = torch.randn(features.shape, generator=torch.Generator().manual_seed(0))
+    (features * weights).sum().backward()
+    grad = model.guide.clip.positional_embedding.grad
+    return set(grad.abs().sum(-1).nonzero().flatten().tolist())
+
+
+def test_reference_text_gradient_reaches_only_the_empty_template_rows(tiny_reference_model):
+    # The released code: the class feature has no gradient, the redundant feature r (85
+    # empty-prompt templates) has. So rows 0-10 (the longest template's end) learn, not the
+    # rows only the class name's tokens reach.
+    assert _template_reach() == 10 and _reach([LONG_NAME]) > 10
+    assert _gradient_rows(tiny_reference_model, LONG_NAME) == set(range(11))
+
+
+def test_class_text_gradient_reaches_only_the_class_name_rows(tiny_reference_config):
+    model = build_model(tiny_reference_config.replace(**{"guide.text_gradient": "class"}))
+    assert _gradient_rows(model, LONG_NAME) == set(range(_reach([LONG_NAME]) + 1))
+
+
+def test_frozen_text_positional_embedding_gets_no_gradient(tiny_model):
+    assert not tiny_model.guide.clip.positional_embedding.requires_grad
+    tiny_model.train()
+    assert not tiny_model.text_features(["nucleus"]).requires_grad
+
+
+def _nudge_template_only_row(model) -> None:
+    """An optimiser-like in-place change of a row the templates reach but "cell" does not."""
+    assert _reach(["cell"]) < _template_reach()
+    embedding = model.guide.clip.positional_embedding
+    step = torch.randn(embedding.shape[1], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        embedding[_template_reach()] += 0.1 * step
+
+
+def test_reference_recomputes_the_redundant_feature_at_every_training_forward(
+    tiny_reference_model,
+):
+    model = tiny_reference_model.train()
+    with torch.no_grad():
+        cached = model.text_features(["cell"])  # fills the no-grad cache
+    first = model.text_features(["cell"])
+    assert first.requires_grad
+    torch.testing.assert_close(first.detach(), cached)
+    _nudge_template_only_row(model)
+    second = model.text_features(["cell"])
+    with torch.no_grad():
+        after_step = model.text_features(["cell"])  # the training forward dropped the cache
+    model.guide.reset_text_cache()
+    with torch.no_grad():
+        fresh = model.text_features(["cell"])
+    assert not torch.allclose(first.detach(), second.detach())
+    torch.testing.assert_close(second.detach(), fresh, atol=1e-6, rtol=0)
+    torch.testing.assert_close(after_step, fresh, atol=1e-6, rtol=0)
+
+
+def test_class_path_keeps_the_redundant_feature_until_the_cache_is_reset(tiny_reference_config):
+    model = build_model(tiny_reference_config.replace(**{"guide.text_gradient": "class"})).train()
+    first = model.text_features(["cell"])
+    _nudge_template_only_row(model)
+    assert torch.equal(model.text_features(["cell"]), first)
+    model.guide.reset_text_cache()
+    assert not torch.allclose(model.text_features(["cell"]), first)
+
+
+def test_unknown_text_gradient_path_is_refused(tiny_reference_config):
+    with pytest.raises(ValueError, match="text_gradient"):
+        build_model(tiny_reference_config.replace(**{"guide.text_gradient": "both"}))

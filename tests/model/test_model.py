@@ -54,25 +54,27 @@ def test_mismatched_points_are_refused(tiny_model, sam_input):
         tiny_model(sam_input, text, torch.zeros(3, 1, 2), torch.zeros(3, 1))
 
 
-def test_gradients_reach_exactly_the_trainable_set(tiny_model, sam_input):
-    tiny_model.train()
-    text = tiny_model.text_features(["nucleus"])
-    out = tiny_model(sam_input[:1], text)
+@pytest.mark.parametrize("fixture", ["tiny_model", "tiny_reference_model"])
+def test_gradients_reach_exactly_the_trainable_set(fixture, request, sam_input):
+    model = request.getfixturevalue(fixture)
+    model.train()
+    text = model.text_features(["nucleus"])
+    out = model(sam_input[:1], text)
     (out.low_res_logits.sigmoid().mean() + out.iou_predictions.mean()).backward()
     with_grad = {
-        n for n, p in tiny_model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0
+        n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0
     }
-    trainable = set(trainable_parameter_names(tiny_model))
-    requires = {n for n, p in tiny_model.named_parameters() if p.requires_grad}
+    trainable = set(trainable_parameter_names(model))
+    requires = {n for n, p in model.named_parameters() if p.requires_grad}
     assert requires == trainable
     assert with_grad <= trainable
     # Every trainable group receives gradient, CLIP included (through the injected features).
-    for prefix in (
-        "adapters.",
-        "sam.mask_decoder.",
-        "guide.clip.visual.transformer.resblocks.",
-        "guide.clip.positional_embedding",
-    ):
+    # The text positional embedding trains only in the reference setting (the paper freezes
+    # the text encoder).
+    text_trains = fixture == "tiny_reference_model"
+    assert ("guide.clip.positional_embedding" in trainable) == text_trains
+    groups = ["adapters.", "sam.mask_decoder.", "guide.clip.visual.transformer.resblocks."]
+    for prefix in groups + ["guide.clip.positional_embedding"] * text_trains:
         assert any(n.startswith(prefix) for n in with_grad), prefix
     frozen = ("sam.image_encoder.", "guide.clip.transformer.", "guide.clip.token_embedding")
     assert not any(n.startswith(frozen) for n in trainable)

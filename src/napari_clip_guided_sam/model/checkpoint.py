@@ -9,6 +9,7 @@ Loading never unpickles anything.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,8 +120,17 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def same_architecture(a: ModelConfig, b: ModelConfig) -> bool:
-    """Whether tensors trained with config `a` fit a model built with config `b`."""
-    return (a.sam, a.clip, a.adapters, a.trainable) == (b.sam, b.clip, b.adapters, b.trainable)
+    """Whether tensors trained with config `a` fit a model built with config `b`.
+
+    Whether CLIP's text positional embedding trained does not count: every model has it
+    (checkpoints of `paper`/`tiny` from before it was frozen there carry a trained copy).
+    """
+
+    def layout(config: ModelConfig) -> tuple:
+        trainable = dataclasses.replace(config.trainable, text_positional_embedding=False)
+        return (config.sam, config.clip, config.adapters, trainable)
+
+    return layout(a) == layout(b)
 
 
 def apply_checkpoint(model: CLIPGuidedSAM, checkpoint: Checkpoint) -> None:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 TokenNorm = Literal["paper", "reference"]
 ResizeMode = Literal["squash", "longest_side_pad"]
 LossKind = Literal["bce_dice_iou", "bce"]
+TextGradient = Literal["redundant", "class"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,11 @@ class GuideConfig:
     dense_prompt_scale: float = 255.0  # value of "on" pixels in the 0/scale dense prompt
     class_name_ensemble: bool = False  # average the class name over the prompt templates
     feature_surgery: bool = False  # CLIP Surgery's multi-class feature surgery
+    # Which text feature carries the gradient to a trainable text positional embedding:
+    # "redundant" (released code): the 85-template empty-prompt ensemble r, recomputed at
+    # every training forward, while the class feature has none; "class" (this project's
+    # checkpoints before the field existed): the class feature, r cached without gradient.
+    text_gradient: TextGradient = "redundant"
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,9 @@ class TrainableConfig:
     """Which parameters training updates (DESIGN 2.4); everything else is frozen."""
 
     clip_attention_blocks: int = 12  # last N CLIP visual blocks with trainable attention
-    text_positional_embedding: bool = True
+    # The paper freezes CLIP's text encoder; the released code (`reference`) trains the text
+    # positional embedding through `GuideConfig.text_gradient` (docs/model.md).
+    text_positional_embedding: bool = False
     prompt_encoder: bool = True
     mask_decoder: bool = True
     adapters: bool = True
@@ -138,12 +146,19 @@ class ModelConfig:
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key in sub:
-                kwargs[key] = _dataclass_from_dict(sub[key], value)
+                kwargs[key] = _dataclass_from_dict(
+                    sub[key], {**_SAVED_BEFORE.get(key, {}), **value}
+                )
             elif key in {f.name for f in dataclasses.fields(cls)}:
                 kwargs[key] = value
             else:
                 raise ValueError(f"Unknown model config field {key!r}.")
         return cls(**kwargs)
+
+
+# Fields added after configs were first saved, with the value that describes a config saved
+# without them (a checkpoint records how it was trained, not today's default).
+_SAVED_BEFORE: dict[str, dict[str, Any]] = {"guide": {"text_gradient": "class"}}
 
 
 def _dataclass_from_dict(kind: type, data: dict[str, Any]) -> Any:
@@ -214,7 +229,12 @@ TINY_CLIP = ClipConfig(
 PAPER = ModelConfig()
 REFERENCE = PAPER.replace(
     name="reference",
-    **{"guide.token_norm": "reference", "adapters.pad_before_norm": True, "loss": "bce"},
+    **{
+        "guide.token_norm": "reference",
+        "adapters.pad_before_norm": True,
+        "trainable.text_positional_embedding": True,
+        "loss": "bce",
+    },
 )
 TINY = PAPER.replace(
     name="tiny", sam=TINY_SAM, clip=TINY_CLIP, **{"trainable.clip_attention_blocks": 4}

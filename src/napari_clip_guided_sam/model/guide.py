@@ -129,6 +129,10 @@ class SemanticGuide(nn.Module):
             raise ValueError(
                 f"surgery_depth must be in 1..{depth}, got {clip_config.surgery_depth}."
             )
+        if guide_config.text_gradient not in ("redundant", "class"):
+            raise ValueError(
+                f"text_gradient must be 'redundant' or 'class', got {guide_config.text_gradient!r}."
+            )
         self._redundant: torch.Tensor | None = None
 
     @property
@@ -174,12 +178,28 @@ class SemanticGuide(nn.Module):
         )
         return F.normalize(features.mean(dim=0), dim=-1)
 
+    def _trains_text(self, path: str) -> bool:
+        """Whether this forward carries gradient to the text positional embedding via `path`
+        ("redundant" or "class"): a training forward with grad mode on, the embedding
+        trainable, the path chosen."""
+        return (
+            self.training
+            and torch.is_grad_enabled()
+            and self.clip.positional_embedding.requires_grad
+            and self.guide_config.text_gradient == path
+        )
+
     def redundant_feature(self) -> torch.Tensor:
         """CLIP Surgery's redundant feature r: the template ensemble of the empty string, [D].
 
-        Computed once without gradients (the text tower is frozen; its positional embedding
-        moves at CLIP's tiny learning rate); `reset_text_cache` recomputes it.
+        With the "redundant" gradient path in a training forward, r is recomputed with
+        gradient every time (as the released code does); otherwise it is computed once
+        without gradient and cached until `reset_text_cache`.
         """
+        if self._trains_text("redundant"):
+            # The optimiser step that follows changes r: drop a cached copy.
+            self._redundant = None
+            return self._ensemble("").float()
         if self._redundant is None:
             with torch.no_grad():
                 self._redundant = self._ensemble("").float()
@@ -189,12 +209,17 @@ class SemanticGuide(nn.Module):
         self._redundant = None
 
     def text_features(self, class_names: list[str]) -> torch.Tensor:
-        """Guide text features t = normalize(e(class) - r): K names -> [K, D] (float32)."""
+        """Guide text features t = normalize(e(class) - r): K names -> [K, D] (float32).
+
+        The gradient to a trainable text positional embedding flows through r or through
+        e(class), never both (`GuideConfig.text_gradient`).
+        """
         validate_class_names(class_names)
-        if self.guide_config.class_name_ensemble:
-            raw = torch.stack([self._ensemble(name) for name in class_names])
-        else:
-            raw = self.encode_text(list(class_names))
+        with torch.set_grad_enabled(self._trains_text("class")):
+            if self.guide_config.class_name_ensemble:
+                raw = torch.stack([self._ensemble(name) for name in class_names])
+            else:
+                raw = self.encode_text(list(class_names))
         redundant = self.redundant_feature().to(raw.device)
         return F.normalize(raw.float() - redundant, dim=-1)
 

@@ -56,13 +56,18 @@ def configure_trainable(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
-def parameter_groups(model: nn.Module, lr: float, clip_lr: float) -> list[dict]:
-    """AdamW groups: CLIP's trainable tensors at `clip_lr`, the rest at `lr`."""
+def parameter_groups(
+    model: nn.Module, lr: float, clip_lr: float, weight_decay: float, clip_weight_decay: float
+) -> list[dict]:
+    """AdamW groups: CLIP's trainable tensors at (`clip_lr`, `clip_weight_decay`), the rest
+    at (`lr`, `weight_decay`)."""
     clip, rest = [], []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             (clip if is_clip_parameter(name) else rest).append(parameter)
-    groups = [{"params": rest, "lr": lr, "name": "sam_and_adapters"}]
+    groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay, "name": "sam_and_adapters"}]
     if clip:
-        groups.append({"params": clip, "lr": clip_lr, "name": "clip"})
+        groups.append(
+            {"params": clip, "lr": clip_lr, "weight_decay": clip_weight_decay, "name": "clip"}
+        )
     return groups

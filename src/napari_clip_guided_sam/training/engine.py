@@ -60,7 +60,10 @@ class TrainingConfig:
     epochs: int = 10
     lr: float = 5e-5  # adapters, mask decoder, prompt encoder
     clip_lr: float = 1e-7  # CLIP's trainable attention and text positional embedding
+    # AdamW weight decay per group, as released: 1e-3 for adapters, mask decoder and prompt
+    # encoder, none for CLIP. A resumed run keeps the interrupted run's.
     weight_decay: float = 1e-3
+    clip_weight_decay: float = 0.0
     batch_size: int = 1
     grad_accumulation: int = 1  # batches per optimiser step
     mode: str = "text"  # "text": CLIP-sampled points (train-test alignment); "manual": GT points
@@ -88,7 +91,7 @@ class TrainingConfig:
         for name, value in positive.items():
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        for name in ("lr", "clip_lr", "weight_decay"):
+        for name in ("lr", "clip_lr", "weight_decay", "clip_weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}.")
         if self.max_steps is not None and self.max_steps < 1:
@@ -272,7 +275,8 @@ def training_loss(
         )
         points, labels = points.to(device), labels.to(device)
     with autocast(device, dtype):
-        # Inside the step, with grad: the text positional embedding is trainable.
+        # Inside the step, with grad: the text positional embedding learns through the path
+        # the model config names (`guide.text_gradient`).
         text = model.text_features(batch.class_names)[:, None]  # [B, 1, D]
         output = model(images, text, point_coords=points, point_labels=labels, generator=generator)
     target = mask_to_logit_size(batch.masks, model.config.sam.low_res_size).to(device)
@@ -303,7 +307,9 @@ def train(
         check_writable(Path(config.output_dir))
     model.to(device)
     optimizer = torch.optim.AdamW(
-        parameter_groups(model, config.lr, config.clip_lr), weight_decay=config.weight_decay
+        parameter_groups(
+            model, config.lr, config.clip_lr, config.weight_decay, config.clip_weight_decay
+        )
     )
     train_cache = _prepared(train_data, model.config, config.cache_mb)
     val_cache = _prepared(val_data, model.config, config.cache_mb) if val_data else None
@@ -322,9 +328,30 @@ def train(
         restore(loaded, model, optimizer)
         for group in optimizer.param_groups:
             group["lr"] = config.clip_lr if group.get("name") == "clip" else config.lr
+        config = _with_restored_weight_decays(config, optimizer)
+        info["training_config"] = config.to_dict()
         state = loaded.state
     run = _Run(model, optimizer, config, device, dtype, train_cache, val_cache, names, info, state)
     return (yield from run.loop())
+
+
+def _with_restored_weight_decays(
+    config: TrainingConfig, optimizer: torch.optim.Optimizer
+) -> TrainingConfig:
+    """`config` with the weight decays the optimiser state brought back (per group)."""
+    decays = {group.get("name"): group["weight_decay"] for group in optimizer.param_groups}
+    return dataclasses.replace(
+        config,
+        weight_decay=decays.get("sam_and_adapters", config.weight_decay),
+        clip_weight_decay=decays.get("clip", config.clip_weight_decay),
+    )
+
+
+def _text_training(config: ModelConfig) -> str:
+    """How the text positional embedding learns, in words."""
+    if not config.trainable.text_positional_embedding:
+        return "a frozen text positional embedding"
+    return f"text gradient through the {config.guide.text_gradient!r} feature"
 
 
 def _check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
@@ -333,6 +360,9 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
     problems = []
     if not same_architecture(saved_config, current_config):
         problems.append(f"preset {saved_config.name!r} (now {current_config.name!r})")
+    was, now = _text_training(saved_config), _text_training(current_config)
+    if was != now:
+        problems.append(f"{was} (now {now})")
     if saved["base_weights"] != current["base_weights"]:
         problems.append(f"base weights {saved['base_weights']} (now {current['base_weights']})")
     for key in _RESUME_KEYS:
