@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from napari_clip_guided_sam.data.datasets import ClassMap, SliceDataset, train_val_split
+from napari_clip_guided_sam.data.class_map import ClassMap
+from napari_clip_guided_sam.data.datasets import SliceDataset, train_val_split
 from napari_clip_guided_sam.evaluation.metrics import MetricAccumulator
 from napari_clip_guided_sam.model.factory import build_model
 from napari_clip_guided_sam.model.runtime import resolve_precision

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_clip_guided_sam.data.io import ImageData, read_image, write_labels
+from napari_clip_guided_sam.data.image import ImageData
+from napari_clip_guided_sam.data.label_writer import write_labels
+from napari_clip_guided_sam.data.reader import read_image
 from napari_clip_guided_sam.inference import batch
 from napari_clip_guided_sam.inference.batch import (
     BatchFinished,
@@ -288,8 +290,8 @@ def test_long_stack_is_never_loaded_whole(tmp_path):
     """The lazy reader behind the batch keeps memory flat (a 36 MB stack here)."""
     import dask.array  # noqa: F401  (imported before measuring)
 
-    from napari_clip_guided_sam.data.io import read_image_lazy
-    from napari_clip_guided_sam.data.normalize import slice_view
+    from napari_clip_guided_sam.data.reader import read_image_lazy
+    from napari_clip_guided_sam.data.slicing import slice_view
 
     path = tmp_path / "long.tif"
     n, side = 128, 384

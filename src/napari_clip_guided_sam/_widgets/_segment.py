@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..data.class_map import parse_class_names
 from ..inference.predictor import Prediction
 from ..inference.session import PredictorSession, PredictorSettings
 from ..model.config import PRESETS
@@ -113,16 +114,6 @@ def segment_job(
             yield Notice(str(warning.message))
         yield SliceResult(index, prediction)
     yield Progress(f"Segmented {total} slice{'s' if total != 1 else ''}.", total, total)
-
-
-def parse_class_names(text: str) -> list[str]:
-    """'nucleus, cell' -> ['nucleus', 'cell'] (blank entries and repeats dropped)."""
-    names: list[str] = []
-    for part in text.replace(";", ",").split(","):
-        name = " ".join(part.split())
-        if name and name not in names:
-            names.append(name)
-    return names
 
 
 def parse_channels(text: str) -> tuple[int, ...] | None:

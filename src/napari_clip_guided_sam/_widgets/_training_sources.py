@@ -25,7 +25,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..data.datasets import ClassMap, SliceDataset, parse_class_map
+from ..data.class_map import ClassMap, parse_class_map
+from ..data.datasets import SliceDataset
 from ..training.export import AnnotatedStack, annotated_pairs, training_dataset
 from ._common import guarded, notify_info, on_click
 from ._forms import browse_row, choose_folder, form_box, form_panel, refill

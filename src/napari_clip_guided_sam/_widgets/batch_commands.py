@@ -28,8 +28,13 @@ from qtpy.QtWidgets import (
 )
 
 from .._reader import read_label_file
-from ..data.io import ImageData, is_supported, read_image_lazy
+from ..data.axes import stack_axes
+from ..data.class_map import parse_class_names
+from ..data.formats import is_supported
+from ..data.image import ImageData
 from ..data.normalize import NormalizeConfig
+from ..data.reader import read_image_lazy
+from ..data.units import length_unit
 from ..inference import batch
 from ..inference.instances import INSTANCE_METHODS, InstanceConfig
 from ..inference.session import PredictorSession, PredictorSettings
@@ -37,7 +42,6 @@ from ..model.config import PRESETS
 from ._common import DEVICES, JobPanel, Progress, notify_info, notify_warning, on_click
 from ._forms import browse_row, choose_checkpoint, choose_folder, refill
 from ._layers import _metadata, layer_named
-from ._segment import parse_class_names
 
 STACK_PANEL = "Segment stack (CLIP-Guided SAM)"
 FOLDER_PANEL = "Segment folder (CLIP-Guided SAM)"
@@ -156,17 +160,14 @@ def image_data_of(layer: Image) -> ImageData:
             image = read_image_lazy(path)
             if image.shape == tuple(data.shape):
                 return image
-    n_spatial = data.ndim - (1 if layer.rgb else 0)
-    lead = {2: "", 3: "Z", 4: "TZ"}.get(n_spatial, "QRUVW"[: max(n_spatial - 2, 0)])
-    axes = lead + "YX" + ("C" if layer.rgb else "")
+    spatial_axes = stack_axes(data.ndim - (1 if layer.rgb else 0))
+    axes = spatial_axes + ("C" if layer.rgb else "")
     scale = tuple(float(s) for s in layer.scale)  # one per non-RGB axis
-    unit = _UNITS.get(str(layer.units[-1])) if len(layer.units) else None
+    known = length_unit(layer.units[-1]) if len(layer.units) else None
+    unit = known.symbol if known is not None else None
     calibrated = unit is not None or any(s != 1.0 for s in scale)
-    pixel_size = scale[-len(lead) - 2 :] if calibrated else None
+    pixel_size = scale[-len(spatial_axes) :] if calibrated else None
     return ImageData(data, axes, pixel_size, unit, None, {"dtype": str(data.dtype)})
-
-
-_UNITS = {"micrometer": "µm", "nanometer": "nm", "millimeter": "mm", "meter": "m"}
 
 
 def open_labels(viewer, image: Image, result: StackResult, name: str):

@@ -32,7 +32,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..data.datasets import ClassMap, SliceDataset
+from ..data.class_map import ClassMap
+from ..data.datasets import SliceDataset
 from ..inference.session import PredictorSettings
 from ..training.engine import (
     CheckpointEvent,

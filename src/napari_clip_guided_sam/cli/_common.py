@@ -61,7 +61,7 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
 
 def class_map_from_args(args: argparse.Namespace):
     """--class NAME, or --class-map "1=nucleus,2=cell" or a class_map.json (as exported)."""
-    from ..data.datasets import ClassMap, parse_class_map
+    from ..data.class_map import ClassMap, parse_class_map
 
     if args.class_name is not None:
         return ClassMap.single_class(args.class_name)

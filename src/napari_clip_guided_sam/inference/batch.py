@@ -34,23 +34,13 @@ from typing import Any, Literal
 import numpy as np
 
 from .._atomic import atomic_write
-from ..data.io import (
-    SUPPORTED_SUFFIXES,
-    ImageData,
-    image_stem,
-    is_supported,
-    read_image_lazy,
-)
+from ..data.axes import leading_axes
+from ..data.formats import SUPPORTED_SUFFIXES, image_stem, is_supported
+from ..data.image import ImageData
 from ..data.label_writer import LabelSpool, smallest_label_dtype, write_label_tiff
-from ..data.normalize import (
-    NormalizeConfig,
-    image_percentiles,
-    iter_indices,
-    leading_axes,
-    leading_shape,
-    n_slices,
-    normalize_image_slice,
-)
+from ..data.normalize import NormalizeConfig, image_percentiles, normalize_image_slice
+from ..data.reader import read_image_lazy
+from ..data.slicing import iter_indices, leading_shape, n_slices
 from .instances import InstanceConfig, labels_to_instances
 from .points import PointPrompts
 
