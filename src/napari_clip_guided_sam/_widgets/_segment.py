@@ -31,9 +31,8 @@ from ..data.class_map import parse_class_names
 from ..inference.predictor import Prediction
 from ..inference.session import PredictorSession, PredictorSettings
 from ..model.config import PRESETS
+from ..model.runtime import DEVICE_CHOICES, PRECISION_CHOICES
 from ._common import (
-    DEVICES,
-    PRECISIONS,
     JobPanel,
     Notice,
     Progress,
@@ -194,9 +193,9 @@ class SegmentWidget(QWidget):
         self.checkpoint_edit.setPlaceholderText("optional fine-tuned .safetensors")
         checkpoint_row = browse_row(self.checkpoint_edit, self._browse_checkpoint)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(list(DEVICES))
+        self.device_combo.addItems(list(DEVICE_CHOICES))
         self.precision_combo = QComboBox()
-        self.precision_combo.addItems(list(PRECISIONS))
+        self.precision_combo.addItems(list(PRECISION_CHOICES))
         model_box = form_box(
             "Model",
             [

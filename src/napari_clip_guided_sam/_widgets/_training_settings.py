@@ -11,8 +11,9 @@ from pathlib import Path
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLineEdit, QWidget
 
 from ..model.config import PRESETS
+from ..model.runtime import DEVICE_CHOICES, PRECISION_CHOICES
 from ..training.engine import TrainingConfig, default_learning_rates
-from ._common import DEVICES, PRECISIONS, guarded
+from ._common import guarded
 from ._forms import browse_row, choose_folder, double_spin, int_spin, non_negative_number
 from ._training_job import default_output_dir
 
@@ -48,9 +49,9 @@ class TrainingSettings(QGroupBox):
         )
         self.seed_spin = int_spin(defaults.seed, 0, 2**31 - 1, "Random seed (same seed, same run)")
         self.device_combo = QComboBox()
-        self.device_combo.addItems(list(DEVICES))
+        self.device_combo.addItems(list(DEVICE_CHOICES))
         self.precision_combo = QComboBox()
-        self.precision_combo.addItems(list(PRECISIONS))
+        self.precision_combo.addItems(list(PRECISION_CHOICES))
         self.max_steps_spin = int_spin(0, 0, 10_000_000, "Stop after this many steps (0: no limit)")
         self.checkpoint_every_spin = int_spin(
             0, 0, 1_000_000, "Also save the last checkpoint every N steps (0: at epoch ends)"

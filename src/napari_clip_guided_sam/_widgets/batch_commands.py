@@ -39,7 +39,8 @@ from ..inference import batch
 from ..inference.instances import INSTANCE_METHODS, InstanceConfig
 from ..inference.session import PredictorSession, PredictorSettings
 from ..model.config import PRESETS
-from ._common import DEVICES, JobPanel, Progress, notify_info, notify_warning, on_click
+from ..model.runtime import DEVICE_CHOICES
+from ._common import JobPanel, Progress, notify_info, notify_warning, on_click
 from ._forms import browse_row, choose_checkpoint, choose_folder, refill
 from ._layers import _metadata, layer_named
 
@@ -204,7 +205,7 @@ class _BatchPanel(QWidget):
         self.preset = QComboBox()
         self.preset.addItems(list(PRESETS))
         self.device = QComboBox()
-        self.device.addItems(list(DEVICES))
+        self.device.addItems(list(DEVICE_CHOICES))
         self.instances = QComboBox()
         self.instances.addItems([NO_INSTANCES, *INSTANCE_METHODS])
         self.output_dir = QLineEdit()

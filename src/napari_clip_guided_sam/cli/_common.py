@@ -49,13 +49,20 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device and --precision, shared by train, evaluate and segment."""
+    from ..model.runtime import DEVICE_CHOICES, PRECISION_CHOICES
+
     parser.add_argument(
-        "--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, mps or cpu"
+        "--device",
+        default="auto",
+        choices=DEVICE_CHOICES,
+        help="auto (default: cuda, then mps, then cpu), cuda, mps or cpu",
     )
     parser.add_argument(
         "--precision",
         default="auto",
-        help="auto (bf16 where supported), fp32, bf16 or fp16 (GPU only)",
+        choices=PRECISION_CHOICES,
+        help="auto (default: bf16 where supported), fp32, bf16 or fp16 (GPU only)",
     )
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..evaluation.scoring import PROMPT_MODES
 from ._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -66,7 +67,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--mode",
-        choices=["text", "manual"],
+        choices=PROMPT_MODES,
         default=None,
         help="text (default): train with prompt points sampled from CLIP's similarity map, "
         "as used when segmenting by class name; manual: points from the ground truth",

@@ -28,6 +28,8 @@ __all__ = [
 ]
 
 DEFAULT_PERCENTILES = (1.0, 99.8)
+NormalizeMode = Literal["slice", "stack"]
+NORMALIZE_MODES: tuple[NormalizeMode, ...] = ("slice", "stack")
 
 
 @dataclass(frozen=True)
@@ -42,13 +44,13 @@ class NormalizeConfig:
         sample: at most this many pixels per channel for stack statistics.
     """
 
-    mode: Literal["slice", "stack"] = "slice"
+    mode: NormalizeMode = "slice"
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES
     channels: tuple[int, ...] | None = None
     sample: int = 2_000_000
 
     def __post_init__(self) -> None:
-        if self.mode not in ("slice", "stack"):
+        if self.mode not in NORMALIZE_MODES:
             raise ValueError(f"normalize mode must be 'slice' or 'stack', got {self.mode!r}")
         _check_percentiles(self.percentiles)
         if self.channels is not None:

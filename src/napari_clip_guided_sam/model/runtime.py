@@ -9,6 +9,9 @@ import torch
 
 DeviceName = Literal["auto", "cuda", "mps", "cpu"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+# The choices offered by the CLI and the widgets, in the order they are listed.
+DEVICE_CHOICES: tuple[DeviceName, ...] = ("auto", "cuda", "mps", "cpu")
+PRECISION_CHOICES: tuple[Precision, ...] = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -21,7 +24,7 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name not in ("cuda", "mps", "cpu") and not name.startswith("cuda:"):
-        raise ValueError(f"Unknown device {name!r}; use auto, cuda, mps or cpu.")
+        raise ValueError(f"Unknown device {name!r}; use {', '.join(DEVICE_CHOICES)}.")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("Device 'cuda' was asked for but no CUDA GPU is available; use cpu.")
     if name == "mps" and not torch.backends.mps.is_available():
@@ -52,7 +55,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
             raise ValueError("fp16 is not supported on the CPU; use bf16 or fp32.")
         return torch.float16
     if precision != "auto":
-        raise ValueError(f"Unknown precision {precision!r}; use auto, fp32, bf16 or fp16.")
+        raise ValueError(f"Unknown precision {precision!r}; use {', '.join(PRECISION_CHOICES)}.")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_supports_bf16():

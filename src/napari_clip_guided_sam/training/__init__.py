@@ -13,7 +13,6 @@ from .engine import (
 )
 from .inputs import split_dataset
 from .losses import segmentation_loss
-from .validation import evaluate_model, iter_evaluation
 
 __all__ = [
     "CheckpointEvent",
@@ -24,8 +23,6 @@ __all__ = [
     "TrainingConfig",
     "TrainingResult",
     "default_learning_rates",
-    "evaluate_model",
-    "iter_evaluation",
     "segmentation_loss",
     "split_dataset",
     "train",
