@@ -10,7 +10,6 @@ import tifffile
 from napari_clip_guided_sam.data.image import ImageData
 from napari_clip_guided_sam.data.label_writer import write_labels
 from napari_clip_guided_sam.data.reader import read_image
-from napari_clip_guided_sam.inference import batch
 from napari_clip_guided_sam.inference.batch import (
     BatchFinished,
     FileDone,
@@ -22,6 +21,7 @@ from napari_clip_guided_sam.inference.batch import (
     segment_batch,
     segment_stack,
     segment_stack_to_array,
+    stack,
 )
 from napari_clip_guided_sam.inference.instances import InstanceConfig, labels_to_instances
 from napari_clip_guided_sam.inference.points import read_points_csv
@@ -250,7 +250,7 @@ def test_files_with_other_channels_fail_clearly(predictor, folder, tmp_path):
 def test_full_disk_stops_the_batch_and_keeps_finished_outputs(
     predictor, folder, tmp_path, monkeypatch
 ):
-    real_write = batch._write_label_tiff
+    real_write = stack.write_label_tiff
     calls = []
 
     def fill_disk(path, *args):
@@ -259,7 +259,7 @@ def test_full_disk_stops_the_batch_and_keeps_finished_outputs(
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(path, *args)
 
-    monkeypatch.setattr(batch, "_write_label_tiff", fill_disk)
+    monkeypatch.setattr(stack, "write_label_tiff", fill_disk)
     output = tmp_path / "out"
     events, summary = run(segment_batch(predictor, folder, output, SegmentOptions(("x",))))
     assert sorted(p.name for p in output.glob("*.tif")) == ["s0_labels.tif"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..data.formats import LABEL_SUFFIX
 from ..data.normalize import NORMALIZE_MODES
+from ..inference.batch.options import OUTPUT_FORMATS
 from ..inference.instances import INSTANCE_METHODS
 from ._common import EXIT_FAILED, EXIT_OK, CommandError, add_runtime_arguments
 
@@ -95,7 +96,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--format",
         dest="output_format",
-        choices=("auto", "tif", "ome.tif"),
+        choices=OUTPUT_FORMATS,
         default="auto",
         help="output format (default: OME-TIFF for OME-TIFF input, else TIFF)",
     )

@@ -11,6 +11,7 @@ __all__ = [
     "PIL_SUFFIXES",
     "SUPPORTED_SUFFIXES",
     "TIFF_SUFFIXES",
+    "UNSUPPORTED",
     "image_stem",
     "is_ome_tiff",
     "is_supported",
@@ -23,6 +24,7 @@ PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 SUPPORTED_SUFFIXES = TIFF_SUFFIXES + PIL_SUFFIXES
 
 LABEL_SUFFIX = "_labels"  # end of the stem of label files this plugin writes: a_labels.tif
+UNSUPPORTED = f"unsupported file type; expected one of {', '.join(SUPPORTED_SUFFIXES)}"
 
 
 def _lower_name(path: str | Path) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import tifffile
 
 from .axes import SPATIAL_AXES
-from .formats import SUPPORTED_SUFFIXES, is_supported, is_tiff
+from .formats import UNSUPPORTED, is_supported, is_tiff
 from .image import ImageData, ImageReadError
 from .units import MICROMETRE, length_unit
 
@@ -28,10 +28,7 @@ def _check_readable(path: Path) -> None:
     if not path.exists():
         raise FileNotFoundError(f"image file not found: {path}")
     if not is_supported(path):
-        raise ImageReadError(
-            f"cannot read {path}: unsupported file type; expected one of "
-            f"{', '.join(SUPPORTED_SUFFIXES)}"
-        )
+        raise ImageReadError(f"cannot read {path}: {UNSUPPORTED}")
 
 
 def read_image(path: str | Path) -> ImageData:
