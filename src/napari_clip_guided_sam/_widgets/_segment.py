@@ -1,6 +1,7 @@
 """The segment widget: class names (+ clicks) -> a labels layer, for a slice or a whole stack.
 
-The model lives in a `PredictorSession` owned by the widget; every computation runs in a
+The model lives in the viewer's `PredictorSession`, shared with the plugin's other widgets
+(one model per viewer); every computation runs in a
 napari worker (`JobPanel`), and results are written to the plugin's own output layers on
 the GUI thread. Moving a click re-runs only SAM's prompt encoder and mask decoder: the
 predictor caches the image embedding per (slice, class).
@@ -53,6 +54,7 @@ from ._layers import (
     write_labels_slice,
     write_similarity_slices,
 )
+from ._shared_model import viewer_session
 
 if TYPE_CHECKING:
     import napari
@@ -132,7 +134,7 @@ class SegmentWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.session = PredictorSession()
+        self.session = viewer_session(napari_viewer)
         self.last_prediction: Prediction | None = None
         self._pending_refresh = False
         self._watched_points: list[Points] = []
@@ -279,8 +281,8 @@ class SegmentWidget(QWidget):
         """Use a fine-tuned checkpoint from now on (e.g. from the training widget).
 
         `preset` defaults to the one stored in the checkpoint; its class names fill an empty
-        class field. The model is reloaded at the next segmentation even when the path is
-        unchanged (training may have rewritten the file).
+        class field. The model is reloaded at the next segmentation if the file changed
+        (training rewrites it every epoch).
         """
         from ..model.checkpoint import read_checkpoint
 
@@ -289,7 +291,6 @@ class SegmentWidget(QWidget):
         self.checkpoint_edit.setText(str(path))
         if not parse_class_names(self.classes_edit.text()) and header.class_names:
             self.classes_edit.setText(", ".join(header.class_names))
-        self.session.release()
 
     # ------------------------------------------------------------------ clicks
     def add_points_layer(self) -> Points:

@@ -43,6 +43,7 @@ from ..model.runtime import DEVICE_CHOICES
 from ._common import JobPanel, Progress, notify_info, notify_warning, on_click
 from ._forms import browse_row, choose_checkpoint, choose_folder, refill
 from ._layers import _metadata, layer_named
+from ._shared_model import viewer_session
 
 STACK_PANEL = "Segment stack (CLIP-Guided SAM)"
 FOLDER_PANEL = "Segment folder (CLIP-Guided SAM)"
@@ -196,7 +197,7 @@ class _BatchPanel(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = viewer
-        self.session = PredictorSession()
+        self.session = viewer_session(viewer)
         self.form = QFormLayout()
         self.classes = QLineEdit("nucleus")
         self.classes.setToolTip("Class names, separated by commas (label k = k-th name)")

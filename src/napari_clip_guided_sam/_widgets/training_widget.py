@@ -51,6 +51,7 @@ from ._common import (
     on_click,
 )
 from ._forms import refill
+from ._shared_model import viewer_session
 from ._training_job import (
     PLUGIN,
     Cancelled,
@@ -125,7 +126,7 @@ class TrainingWidget(QWidget):
         )
         self.export_button.clicked.connect(on_click(self._export_dialog))
         self.preview_jobs = JobPanel()
-        self.preview = CheckpointPreview(self.preview_jobs)
+        self.preview = CheckpointPreview(self.preview_jobs, viewer_session(self.viewer))
         preview_row = QHBoxLayout()
         preview_row.addWidget(self.preview_image_combo, 1)
         preview_row.addWidget(self.preview_button)
