@@ -84,7 +84,7 @@ class JobFailed:
     error: BaseException
 
 
-def _failsafe(job: Callable[..., Generator], *args, **kwargs) -> Generator:
+def failsafe(job: Callable[..., Generator], *args, **kwargs) -> Generator:
     """Run `job`, turning an exception into a final `JobFailed` event."""
     try:
         yield from job(*args, **kwargs)
@@ -135,7 +135,7 @@ class JobPanel(QWidget):
             notify_info("Still busy with the previous run; wait for it or press Cancel.")
             return False
         self.failed = self.cancelled = False
-        worker = create_worker(_failsafe, job, *args, _start_thread=False, _ignore_errors=True)
+        worker = create_worker(failsafe, job, *args, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(functools.partial(self._on_yielded, on_event))
         worker.finished.connect(functools.partial(self._on_finished, on_done))
         self.worker = worker

@@ -1,4 +1,5 @@
-"""The training settings box: preset, epochs, learning rates, device... as a `TrainingConfig`.
+"""The training settings box: preset, epochs, learning rates, device... as `TrainingConfig`
+fields for `training.run.plan_run`.
 
 Defaults are the engine's (the CLI's); the learning rates follow the preset until the user
 types other ones.
@@ -7,6 +8,7 @@ types other ones.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLineEdit, QWidget
 
@@ -100,28 +102,30 @@ class TrainingSettings(QGroupBox):
             raise ValueError("Choose an output folder for the checkpoints.")
         return Path(text).expanduser()
 
-    def training_config(self, output: Path) -> TrainingConfig:
-        """The settings as the engine's TrainingConfig (the CLI's defaults elsewhere)."""
-        return TrainingConfig(
-            epochs=self.epochs_spin.value(),
-            lr=non_negative_number(self.lr_edit.text(), "Learning rate"),
-            clip_lr=non_negative_number(self.clip_lr_edit.text(), "CLIP learning rate"),
-            mode=MODES[self.mode_combo.currentText()],
-            val_fraction=round(self.val_spin.value(), 4),
-            seed=self.seed_spin.value(),
-            device=self.device_combo.currentText(),
-            precision=self.precision_combo.currentText(),
-            output_dir=str(output),
-            max_steps=self.max_steps_spin.value() or None,
-            checkpoint_every=self.checkpoint_every_spin.value() or None,
-        )
+    @property
+    def preset(self) -> str:
+        return self.preset_combo.currentText()
 
-    def apply_saved(self, saved: dict) -> None:
-        """Settings a resumed run must keep (the preset, seed, mode, rates)."""
-        training = saved["training_config"]
-        self.preset_combo.setCurrentText(saved["model_config"]["name"])
-        self.seed_spin.setValue(int(training["seed"]))
-        self.mode_combo.setCurrentText(next(k for k, v in MODES.items() if v == training["mode"]))
-        self.lr_edit.setText(f"{training['lr']:g}")
-        self.clip_lr_edit.setText(f"{training['clip_lr']:g}")
-        self.val_spin.setValue(float(training["val_fraction"]))
+    def values(self) -> dict[str, Any]:
+        """The `TrainingConfig` fields chosen here (the engine's defaults elsewhere)."""
+        return {
+            "epochs": self.epochs_spin.value(),
+            "lr": non_negative_number(self.lr_edit.text(), "Learning rate"),
+            "clip_lr": non_negative_number(self.clip_lr_edit.text(), "CLIP learning rate"),
+            "mode": MODES[self.mode_combo.currentText()],
+            "val_fraction": round(self.val_spin.value(), 4),
+            "seed": self.seed_spin.value(),
+            "device": self.device_combo.currentText(),
+            "precision": self.precision_combo.currentText(),
+            "max_steps": self.max_steps_spin.value() or None,
+            "checkpoint_every": self.checkpoint_every_spin.value() or None,
+        }
+
+    def show_resumed(self, preset: str, config: TrainingConfig) -> None:
+        """Show the settings a resumed run keeps (preset, seed, mode, rates, validation)."""
+        self.preset_combo.setCurrentText(preset)
+        self.seed_spin.setValue(config.seed)
+        self.mode_combo.setCurrentText(next(k for k, v in MODES.items() if v == config.mode))
+        self.lr_edit.setText(f"{config.lr:g}")
+        self.clip_lr_edit.setText(f"{config.clip_lr:g}")
+        self.val_spin.setValue(config.val_fraction)
