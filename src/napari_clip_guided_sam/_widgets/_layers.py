@@ -182,7 +182,7 @@ def free_name(viewer, wanted: str) -> str:
     return f"{wanted} ({number})"
 
 
-def _metadata(role: str, image: Image, **extra) -> dict:
+def output_metadata(role: str, image: Image, **extra) -> dict:
     return {MARKER: {"role": role, "image": image.name, **extra}}
 
 
@@ -196,7 +196,7 @@ def labels_output(viewer, image: Image, geometry: ImageGeometry, role: str = "la
         name=free_name(viewer, f"{image.name} {role}"),
         scale=geometry.scale,
         translate=geometry.translate,
-        metadata=_metadata(role, image, classes=[]),
+        metadata=output_metadata(role, image, classes=[]),
         features=class_features([]),
     )
 
@@ -245,7 +245,7 @@ def write_similarity_slices(
                 contrast_limits=(0.0, 1.0),
                 opacity=0.7,
                 blending="translucent",
-                metadata=_metadata(role, image),
+                metadata=output_metadata(role, image),
             )
         layer.data[index] = similarity
         layer.refresh()
@@ -269,7 +269,7 @@ def prompts_output(viewer, image: Image, geometry: ImageGeometry) -> Points:
         face_color_cycle=[POINT_COLORS[POSITIVE], POINT_COLORS[NEGATIVE]],
         border_color="white",
         size=max(4.0, min(geometry.labels_shape[-2:]) / 32),
-        metadata=_metadata("prompts", image),
+        metadata=output_metadata("prompts", image),
     )
     layer.feature_defaults = {"label": POSITIVE}
     return layer

@@ -42,7 +42,7 @@ from ..model.config import PRESETS
 from ..model.runtime import DEVICE_CHOICES
 from ._common import JobPanel, Progress, notify_info, notify_warning, on_click
 from ._forms import browse_row, choose_checkpoint, choose_folder, refill
-from ._layers import _metadata, layer_named
+from ._layers import layer_named, output_metadata
 from ._shared_model import viewer_session
 
 STACK_PANEL = "Segment stack (CLIP-Guided SAM)"
@@ -186,7 +186,7 @@ def open_labels(viewer, image: Image, result: StackResult, name: str):
         name=name,
         scale=image.scale,
         translate=image.translate,
-        metadata=_metadata("batch labels", image, output=str(result.output or "")),
+        metadata=output_metadata("batch labels", image, output=str(result.output or "")),
     )
 
 

@@ -512,10 +512,6 @@ class MetricAccumulator:
         self._records.append(record)
         return dict(record)
 
-    def per_image(self) -> list[dict[str, float]]:
-        """The scores of every image so far, in update order."""
-        return [dict(record) for record in self._records]
-
     def summary(self) -> dict[str, float]:
         """Dataset scores: miou, fg_iou, dice, mae, s_measure, e_measure, e_measure_max,
         e_measure_adaptive, weighted_f."""

@@ -86,9 +86,3 @@ class PredictorSession:
                 )
                 self._loaded = (settings, stamp)
             return self._predictor
-
-    def release(self) -> None:
-        """Drop the model (frees its memory)."""
-        with self._lock:
-            self._predictor = None
-            self._loaded = None
