@@ -23,6 +23,11 @@ POSITIVE, NEGATIVE = "positive", "negative"
 POINT_COLORS = {POSITIVE: "lime", NEGATIVE: "red"}
 
 
+def full_resolution(layer):
+    """The layer's data at full resolution (the first level of a multiscale layer)."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
 @dataclass(frozen=True)
 class ImageGeometry:
     """The axes of an image layer as the plugin uses them."""
@@ -36,7 +41,7 @@ class ImageGeometry:
     @classmethod
     def of(cls, layer: Image, channel_axis: int | None = None) -> ImageGeometry:
         """Geometry of `layer`; `channel_axis` must be a leading axis of a non-RGB layer."""
-        data = layer.data[0] if layer.multiscale else layer.data
+        data = full_resolution(layer)
         shape = tuple(int(s) for s in data.shape)
         spatial_ndim = len(shape) - (1 if layer.rgb else 0)
         if spatial_ndim < 2:
@@ -92,7 +97,7 @@ class ImageGeometry:
         self, layer: Image, index: tuple[int, ...], channels: Sequence[int] | None = None
     ) -> np.ndarray:
         """The model's uint8 RGB [H, W, 3] input for one slice (via `to_model_rgb`)."""
-        data = layer.data[0] if layer.multiscale else layer.data
+        data = full_resolution(layer)
         lead = iter(index)
         n_lead = len(self.shape) - (3 if self.rgb else 2)
         key = [slice(None) if axis == self.channel_axis else next(lead) for axis in range(n_lead)]

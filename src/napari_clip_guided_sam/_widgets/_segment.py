@@ -47,6 +47,7 @@ from ._layers import (
     POSITIVE,
     ImageGeometry,
     find_output,
+    full_resolution,
     is_plugin_output,
     labels_output,
     layer_named,
@@ -257,7 +258,7 @@ class SegmentWidget(QWidget):
         layer = self.image_layer()
         if layer is None or layer.rgb:
             return
-        shape = layer.data[0].shape if layer.multiscale else layer.data.shape
+        shape = full_resolution(layer).shape
         for axis in range(len(shape) - 2):
             self.channel_axis_combo.addItem(f"axis {axis} (size {shape[axis]})", axis)
 

@@ -42,7 +42,7 @@ from ..model.config import PRESETS
 from ..model.runtime import DEVICE_CHOICES
 from ._common import JobPanel, Progress, notify_info, notify_warning, on_click
 from ._forms import browse_row, choose_checkpoint, choose_folder, refill
-from ._layers import layer_named, output_metadata
+from ._layers import full_resolution, layer_named, output_metadata
 from ._shared_model import viewer_session
 
 STACK_PANEL = "Segment stack (CLIP-Guided SAM)"
@@ -155,7 +155,7 @@ def _slice_progress(steps: Generator) -> Generator[Any, None, Any]:
 def image_data_of(layer: Image) -> ImageData:
     """The layer as `ImageData`: its source file (lazily) when that file holds the same
     array, so the output keeps the file's metadata; else the layer's data with its scale."""
-    data = layer.data[0] if layer.multiscale else layer.data
+    data = full_resolution(layer)
     path = layer.source.path
     if path and is_supported(path) and Path(path).is_file():
         with contextlib.suppress(ValueError, OSError):
@@ -177,7 +177,7 @@ def open_labels(viewer, image: Image, result: StackResult, name: str):
     labels = result.labels
     if labels is None:
         labels = read_label_file(result.output).array
-    data = image.data[0] if image.multiscale else image.data
+    data = full_resolution(image)
     grid = tuple(data.shape[:-1] if image.rgb else data.shape)
     if tuple(labels.shape) != grid and int(np.prod(labels.shape)) == int(np.prod(grid)):
         labels = labels.reshape(grid)  # TIFF readers squeeze singleton axes
