@@ -1,8 +1,8 @@
 """Pieces shared by the plugin's widgets: notifications, guarded handlers, background jobs.
 
-Long jobs are generators (DESIGN 4): they yield `Progress` events and results, run in a
-napari worker, and cancel at the next yield. Nothing a job or a handler raises reaches Qt:
-errors become napari notifications.
+Long jobs are generators (docs/architecture.md, "Long jobs: generators of events"): they
+yield `Progress` events and results, run in a napari worker, and cancel at the next yield.
+Nothing a job or a handler raises reaches Qt: errors become napari notifications.
 """
 
 from __future__ import annotations

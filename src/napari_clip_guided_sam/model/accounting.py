@@ -1,4 +1,4 @@
-"""Parameter accounting of the composed model (paper Table 1, DESIGN 2.4)."""
+"""Parameter accounting of the composed model (paper Table 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Regular and semantic adapters hooked into segment-anything's image encoder (DESIGN 2.3).
+"""Regular and semantic adapters hooked into segment-anything's image encoder.
+
+See docs/architecture.md, "Adapters".
 
 The adapters are attached with forward hooks on each encoder block's `attn` and `mlp`, so
 SAM's own modules, code and state-dict keys stay untouched; the adapters' parameters live

@@ -1,4 +1,6 @@
-"""The composed CLIP-Guided SAM model: guide -> prompts -> adapted SAM (DESIGN 2).
+"""The composed CLIP-Guided SAM model: guide -> prompts -> adapted SAM.
+
+See docs/architecture.md, "The method as implemented".
 
 Every stage is a method so the predictor can cache what does not change: CLIP tokens per
 image, text features per class, the image embedding per (image, text), and re-run only the

@@ -1,4 +1,5 @@
-"""The semantic guide: CLIP Surgery on open_clip weights (DESIGN 2.1).
+"""The semantic guide: CLIP Surgery on open_clip weights (docs/architecture.md, "Semantic
+guide").
 
 CLIP's visual tower gets a second, parallel "v-v attention" path in its last blocks, whose
 patch tokens localise text concepts far better than the original path. The guide turns an

@@ -1,4 +1,4 @@
-"""From an RGB image to SAM's input frame and back (DESIGN 2.4)."""
+"""From an RGB image to SAM's input frame and back (docs/architecture.md, "Forward pass")."""
 
 from __future__ import annotations
 

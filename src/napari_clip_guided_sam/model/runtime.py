@@ -1,4 +1,4 @@
-"""Device and precision choice shared by inference and training (DESIGN 4)."""
+"""Device and precision choice shared by inference, training and the widgets and CLI."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Which parameters training updates (DESIGN 2.4) and their optimiser groups."""
+"""Which parameters training updates and their optimiser groups (docs/architecture.md,
+"Training")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Training: losses and the engine, a generator that yields progress events (DESIGN 2.4)."""
+"""Training: losses and the engine, a generator that yields progress events.
+
+See docs/architecture.md, "Training" and "Long jobs: generators of events".
+"""
 
 from .engine import (
     CheckpointEvent,
