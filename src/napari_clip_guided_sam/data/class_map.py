@@ -162,31 +162,6 @@ def _check_mapping(mapping: Mapping[Any, str]) -> dict[int, str]:
     return dict(sorted(checked.items()))
 
 
-def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"class names must be non-empty strings, got {name!r}")
-    return name.strip()
-
-
-def _check_mapping(mapping: Mapping[Any, str]) -> dict[int, str]:
-    if not mapping:
-        raise ValueError("the class map is empty; map at least one label value to a name")
-    checked: dict[int, str] = {}
-    for key, name in mapping.items():
-        try:
-            value = int(key)
-        except (TypeError, ValueError):
-            raise ValueError(f"label values must be integers, got {key!r}") from None
-        if value <= 0:
-            raise ValueError(
-                f"label value {value} cannot be a class: 0 is background, values are positive"
-            )
-        if value in checked:
-            raise ValueError(f"label value {value} appears twice in the class map")
-        checked[value] = _check_name(name)
-    return dict(sorted(checked.items()))
-
-
 # --------------------------------------------------------------------------- text forms
 
 

@@ -269,7 +269,8 @@ class SliceDataset(Dataset):
 
     def _add_pair(self, pair: _Pair) -> None:
         """Validate the labels against the class map and index the pair's items."""
-        items, found = [], set()
+        items: list[tuple[int, tuple[int, ...], str]] = []
+        found: set[int] = set()
         k = len(self._pairs)
         for index in iter_indices(pair.image):
             values = np.unique(take_slice(pair.labels, pair.label_axes, index))

@@ -36,7 +36,7 @@ __all__ = [
 _IMAGEJ_ORDER = "TZCYX"
 
 
-def smallest_label_dtype(top: int) -> type:
+def smallest_label_dtype(top: int) -> type[np.unsignedinteger]:
     """The smallest unsigned integer dtype that holds labels up to ``top``."""
     for dtype in (np.uint8, np.uint16, np.uint32):
         if top <= np.iinfo(dtype).max:
@@ -100,7 +100,9 @@ class LabelSpool:
     :func:`write_label_tiff` once every slice is appended.
     """
 
-    def __init__(self, folder: Path, name: str, shape: tuple[int, ...], dtype: type):
+    def __init__(
+        self, folder: Path, name: str, shape: tuple[int, ...], dtype: type[np.unsignedinteger]
+    ):
         folder.mkdir(parents=True, exist_ok=True)
         self.shape = tuple(shape)
         self.slice_shape = self.shape[-2:]
@@ -131,7 +133,7 @@ class LabelSpool:
         self._file.write(np.ascontiguousarray(labels, dtype=self.dtype).tobytes())
         self.count += 1
 
-    def slices(self, dtype: type) -> Iterator[np.ndarray]:
+    def slices(self, dtype: np.dtype) -> Iterator[np.ndarray]:
         """The spooled slices in order, as ``dtype``."""
         self._file.flush()
         per_slice = int(np.prod(self.slice_shape))

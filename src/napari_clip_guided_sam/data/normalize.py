@@ -295,7 +295,7 @@ def image_percentiles(
     values = np.concatenate(parts, axis=0)
     ranges = [_finite_percentiles(values[:, c], percentiles) for c in range(values.shape[1])]
     low, high = (np.array(r, dtype=np.float64) for r in zip(*ranges, strict=True))
-    return PercentileStats(low, high, tuple(percentiles))
+    return PercentileStats(low, high, (percentiles[0], percentiles[1]))
 
 
 def _evenly_spaced(n: int, k: int) -> list[int]:

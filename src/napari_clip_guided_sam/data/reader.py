@@ -124,7 +124,10 @@ class _MappedPages:
     """
 
     def __init__(self, mapped: np.memmap) -> None:
-        self._file, self._offset = mapped.filename, mapped.offset
+        if mapped.filename is None:
+            raise ValueError("not a memory map of a file")
+        self._file: str = mapped.filename
+        self._offset = mapped.offset
         self.shape, self.dtype, self.ndim = mapped.shape, mapped.dtype, mapped.ndim
 
     def __getitem__(self, key: Any) -> np.ndarray:

@@ -87,7 +87,7 @@ class LRUCache:
         self.capacity = capacity
         self._items: OrderedDict[Any, Any] = OrderedDict()
 
-    def get(self, key: Any) -> Any | None:
+    def get(self, key: Any) -> Any:  # None when absent
         if key not in self._items:
             return None
         self._items.move_to_end(key)
@@ -370,7 +370,7 @@ class Predictor:
     def _embedding_key(self, name: str, names: list[str]) -> tuple:
         # With feature surgery a class's similarity depends on the other classes too.
         classes = tuple(names) if self.model.guide.guide_config.feature_surgery else ()
-        return (self._image.key, classes, name)
+        return (self._require_image().key, classes, name)
 
     def _entries(self, names: list[str]) -> list[_ClassEntry]:
         """Embedding and similarity map per class, computing only the missing ones."""
@@ -387,7 +387,7 @@ class Predictor:
 
     def _encode(self, names: list[str]) -> Iterator[_ClassEntry]:
         """Run the guide once and the adapted image encoder per class (in batches)."""
-        image = self._image.tensor[None]
+        image = self._require_image().tensor[None]
         tokens = self._clip_tokens()
         text = self.text_features(names)
         with self._compute():
@@ -416,7 +416,7 @@ class Predictor:
         threshold: float,
     ) -> Prediction:
         """Prompt encoder + mask decoder for every class, then back to the original frame."""
-        frame = self._image.frame
+        frame = self._require_image().frame
         maps = torch.stack([e.similarity_map for e in entries])  # [K, S, S]
         with self._compute(), _cpu_threads(self.decoder_threads):
             dense = self.model.dense_prompt(maps)

@@ -85,4 +85,5 @@ class PredictorSession:
                     precision=settings.precision,
                 )
                 self._loaded = (settings, stamp)
+            assert self._predictor is not None
             return self._predictor

@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from .._atomic import atomic_write
+from ..model.clip_guided_sam import CLIPGuidedSAM
 from ..model.trainable import trainable_parameter_names
 
 STATE_FORMAT = "napari-clip-guided-sam-training-state"
@@ -147,7 +148,8 @@ def load_state(path: Path) -> LoadedState:
         raise ValueError(f"{path} has a damaged header: {error}") from error
     groups = _decode(path, header, "param_groups")
     info = _decode(path, header, "info")
-    model_tensors, per_param = {}, {}
+    model_tensors: dict[str, torch.Tensor] = {}
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith(_MODEL_PREFIX):
             model_tensors[key.removeprefix(_MODEL_PREFIX)] = value
@@ -160,7 +162,7 @@ def load_state(path: Path) -> LoadedState:
     return LoadedState(state, info, model_tensors, {"state": per_param, "param_groups": groups})
 
 
-def restore(loaded: LoadedState, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+def restore(loaded: LoadedState, model: CLIPGuidedSAM, optimizer: torch.optim.Optimizer) -> None:
     """Copy the saved trainable tensors and optimiser state into a freshly built run."""
     parameters = dict(model.named_parameters())
     expected = set(trainable_parameter_names(model))

@@ -124,7 +124,7 @@ def segment_stack(
         for index, labels in enumerate(iter_slice_labels(predictor, image, options)):
             spool.append(labels)
             yield SliceDone(label, index, total)
-        sizes = {a: image.pixel_size_of(a) for a in axes if image.pixel_size_of(a) is not None}
+        sizes = {a: size for a in axes if (size := image.pixel_size_of(a)) is not None}
         ome = is_ome_tiff(output)
         atomic_write(
             output,
@@ -148,7 +148,7 @@ def segment_stack_to_array(
     options = with_classes(predictor, options)
     _, shape = _label_layout(image)
     dtype = np.uint32 if options.instances is not None else _class_dtype(options)
-    labels = np.zeros(shape, dtype=dtype)
+    labels: np.ndarray = np.zeros(shape, dtype=dtype)
     flat = labels.reshape(-1, *shape[-2:])
     label = image.path or image.name
     for index, slice_labels in enumerate(iter_slice_labels(predictor, image, options)):
@@ -157,5 +157,5 @@ def segment_stack_to_array(
     return labels.astype(smallest_label_dtype(int(labels.max(initial=0))), copy=False)
 
 
-def _class_dtype(options: SegmentOptions) -> type:
+def _class_dtype(options: SegmentOptions) -> type[np.unsignedinteger]:
     return np.uint8 if len(options.class_names) < 256 else np.uint16

@@ -18,7 +18,7 @@ from PIL import Image
 from napari_clip_guided_sam.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, main
 from napari_clip_guided_sam.model.checkpoint import load_model, read_checkpoint
 
-DSB = Path(__file__).parent / "resources" / "dsb2018"
+DSB = Path(__file__).parents[1] / "resources" / "dsb2018"
 TINY_CPU = ["--preset", "tiny", "--device", "cpu", "--precision", "fp32"]
 
 
