@@ -79,7 +79,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, list]:
 
 def save_state(
     path: Path,
-    model: torch.nn.Module,
+    model: CLIPGuidedSAM,
     optimizer: torch.optim.Optimizer,
     state: TrainingState,
     info: dict[str, Any],
