@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .axes import placeholder_axes
+from .axes import PLANE_AXES, placeholder_axes
 from .image import ImageData
 from .slicing import iter_indices, slice_view
 
@@ -259,14 +259,14 @@ def stack_percentiles(
     if ndim < 2:
         raise ValueError(f"a stack needs at least 2 dimensions, got shape {tuple(stack.shape)}")
     if channel_axis is None:
-        axes = placeholder_axes(ndim - 2) + "YX"
+        axes = placeholder_axes(ndim - 2) + PLANE_AXES
     else:
         if ndim < 3:
             raise ValueError(
                 f"channel_axis={channel_axis} needs a stack of at least 3 dimensions "
                 f"(Y, X, C), got shape {tuple(stack.shape)}"
             )
-        letters = list(placeholder_axes(ndim - 3) + "YX")
+        letters = list(placeholder_axes(ndim - 3) + PLANE_AXES)
         letters.insert(channel_axis % ndim, "C")
         axes = "".join(letters)
     return image_percentiles(

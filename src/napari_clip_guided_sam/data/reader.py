@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from .axes import SPATIAL_AXES
+from .axes import PLANE_AXES, SPATIAL_AXES
 from .formats import UNSUPPORTED, is_supported, is_tiff
 from .image import ImageData, ImageReadError
 from .units import MICROMETRE, length_unit
@@ -212,7 +212,7 @@ def _tiff_calibration(
     if not sizes:
         sizes, unit = _resolution_sizes(tif.pages.first)
     spatial = "".join(a for a in axes if a in SPATIAL_AXES)
-    if not spatial or any(a not in sizes for a in spatial if a in "YX"):
+    if not spatial or any(a not in sizes for a in spatial if a in PLANE_AXES):
         return None, None, metadata
     # Z spacing is optional in many files: 1.0 is ImageJ's default too.
     pixel_size = tuple(sizes.get(a, 1.0) for a in spatial)
