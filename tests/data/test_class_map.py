@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from napari_clip_guided_sam.data.class_map import ClassMap, parse_class_map
+from napari_clip_guided_sam.data.class_map import (
+    ClassMap,
+    format_class_map,
+    parse_class_map,
+    parse_class_names,
+)
 
 CELL_MEMBRANE = ClassMap.from_dict({1: "cell", 2: "membrane", 3: "cell"})
 
@@ -51,3 +56,19 @@ def test_class_map_text_refuses_duplicate_names_and_values():
         parse_class_map("nucleus")
     with pytest.raises(ValueError, match="positive"):
         parse_class_map("0=background")
+
+
+def test_several_values_of_one_class_are_one_entry_and_round_trip():
+    assert parse_class_map("1+3=cell; 2=membrane") == CELL_MEMBRANE
+    assert format_class_map(CELL_MEMBRANE) == "1+3=cell,2=membrane"
+    assert parse_class_map(format_class_map(CELL_MEMBRANE)) == CELL_MEMBRANE
+    with pytest.raises(ValueError, match=r"write one entry \(1\+3=cell\)"):
+        parse_class_map("1=cell, 3=cell")
+
+
+def test_class_names_follow_the_same_separators():
+    assert parse_class_names("nucleus,  cell   body; nucleus\nmitochondrion") == [
+        "nucleus",
+        "cell body",
+        "mitochondrion",
+    ]
