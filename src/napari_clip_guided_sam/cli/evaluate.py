@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..evaluation.scoring import PROMPT_MODES
+from ..evaluation.modes import PROMPT_MODES
 from ._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -20,20 +20,9 @@ from ..model import prompts
 from ..model.preprocess import InputFrame
 from ..model.runtime import autocast
 from .metrics import MetricAccumulator
+from .modes import check_mode
 
-__all__ = [
-    "PROMPT_MODES",
-    "EvaluationProgress",
-    "PreparedData",
-    "check_mode",
-    "evaluate_model",
-    "iter_evaluation",
-]
-
-PromptMode = Literal["text", "manual"]
-# "text": points sampled from CLIP's similarity map (as when segmenting by class name);
-# "manual": points drawn from the ground truth (what clicks would give).
-PROMPT_MODES: tuple[PromptMode, ...] = ("text", "manual")
+__all__ = ["EvaluationProgress", "PreparedData", "evaluate_model", "iter_evaluation"]
 
 
 class PreparedItem(Protocol):
@@ -64,11 +53,6 @@ class EvaluationProgress:
     done: int
     total: int
     source: str
-
-
-def check_mode(mode: str) -> None:
-    if mode not in PROMPT_MODES:
-        raise ValueError(f"Unknown prompt mode {mode!r}; use 'text' (text only) or 'manual'.")
 
 
 def iter_evaluation(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI lists these choices fast
+    import torch
 
 DeviceName = Literal["auto", "cuda", "mps", "cpu"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -17,6 +18,8 @@ PRECISION_CHOICES: tuple[Precision, ...] = ("auto", "fp32", "bf16", "fp16")
 def resolve_device(name: str = "auto") -> torch.device:
     """The torch device for `name`: "auto" picks cuda, then mps, then cpu; an unavailable
     choice is a clear error."""
+    import torch
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -46,6 +49,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 
     "auto": bf16 on CUDA with bf16 support and on CPUs with native bf16, else fp32.
     """
+    import torch
+
     if precision == "fp32":
         return None
     if precision == "bf16":
@@ -65,6 +70,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """An autocast context for `dtype`, or a no-op context for fp32."""
+    import torch
+
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)

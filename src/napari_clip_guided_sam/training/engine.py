@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..evaluation.scoring import check_mode, evaluate_model
+from ..evaluation.modes import check_mode
+from ..evaluation.scoring import evaluate_model
 from ..model import prompts
 from ..model.checkpoint import same_architecture, save_checkpoint
 from ..model.config import ModelConfig

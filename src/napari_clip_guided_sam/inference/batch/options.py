@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -13,7 +13,9 @@ from ...data.formats import LABEL_SUFFIX
 from ...data.normalize import NormalizeConfig
 from ..instances import InstanceConfig
 from ..points import PointPrompts
-from ..predictor import Prediction
+
+if TYPE_CHECKING:  # the CLI reads OUTPUT_FORMATS without loading torch
+    from ..predictor import Prediction
 
 __all__ = ["OUTPUT_FORMATS", "SegmentOptions", "SlicePredictor", "resolve_class_names"]
 
