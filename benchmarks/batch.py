@@ -106,7 +106,7 @@ def write_stack(path: Path, n_slices: int, size: int) -> None:
 def worker(args: argparse.Namespace) -> dict:
     import torch
 
-    from napari_clip_guided_sam.data.io import read_image_lazy
+    from napari_clip_guided_sam.data.reader import read_image_lazy
     from napari_clip_guided_sam.inference.batch import SegmentOptions, SliceDone, segment_stack
 
     torch.set_num_threads(args.threads)

@@ -18,12 +18,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from napari_clip_guided_sam.inference.instances import (
-    InstanceConfig,
-    adjusted_rand_index,
-    match_instances,
-    split_instances,
-)
+from napari_clip_guided_sam.evaluation.instances import adjusted_rand_index, match_instances
+from napari_clip_guided_sam.inference.instances import InstanceConfig, split_instances
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018"
 

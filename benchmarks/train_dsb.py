@@ -25,15 +25,16 @@ from pathlib import Path
 
 import torch
 
-from napari_clip_guided_sam.data.datasets import ClassMap, SliceDataset, train_val_split
+from napari_clip_guided_sam.data.class_map import ClassMap
+from napari_clip_guided_sam.data.datasets import SliceDataset, train_val_split
 from napari_clip_guided_sam.evaluation.metrics import MetricAccumulator
+from napari_clip_guided_sam.evaluation.scoring import evaluate_model
 from napari_clip_guided_sam.model.factory import build_model
 from napari_clip_guided_sam.model.runtime import resolve_precision
 from napari_clip_guided_sam.training import (
     StepEvent,
     TrainingConfig,
     default_learning_rates,
-    evaluate_model,
     train,
 )
 from napari_clip_guided_sam.training.inputs import PreparedCache, Subset

@@ -1,4 +1,4 @@
-"""The compute packages import no Qt and no napari (DESIGN 4)."""
+"""The compute packages import no Qt and no napari (docs/architecture.md, "Package map")."""
 
 import subprocess
 import sys

@@ -10,19 +10,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .data.io import read_image, read_image_lazy
+from .data.axes import SPATIAL_AXES
+from .data.formats import LABEL_SUFFIX, image_stem, is_tiff
+from .data.reader import read_image, read_image_lazy
+from .data.units import length_unit
 
 EAGER_LOAD_BYTES = 512 * 2**20  # larger label outputs open lazily (memory-mapped)
-LABEL_OUTPUT_PATTERNS = ("*_labels.tif", "*_labels.tiff", "*_labels.ome.tif", "*_labels.ome.tiff")
-_LABEL_ENDINGS = tuple(pattern[1:] for pattern in LABEL_OUTPUT_PATTERNS)
-_PINT_UNITS = {"µm": "micrometer", "nm": "nanometer", "mm": "millimeter", "m": "meter"}
 
 
 def get_label_output_reader(path: str | list[str]):
     """npe2 reader: label files written by `segment` open as Labels with their pixel size."""
-    if isinstance(path, list) or not str(path).lower().endswith(_LABEL_ENDINGS):
+    if isinstance(path, list) or not is_label_output(path):
         return None
     return read_label_output
+
+
+def is_label_output(path: str) -> bool:
+    """Whether `path` is named like a label file of `segment` (`a_labels.tif`, ...)."""
+    return is_tiff(path) and image_stem(path).endswith(LABEL_SUFFIX)
 
 
 def read_label_output(path: str) -> list[tuple]:
@@ -30,8 +35,9 @@ def read_label_output(path: str) -> list[tuple]:
     image = read_label_file(path)
     scale = [image.pixel_size_of(a) or 1.0 for a in image.axes]
     attributes: dict[str, Any] = {"scale": scale, "name": Path(path).name.split(".")[0]}
-    if image.unit in _PINT_UNITS and set(image.axes) <= set("ZYX"):
-        attributes["units"] = _PINT_UNITS[image.unit]
+    unit = length_unit(image.unit)
+    if unit is not None and set(image.axes) <= set(SPATIAL_AXES):
+        attributes["units"] = unit.name
     return [(image.array, attributes, "labels")]
 
 

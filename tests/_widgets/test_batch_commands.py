@@ -91,3 +91,19 @@ def test_folder_command_reports_the_corrupt_file(make_napari_viewer, qtbot, tmp_
     assert (tmp_path / "out" / "a_labels.tif").is_file()
     assert "broken.tif,failed" in (tmp_path / "out" / "segment_report.csv").read_text()
     assert "1 failed" in panel.jobs.status.text()
+
+
+def test_the_widgets_of_a_viewer_share_one_model_session(make_napari_viewer):
+    from napari_clip_guided_sam._widgets._segment import SegmentWidget
+    from napari_clip_guided_sam._widgets.training_widget import TrainingWidget
+
+    viewer, other = make_napari_viewer(), make_napari_viewer()
+    segment = SegmentWidget(viewer)
+    sessions = {
+        id(segment.session),
+        id(segment_stack_command(viewer).session),
+        id(segment_folder_command(viewer).session),
+        id(TrainingWidget(viewer).preview.session),
+    }
+    assert len(sessions) == 1
+    assert SegmentWidget(other).session is not segment.session

@@ -8,7 +8,7 @@ from npe2 import PluginManifest
 
 from napari_clip_guided_sam._sample_data import SAMPLES, load_sample
 from napari_clip_guided_sam._writer import write_labels_layer
-from napari_clip_guided_sam.data.io import read_image
+from napari_clip_guided_sam.data.reader import read_image
 
 MANIFEST = files("napari_clip_guided_sam") / "napari.yaml"
 

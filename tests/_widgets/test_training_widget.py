@@ -67,7 +67,7 @@ def test_short_run_writes_a_checkpoint_the_segment_widget_loads(viewer, widget, 
     _add_stack(viewer)
     widget.sources.class_name_edit.setText("nucleus")
     widget.settings.max_steps_spin.setValue(1)
-    widget._update_count()
+    widget.sources.update_count()
     assert "3 of 4 slice(s) annotated" in widget.sources.count_label.text()
     _train(qtbot, widget)
     assert notes["error"] == []
@@ -175,7 +175,7 @@ def test_an_output_folder_with_checkpoints_is_not_overwritten_silently(
     monkeypatch.setattr(widget, "_start", lambda request: request)
     request = widget.start_training()
     assert asked == [tmp_path / "run"]
-    assert request.config.output_dir == str(tmp_path / "run-2")
+    assert request.plan.config.output_dir == str(tmp_path / "run-2")
     assert (tmp_path / "run/last.safetensors").read_bytes() == b"earlier run"
 
 

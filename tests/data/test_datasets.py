@@ -1,4 +1,4 @@
-"""Class maps, the slice dataset, folder datasets and the train/validation split."""
+"""The slice dataset, folder datasets and the train/validation split."""
 
 import shutil
 
@@ -7,16 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from napari_clip_guided_sam.data.datasets import (
-    ClassMap,
-    Sample,
-    SliceDataset,
-    infer_axes,
-    parse_class_map,
-    train_val_split,
-)
-from napari_clip_guided_sam.data.io import ImageData, read_image
+from napari_clip_guided_sam.data.class_map import ClassMap
+from napari_clip_guided_sam.data.datasets import Sample, SliceDataset, infer_axes, train_val_split
+from napari_clip_guided_sam.data.image import ImageData
 from napari_clip_guided_sam.data.normalize import NormalizeConfig
+from napari_clip_guided_sam.data.reader import read_image
 
 
 @pytest.fixture
@@ -35,42 +30,6 @@ def stack_pair(rng):
 
 
 CELL_MEMBRANE = ClassMap.from_dict({1: "cell", 2: "membrane", 3: "cell"})
-
-
-# --------------------------------------------------------------------------- ClassMap
-
-
-def test_class_map_names_values_and_masks():
-    assert CELL_MEMBRANE.class_names == ("cell", "membrane")
-    assert CELL_MEMBRANE.values_of("cell") == (1, 3)
-    labels = np.array([[0, 1, 2, 3]])
-    np.testing.assert_array_equal(CELL_MEMBRANE.mask(labels, "cell"), [[0, 1, 0, 1]])
-    single = ClassMap.single_class("nucleus")
-    np.testing.assert_array_equal(single.mask(np.array([0, 5, 9]), "nucleus"), [0, 1, 1])
-
-
-def test_class_map_from_json_keys_and_config_round_trip():
-    assert ClassMap.from_dict({"1": "cell", "3": "cell", "2": "membrane"}) == CELL_MEMBRANE
-    assert ClassMap.from_config(CELL_MEMBRANE.to_config()) == CELL_MEMBRANE
-    single = ClassMap.single_class("nucleus")
-    assert ClassMap.from_config(single.to_config()) == single
-
-
-@pytest.mark.parametrize(
-    ("mapping", "message"),
-    [({1: ""}, "non-empty"), ({0: "bg"}, "background"), ({}, "empty"), ({"a": "x"}, "integer")],
-)
-def test_class_map_rejects_bad_entries(mapping, message):
-    with pytest.raises(ValueError, match=message):
-        ClassMap.from_dict(mapping)
-    with pytest.raises(ValueError, match="non-empty"):
-        ClassMap.single_class("  ")
-
-
-def test_class_map_validate_lists_unknown_values():
-    with pytest.raises(ValueError, match=r"not in the class map: 4, 7"):
-        CELL_MEMBRANE.validate(np.array([0, 1, 4, 7, 7]))
-    ClassMap.single_class("x").validate(np.array([0, 99]))
 
 
 # --------------------------------------------------------------------------- SliceDataset
@@ -234,15 +193,3 @@ def test_split_edge_cases():
     assert train_val_split(100, 0.2, seed=1) != train_val_split(100, 0.2, seed=2)
     with pytest.raises(ValueError, match="val_fraction"):
         train_val_split(10, 1.0)
-
-
-def test_class_map_text_refuses_duplicate_names_and_values():
-    assert parse_class_map("1=nucleus, 2 = cell body") == ClassMap({1: "nucleus", 2: "cell body"})
-    with pytest.raises(ValueError, match="'nucleus' is given to label values 1 and 3"):
-        parse_class_map("1=nucleus, 3=nucleus")
-    with pytest.raises(ValueError, match="given twice"):
-        parse_class_map("1=a, 1=b")
-    with pytest.raises(ValueError, match="VALUE=NAME"):
-        parse_class_map("nucleus")
-    with pytest.raises(ValueError, match="positive"):
-        parse_class_map("0=background")

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_clip_guided_sam.data.io import ImageData, read_image, write_labels
-from napari_clip_guided_sam.inference import batch
+from napari_clip_guided_sam.data.image import ImageData
+from napari_clip_guided_sam.data.label_writer import write_labels
+from napari_clip_guided_sam.data.reader import read_image
 from napari_clip_guided_sam.inference.batch import (
     BatchFinished,
     FileDone,
@@ -20,6 +21,7 @@ from napari_clip_guided_sam.inference.batch import (
     segment_batch,
     segment_stack,
     segment_stack_to_array,
+    stack,
 )
 from napari_clip_guided_sam.inference.instances import InstanceConfig, labels_to_instances
 from napari_clip_guided_sam.inference.points import read_points_csv
@@ -248,7 +250,7 @@ def test_files_with_other_channels_fail_clearly(predictor, folder, tmp_path):
 def test_full_disk_stops_the_batch_and_keeps_finished_outputs(
     predictor, folder, tmp_path, monkeypatch
 ):
-    real_write = batch._write_label_tiff
+    real_write = stack.write_label_tiff
     calls = []
 
     def fill_disk(path, *args):
@@ -257,7 +259,7 @@ def test_full_disk_stops_the_batch_and_keeps_finished_outputs(
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(path, *args)
 
-    monkeypatch.setattr(batch, "_write_label_tiff", fill_disk)
+    monkeypatch.setattr(stack, "write_label_tiff", fill_disk)
     output = tmp_path / "out"
     events, summary = run(segment_batch(predictor, folder, output, SegmentOptions(("x",))))
     assert sorted(p.name for p in output.glob("*.tif")) == ["s0_labels.tif"]
@@ -288,8 +290,8 @@ def test_long_stack_is_never_loaded_whole(tmp_path):
     """The lazy reader behind the batch keeps memory flat (a 36 MB stack here)."""
     import dask.array  # noqa: F401  (imported before measuring)
 
-    from napari_clip_guided_sam.data.io import read_image_lazy
-    from napari_clip_guided_sam.data.normalize import slice_view
+    from napari_clip_guided_sam.data.reader import read_image_lazy
+    from napari_clip_guided_sam.data.slicing import slice_view
 
     path = tmp_path / "long.tif"
     n, side = 128, 384

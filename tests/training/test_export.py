@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from napari_clip_guided_sam.data.datasets import ClassMap, SliceDataset
+from napari_clip_guided_sam.data.class_map import ClassMap
+from napari_clip_guided_sam.data.datasets import SliceDataset
 from napari_clip_guided_sam.training.export import (
     AnnotatedStack,
     annotated_pairs,

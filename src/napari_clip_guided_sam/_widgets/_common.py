@@ -1,8 +1,8 @@
 """Pieces shared by the plugin's widgets: notifications, guarded handlers, background jobs.
 
-Long jobs are generators (DESIGN 4): they yield `Progress` events and results, run in a
-napari worker, and cancel at the next yield. Nothing a job or a handler raises reaches Qt:
-errors become napari notifications.
+Long jobs are generators (docs/architecture.md, "Long jobs: generators of events"): they
+yield `Progress` events and results, run in a napari worker, and cancel at the next yield.
+Nothing a job or a handler raises reaches Qt: errors become napari notifications.
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ from typing import Any
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
-
-DEVICES = ("auto", "cuda", "mps", "cpu")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 # ---------------------------------------------------------------------------- notifications
@@ -87,7 +84,7 @@ class JobFailed:
     error: BaseException
 
 
-def _failsafe(job: Callable[..., Generator], *args, **kwargs) -> Generator:
+def failsafe(job: Callable[..., Generator], *args, **kwargs) -> Generator:
     """Run `job`, turning an exception into a final `JobFailed` event."""
     try:
         yield from job(*args, **kwargs)
@@ -138,7 +135,7 @@ class JobPanel(QWidget):
             notify_info("Still busy with the previous run; wait for it or press Cancel.")
             return False
         self.failed = self.cancelled = False
-        worker = create_worker(_failsafe, job, *args, _start_thread=False, _ignore_errors=True)
+        worker = create_worker(failsafe, job, *args, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(functools.partial(self._on_yielded, on_event))
         worker.finished.connect(functools.partial(self._on_finished, on_done))
         self.worker = worker

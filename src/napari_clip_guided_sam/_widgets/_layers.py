@@ -23,6 +23,11 @@ POSITIVE, NEGATIVE = "positive", "negative"
 POINT_COLORS = {POSITIVE: "lime", NEGATIVE: "red"}
 
 
+def full_resolution(layer):
+    """The layer's data at full resolution (the first level of a multiscale layer)."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
 @dataclass(frozen=True)
 class ImageGeometry:
     """The axes of an image layer as the plugin uses them."""
@@ -36,7 +41,7 @@ class ImageGeometry:
     @classmethod
     def of(cls, layer: Image, channel_axis: int | None = None) -> ImageGeometry:
         """Geometry of `layer`; `channel_axis` must be a leading axis of a non-RGB layer."""
-        data = layer.data[0] if layer.multiscale else layer.data
+        data = full_resolution(layer)
         shape = tuple(int(s) for s in data.shape)
         spatial_ndim = len(shape) - (1 if layer.rgb else 0)
         if spatial_ndim < 2:
@@ -92,7 +97,7 @@ class ImageGeometry:
         self, layer: Image, index: tuple[int, ...], channels: Sequence[int] | None = None
     ) -> np.ndarray:
         """The model's uint8 RGB [H, W, 3] input for one slice (via `to_model_rgb`)."""
-        data = layer.data[0] if layer.multiscale else layer.data
+        data = full_resolution(layer)
         lead = iter(index)
         n_lead = len(self.shape) - (3 if self.rgb else 2)
         key = [slice(None) if axis == self.channel_axis else next(lead) for axis in range(n_lead)]
@@ -182,7 +187,7 @@ def free_name(viewer, wanted: str) -> str:
     return f"{wanted} ({number})"
 
 
-def _metadata(role: str, image: Image, **extra) -> dict:
+def output_metadata(role: str, image: Image, **extra) -> dict:
     return {MARKER: {"role": role, "image": image.name, **extra}}
 
 
@@ -196,7 +201,7 @@ def labels_output(viewer, image: Image, geometry: ImageGeometry, role: str = "la
         name=free_name(viewer, f"{image.name} {role}"),
         scale=geometry.scale,
         translate=geometry.translate,
-        metadata=_metadata(role, image, classes=[]),
+        metadata=output_metadata(role, image, classes=[]),
         features=class_features([]),
     )
 
@@ -245,7 +250,7 @@ def write_similarity_slices(
                 contrast_limits=(0.0, 1.0),
                 opacity=0.7,
                 blending="translucent",
-                metadata=_metadata(role, image),
+                metadata=output_metadata(role, image),
             )
         layer.data[index] = similarity
         layer.refresh()
@@ -269,7 +274,7 @@ def prompts_output(viewer, image: Image, geometry: ImageGeometry) -> Points:
         face_color_cycle=[POINT_COLORS[POSITIVE], POINT_COLORS[NEGATIVE]],
         border_color="white",
         size=max(4.0, min(geometry.labels_shape[-2:]) / 32),
-        metadata=_metadata("prompts", image),
+        metadata=output_metadata("prompts", image),
     )
     layer.feature_defaults = {"label": POSITIVE}
     return layer

@@ -1,6 +1,7 @@
 """The segment widget: class names (+ clicks) -> a labels layer, for a slice or a whole stack.
 
-The model lives in a `PredictorSession` owned by the widget; every computation runs in a
+The model lives in the viewer's `PredictorSession`, shared with the plugin's other widgets
+(one model per viewer); every computation runs in a
 napari worker (`JobPanel`), and results are written to the plugin's own output layers on
 the GUI thread. Moving a click re-runs only SAM's prompt encoder and mask decoder: the
 predictor caches the image embedding per (slice, class).
@@ -27,12 +28,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..data.class_map import parse_class_names
 from ..inference.predictor import Prediction
 from ..inference.session import PredictorSession, PredictorSettings
 from ..model.config import PRESETS
+from ..model.runtime import DEVICE_CHOICES, PRECISION_CHOICES
 from ._common import (
-    DEVICES,
-    PRECISIONS,
     JobPanel,
     Notice,
     Progress,
@@ -46,6 +47,7 @@ from ._layers import (
     POSITIVE,
     ImageGeometry,
     find_output,
+    full_resolution,
     is_plugin_output,
     labels_output,
     layer_named,
@@ -53,6 +55,7 @@ from ._layers import (
     write_labels_slice,
     write_similarity_slices,
 )
+from ._shared_model import viewer_session
 
 if TYPE_CHECKING:
     import napari
@@ -115,16 +118,6 @@ def segment_job(
     yield Progress(f"Segmented {total} slice{'s' if total != 1 else ''}.", total, total)
 
 
-def parse_class_names(text: str) -> list[str]:
-    """'nucleus, cell' -> ['nucleus', 'cell'] (blank entries and repeats dropped)."""
-    names: list[str] = []
-    for part in text.replace(";", ",").split(","):
-        name = " ".join(part.split())
-        if name and name not in names:
-            names.append(name)
-    return names
-
-
 def parse_channels(text: str) -> tuple[int, ...] | None:
     """'0, 2' -> (0, 2); blank -> None (all channels, up to three)."""
     parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
@@ -142,7 +135,7 @@ class SegmentWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.session = PredictorSession()
+        self.session = viewer_session(napari_viewer)
         self.last_prediction: Prediction | None = None
         self._pending_refresh = False
         self._watched_points: list[Points] = []
@@ -203,9 +196,9 @@ class SegmentWidget(QWidget):
         self.checkpoint_edit.setPlaceholderText("optional fine-tuned .safetensors")
         checkpoint_row = browse_row(self.checkpoint_edit, self._browse_checkpoint)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(list(DEVICES))
+        self.device_combo.addItems(list(DEVICE_CHOICES))
         self.precision_combo = QComboBox()
-        self.precision_combo.addItems(list(PRECISIONS))
+        self.precision_combo.addItems(list(PRECISION_CHOICES))
         model_box = form_box(
             "Model",
             [
@@ -265,7 +258,7 @@ class SegmentWidget(QWidget):
         layer = self.image_layer()
         if layer is None or layer.rgb:
             return
-        shape = layer.data[0].shape if layer.multiscale else layer.data.shape
+        shape = full_resolution(layer).shape
         for axis in range(len(shape) - 2):
             self.channel_axis_combo.addItem(f"axis {axis} (size {shape[axis]})", axis)
 
@@ -289,8 +282,8 @@ class SegmentWidget(QWidget):
         """Use a fine-tuned checkpoint from now on (e.g. from the training widget).
 
         `preset` defaults to the one stored in the checkpoint; its class names fill an empty
-        class field. The model is reloaded at the next segmentation even when the path is
-        unchanged (training may have rewritten the file).
+        class field. The model is reloaded at the next segmentation if the file changed
+        (training rewrites it every epoch).
         """
         from ..model.checkpoint import read_checkpoint
 
@@ -299,7 +292,6 @@ class SegmentWidget(QWidget):
         self.checkpoint_edit.setText(str(path))
         if not parse_class_names(self.classes_edit.text()) and header.class_names:
             self.classes_edit.setText(", ".join(header.class_names))
-        self.session.release()
 
     # ------------------------------------------------------------------ clicks
     def add_points_layer(self) -> Points:

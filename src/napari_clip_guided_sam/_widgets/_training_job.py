@@ -1,5 +1,5 @@
-"""The worker side of the training widget: a run's request, the job that runs the engine
-like the CLI does, and what the widget records of a run (no Qt widgets here)."""
+"""The worker side of the training widget: a run's request, the job that runs it through
+`training.run` (the CLI's path), and what the widget records of a run (no Qt widgets here)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ..data.datasets import SliceDataset
-from ..training.engine import FinishedEvent, TrainingConfig, TrainingResult
-from ._common import Progress, _failsafe
+from ..training.engine import FinishedEvent, TrainingResult
+from ..training.run import RunPlan
+from ._common import Progress, failsafe
 
 PLUGIN = "napari-clip-guided-sam"
 
@@ -23,19 +24,6 @@ def default_output_dir() -> Path:
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path(user_data_dir(PLUGIN)) / "training" / f"run-{stamp}"
-
-
-def has_checkpoint(folder: Path) -> bool:
-    names = (TrainingConfig.best_name, TrainingConfig.last_name)
-    return any((folder / name).exists() for name in names)
-
-
-def next_free_folder(folder: Path) -> Path:
-    """`folder` with the first suffix -2, -3, ... that holds no checkpoint."""
-    number = 2
-    while has_checkpoint(candidate := folder.with_name(f"{folder.name}-{number}")):
-        number += 1
-    return candidate
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -56,10 +44,8 @@ def format_seconds(seconds: float | None) -> str:
 class TrainingRequest:
     """What a run needs, gathered on the GUI thread (data already copied)."""
 
-    preset: str
+    plan: RunPlan
     dataset: SliceDataset
-    config: TrainingConfig
-    resume: bool = False
     description: str = ""
 
 
@@ -71,7 +57,7 @@ class Cancelled:
 
 
 class TrainingJob:
-    """The worker side of a run: builds the model like the CLI, then runs the engine.
+    """The worker side of a run: the plan's model, split and engine, as the CLI runs them.
 
     Cancelling sets a flag checked after every engine event. When the worker is aborted
     instead (napari quits workers when its window closes), `close()` runs in the worker
@@ -83,7 +69,7 @@ class TrainingJob:
         self.request = request
         self.cancel_requested = threading.Event()
         self.done = threading.Event()
-        self.generator = _failsafe(self.run)
+        self.generator = failsafe(self.run)
 
     def run(self) -> Generator[Any, None, None]:
         try:
@@ -96,22 +82,12 @@ class TrainingJob:
         self.generator.close()
 
     def _run(self) -> Generator[Any, None, None]:
-        from ..model.factory import build_model
-        from ..training.engine import train
-        from ..training.inputs import split_dataset
-
-        request, config = self.request, self.request.config
-        yield Progress(f"Building the {request.preset} model…")
-        model = build_model(request.preset, **_resume_base(request))
-        train_data, val_data = split_dataset(request.dataset, config.val_fraction, config.seed)
+        plan = self.request.plan
+        yield Progress(f"Building the {plan.preset} model…")
+        model = plan.build_model()
+        train_data, val_data = plan.split(self.request.dataset)
         yield Progress(f"Training on {len(train_data)} sample(s), validating on {len(val_data)}…")
-        events = train(
-            model,
-            train_data,
-            val_data if len(val_data) else None,
-            config,
-            resume_from=config.output_dir if request.resume else None,
-        )
+        events = plan.train(model, train_data, val_data)
         try:
             step = 0
             for event in events:
@@ -122,17 +98,6 @@ class TrainingJob:
                     return
         finally:
             events.close()
-
-
-def _resume_base(request: TrainingRequest) -> dict:
-    """Base-weight arguments of `build_model` for a resumed run (as the CLI does)."""
-    if not request.resume:
-        return {}
-    from ..model.factory import rebuild_arguments
-    from ..training.state import load_state, resolve_resume_path
-
-    info = load_state(resolve_resume_path(request.config.output_dir, TrainingConfig.last_name))
-    return rebuild_arguments(info.info["base_weights"])
 
 
 @dataclass
@@ -160,12 +125,3 @@ class RunRecord:
 def iterate(generator: Generator) -> Generator:
     """A generator function over a ready generator (what `create_worker` accepts)."""
     yield from generator
-
-
-def remove_run_files(folder: Path) -> None:
-    """Remove an earlier run's checkpoints and state (the user chose to overwrite them)."""
-    from ..training.state import state_path_for
-
-    for name in (TrainingConfig.best_name, TrainingConfig.last_name):
-        for path in (folder / name, state_path_for(folder / name)):
-            path.unlink(missing_ok=True)

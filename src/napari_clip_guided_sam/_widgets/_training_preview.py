@@ -1,7 +1,7 @@
 """Preview a training checkpoint: segment the slice on screen into '<image> preview'.
 
-The model stays loaded between previews and is reloaded when the checkpoint file changes
-(training writes a new one every epoch).
+The model is the viewer's shared one: it stays loaded between previews and is reloaded when
+the checkpoint file changes (training writes a new one every epoch).
 """
 
 from __future__ import annotations
@@ -21,20 +21,15 @@ from ._layers import ImageGeometry, labels_output, write_labels_slice
 class CheckpointPreview:
     """Runs previews of a checkpoint in a `JobPanel`, keeping the model between runs."""
 
-    def __init__(self, jobs: JobPanel):
+    def __init__(self, jobs: JobPanel, session: PredictorSession):
         self.jobs = jobs
-        self.session = PredictorSession()
-        self._stamp: tuple | None = None
+        self.session = session
 
     def start(self, viewer, image: Image, settings: PredictorSettings) -> bool:
         """Segment the slice of `image` shown in `viewer`; False if a preview is running."""
         geometry = ImageGeometry.of(image)
         index = geometry.current_index(image, viewer.dims.point)
         rgb = geometry.slice_rgb(image, index)
-        stamp = (settings, Path(settings.checkpoint).stat().st_mtime_ns)
-        if stamp != self._stamp:
-            self.session.release()  # the checkpoint file changed: reload it
-            self._stamp = stamp
 
         def show(prediction: Prediction) -> None:
             write_labels_slice(preview_layer(viewer, image, geometry), index, prediction)

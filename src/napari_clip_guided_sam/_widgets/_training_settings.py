@@ -1,4 +1,5 @@
-"""The training settings box: preset, epochs, learning rates, device... as a `TrainingConfig`.
+"""The training settings box: preset, epochs, learning rates, device... as `TrainingConfig`
+fields for `training.run.plan_run`.
 
 Defaults are the engine's (the CLI's); the learning rates follow the preset until the user
 types other ones.
@@ -7,12 +8,14 @@ types other ones.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLineEdit, QWidget
 
 from ..model.config import PRESETS
+from ..model.runtime import DEVICE_CHOICES, PRECISION_CHOICES
 from ..training.engine import TrainingConfig, default_learning_rates
-from ._common import DEVICES, PRECISIONS, guarded
+from ._common import guarded
 from ._forms import browse_row, choose_folder, double_spin, int_spin, non_negative_number
 from ._training_job import default_output_dir
 
@@ -48,9 +51,9 @@ class TrainingSettings(QGroupBox):
         )
         self.seed_spin = int_spin(defaults.seed, 0, 2**31 - 1, "Random seed (same seed, same run)")
         self.device_combo = QComboBox()
-        self.device_combo.addItems(list(DEVICES))
+        self.device_combo.addItems(list(DEVICE_CHOICES))
         self.precision_combo = QComboBox()
-        self.precision_combo.addItems(list(PRECISIONS))
+        self.precision_combo.addItems(list(PRECISION_CHOICES))
         self.max_steps_spin = int_spin(0, 0, 10_000_000, "Stop after this many steps (0: no limit)")
         self.checkpoint_every_spin = int_spin(
             0, 0, 1_000_000, "Also save the last checkpoint every N steps (0: at epoch ends)"
@@ -99,28 +102,30 @@ class TrainingSettings(QGroupBox):
             raise ValueError("Choose an output folder for the checkpoints.")
         return Path(text).expanduser()
 
-    def training_config(self, output: Path) -> TrainingConfig:
-        """The settings as the engine's TrainingConfig (the CLI's defaults elsewhere)."""
-        return TrainingConfig(
-            epochs=self.epochs_spin.value(),
-            lr=non_negative_number(self.lr_edit.text(), "Learning rate"),
-            clip_lr=non_negative_number(self.clip_lr_edit.text(), "CLIP learning rate"),
-            mode=MODES[self.mode_combo.currentText()],
-            val_fraction=round(self.val_spin.value(), 4),
-            seed=self.seed_spin.value(),
-            device=self.device_combo.currentText(),
-            precision=self.precision_combo.currentText(),
-            output_dir=str(output),
-            max_steps=self.max_steps_spin.value() or None,
-            checkpoint_every=self.checkpoint_every_spin.value() or None,
-        )
+    @property
+    def preset(self) -> str:
+        return self.preset_combo.currentText()
 
-    def apply_saved(self, saved: dict) -> None:
-        """Settings a resumed run must keep (the preset, seed, mode, rates)."""
-        training = saved["training_config"]
-        self.preset_combo.setCurrentText(saved["model_config"]["name"])
-        self.seed_spin.setValue(int(training["seed"]))
-        self.mode_combo.setCurrentText(next(k for k, v in MODES.items() if v == training["mode"]))
-        self.lr_edit.setText(f"{training['lr']:g}")
-        self.clip_lr_edit.setText(f"{training['clip_lr']:g}")
-        self.val_spin.setValue(float(training["val_fraction"]))
+    def values(self) -> dict[str, Any]:
+        """The `TrainingConfig` fields chosen here (the engine's defaults elsewhere)."""
+        return {
+            "epochs": self.epochs_spin.value(),
+            "lr": non_negative_number(self.lr_edit.text(), "Learning rate"),
+            "clip_lr": non_negative_number(self.clip_lr_edit.text(), "CLIP learning rate"),
+            "mode": MODES[self.mode_combo.currentText()],
+            "val_fraction": round(self.val_spin.value(), 4),
+            "seed": self.seed_spin.value(),
+            "device": self.device_combo.currentText(),
+            "precision": self.precision_combo.currentText(),
+            "max_steps": self.max_steps_spin.value() or None,
+            "checkpoint_every": self.checkpoint_every_spin.value() or None,
+        }
+
+    def show_resumed(self, preset: str, config: TrainingConfig) -> None:
+        """Show the settings a resumed run keeps (preset, seed, mode, rates, validation)."""
+        self.preset_combo.setCurrentText(preset)
+        self.seed_spin.setValue(config.seed)
+        self.mode_combo.setCurrentText(next(k for k, v in MODES.items() if v == config.mode))
+        self.lr_edit.setText(f"{config.lr:g}")
+        self.clip_lr_edit.setText(f"{config.clip_lr:g}")
+        self.val_spin.setValue(config.val_fraction)

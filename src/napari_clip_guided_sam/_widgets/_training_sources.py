@@ -25,11 +25,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..data.datasets import ClassMap, SliceDataset, parse_class_map
+from ..data.class_map import ClassMap, parse_class_map
+from ..data.datasets import SliceDataset
 from ..training.export import AnnotatedStack, annotated_pairs, training_dataset
 from ._common import guarded, notify_info, on_click
 from ._forms import browse_row, choose_folder, form_box, form_panel, refill
-from ._layers import is_plugin_output, layer_named
+from ._layers import full_resolution, is_plugin_output, layer_named
 
 LAYERS, FOLDERS = "layers in the viewer", "folders on disk"
 PAIR_SEPARATOR = "  ←  "  # between image and labels names in the list of pairs
@@ -207,8 +208,8 @@ class TrainingSources(QWidget):
         """The (image, labels) layer pair as an annotated stack (ValueError if missing)."""
         image = self.required_layer(image_name, Image, "image")
         labels = self.required_layer(labels_name, Labels, "labels")
-        data = image.data[0] if image.multiscale else image.data
-        label_data = labels.data[0] if labels.multiscale else labels.data
+        data = full_resolution(image)
+        label_data = full_resolution(labels)
         return AnnotatedStack(image.name, data, label_data, rgb=bool(image.rgb))
 
     def stacks(self) -> list[AnnotatedStack]:

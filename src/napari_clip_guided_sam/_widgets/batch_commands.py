@@ -28,16 +28,22 @@ from qtpy.QtWidgets import (
 )
 
 from .._reader import read_label_file
-from ..data.io import ImageData, is_supported, read_image_lazy
+from ..data.axes import stack_axes
+from ..data.class_map import parse_class_names
+from ..data.formats import is_supported
+from ..data.image import ImageData
 from ..data.normalize import NormalizeConfig
+from ..data.reader import read_image_lazy
+from ..data.units import length_unit
 from ..inference import batch
 from ..inference.instances import INSTANCE_METHODS, InstanceConfig
 from ..inference.session import PredictorSession, PredictorSettings
 from ..model.config import PRESETS
-from ._common import DEVICES, JobPanel, Progress, notify_info, notify_warning, on_click
+from ..model.runtime import DEVICE_CHOICES
+from ._common import JobPanel, Progress, notify_info, notify_warning, on_click
 from ._forms import browse_row, choose_checkpoint, choose_folder, refill
-from ._layers import _metadata, layer_named
-from ._segment import parse_class_names
+from ._layers import full_resolution, layer_named, output_metadata
+from ._shared_model import viewer_session
 
 STACK_PANEL = "Segment stack (CLIP-Guided SAM)"
 FOLDER_PANEL = "Segment folder (CLIP-Guided SAM)"
@@ -149,24 +155,21 @@ def _slice_progress(steps: Generator) -> Generator[Any, None, Any]:
 def image_data_of(layer: Image) -> ImageData:
     """The layer as `ImageData`: its source file (lazily) when that file holds the same
     array, so the output keeps the file's metadata; else the layer's data with its scale."""
-    data = layer.data[0] if layer.multiscale else layer.data
+    data = full_resolution(layer)
     path = layer.source.path
     if path and is_supported(path) and Path(path).is_file():
         with contextlib.suppress(ValueError, OSError):
             image = read_image_lazy(path)
             if image.shape == tuple(data.shape):
                 return image
-    n_spatial = data.ndim - (1 if layer.rgb else 0)
-    lead = {2: "", 3: "Z", 4: "TZ"}.get(n_spatial, "QRUVW"[: max(n_spatial - 2, 0)])
-    axes = lead + "YX" + ("C" if layer.rgb else "")
+    spatial_axes = stack_axes(data.ndim - (1 if layer.rgb else 0))
+    axes = spatial_axes + ("C" if layer.rgb else "")
     scale = tuple(float(s) for s in layer.scale)  # one per non-RGB axis
-    unit = _UNITS.get(str(layer.units[-1])) if len(layer.units) else None
+    known = length_unit(layer.units[-1]) if len(layer.units) else None
+    unit = known.symbol if known is not None else None
     calibrated = unit is not None or any(s != 1.0 for s in scale)
-    pixel_size = scale[-len(lead) - 2 :] if calibrated else None
+    pixel_size = scale[-len(spatial_axes) :] if calibrated else None
     return ImageData(data, axes, pixel_size, unit, None, {"dtype": str(data.dtype)})
-
-
-_UNITS = {"micrometer": "µm", "nanometer": "nm", "millimeter": "mm", "meter": "m"}
 
 
 def open_labels(viewer, image: Image, result: StackResult, name: str):
@@ -174,7 +177,7 @@ def open_labels(viewer, image: Image, result: StackResult, name: str):
     labels = result.labels
     if labels is None:
         labels = read_label_file(result.output).array
-    data = image.data[0] if image.multiscale else image.data
+    data = full_resolution(image)
     grid = tuple(data.shape[:-1] if image.rgb else data.shape)
     if tuple(labels.shape) != grid and int(np.prod(labels.shape)) == int(np.prod(grid)):
         labels = labels.reshape(grid)  # TIFF readers squeeze singleton axes
@@ -183,7 +186,7 @@ def open_labels(viewer, image: Image, result: StackResult, name: str):
         name=name,
         scale=image.scale,
         translate=image.translate,
-        metadata=_metadata("batch labels", image, output=str(result.output or "")),
+        metadata=output_metadata("batch labels", image, output=str(result.output or "")),
     )
 
 
@@ -194,7 +197,7 @@ class _BatchPanel(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = viewer
-        self.session = PredictorSession()
+        self.session = viewer_session(viewer)
         self.form = QFormLayout()
         self.classes = QLineEdit("nucleus")
         self.classes.setToolTip("Class names, separated by commas (label k = k-th name)")
@@ -203,7 +206,7 @@ class _BatchPanel(QWidget):
         self.preset = QComboBox()
         self.preset.addItems(list(PRESETS))
         self.device = QComboBox()
-        self.device.addItems(list(DEVICES))
+        self.device.addItems(list(DEVICE_CHOICES))
         self.instances = QComboBox()
         self.instances.addItems([NO_INSTANCES, *INSTANCE_METHODS])
         self.output_dir = QLineEdit()

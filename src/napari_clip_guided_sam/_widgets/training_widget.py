@@ -2,11 +2,11 @@
 
 Inputs are gathered and checked on the GUI thread (bad input: a notification, no training,
 layers untouched); the annotated slices are copied, so painting during training changes
-nothing. The data go through the same code path as `clip-guided-sam train` (the same
-`SliceDataset`, split, model builder and `TrainingConfig` defaults), so the GUI and the CLI
-write the same checkpoint for the same data and seed. The engine's generator runs in a napari
-worker; cancelling (or closing the viewer) stops it at its next event, and the last
-checkpoint on disk, written atomically, stays valid.
+nothing. A run goes through the same path as `clip-guided-sam train` (the same
+`SliceDataset`, and `training.run` for the output folder, settings, model and split), so the
+GUI and the CLI write the same checkpoint for the same data and seed. The engine's generator
+runs in a napari worker; cancelling (or closing the viewer) stops it at its next event, and
+the last checkpoint on disk, written atomically, stays valid.
 
 The parts: `TrainingSources` (what to train on), `TrainingSettings` (how), the run box and
 its events (here), and `CheckpointPreview` (trying the result).
@@ -32,14 +32,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..data.datasets import ClassMap, SliceDataset
 from ..inference.session import PredictorSettings
-from ..training.engine import (
-    CheckpointEvent,
-    FinishedEvent,
-    TrainingConfig,
-)
+from ..training.engine import CheckpointEvent, FinishedEvent
 from ..training.export import annotated_pairs, export_training_folder
+from ..training.run import has_run, next_free_folder, plan_run
 from ._common import (
     JobFailed,
     JobPanel,
@@ -50,6 +46,7 @@ from ._common import (
     on_click,
 )
 from ._forms import refill
+from ._shared_model import viewer_session
 from ._training_job import (
     PLUGIN,
     Cancelled,
@@ -57,10 +54,7 @@ from ._training_job import (
     TrainingJob,
     TrainingRequest,
     format_seconds,
-    has_checkpoint,
     iterate,
-    next_free_folder,
-    remove_run_files,
 )
 from ._training_preview import CheckpointPreview
 from ._training_probe import EventLoopProbe, ProbeSummary
@@ -124,7 +118,7 @@ class TrainingWidget(QWidget):
         )
         self.export_button.clicked.connect(on_click(self._export_dialog))
         self.preview_jobs = JobPanel()
-        self.preview = CheckpointPreview(self.preview_jobs)
+        self.preview = CheckpointPreview(self.preview_jobs, viewer_session(self.viewer))
         preview_row = QHBoxLayout()
         preview_row.addWidget(self.preview_image_combo, 1)
         preview_row.addWidget(self.preview_button)
@@ -142,21 +136,6 @@ class TrainingWidget(QWidget):
     def _update_layer_choices(self, event=None) -> None:
         refill(self.preview_image_combo, self.sources.update_layer_choices())
 
-    def _update_count(self) -> None:
-        self.sources.update_count()
-
-    def class_map(self) -> ClassMap:
-        """The class map typed in the widget (raises ValueError with a message)."""
-        return self.sources.class_map()
-
-    def dataset(self) -> tuple[SliceDataset, str]:
-        """The training data and a one-line description (same code path as the CLI)."""
-        return self.sources.dataset()
-
-    def training_config(self, output: Path) -> TrainingConfig:
-        """The settings as the engine's TrainingConfig (the CLI's defaults elsewhere)."""
-        return self.settings.training_config(output)
-
     # ------------------------------------------------------------------ training
     @property
     def running(self) -> bool:
@@ -166,42 +145,41 @@ class TrainingWidget(QWidget):
         """Check the input and start a new run; False if refused (see notifications)."""
         if self._refuse_if_running():
             return False
-        dataset, description = self.dataset()
+        dataset, description = self.sources.dataset()
         output = self.settings.output()
-        if has_checkpoint(output):
+        overwrite = False
+        if has_run(output):
             answer = self._ask_existing_output(output)
             if answer == CANCEL:
                 return False
             if answer == NEW_NAME:
                 output = next_free_folder(output)
                 self.settings.output_edit.setText(str(output))
-            else:
-                remove_run_files(output)
-        config = self.training_config(output)
-        request = TrainingRequest(self.settings.preset_combo.currentText(), dataset, config, False)
-        request.description = description
-        return self._start(request)
+            overwrite = answer == OVERWRITE
+        plan = plan_run(
+            output,
+            preset=self.settings.preset,
+            settings=self.settings.values(),
+            overwrite=overwrite,
+        )
+        return self._start(TrainingRequest(plan, dataset, description))
 
     def resume_training(self) -> bool:
         """Continue the run saved in the output folder with its saved settings."""
-        from ..training.state import load_state, resolve_resume_path
-
         if self._refuse_if_running():
             return False
         output = self.settings.output()
         try:
-            saved = load_state(resolve_resume_path(output, TrainingConfig.last_name)).info
+            resumed = plan_run(output, resume=True)
         except (OSError, ValueError) as error:
             raise ValueError(
                 f"Nothing to resume in {output}: {error_message(error)}. Choose the output "
                 "folder of an interrupted run."
             ) from None
-        self.settings.apply_saved(saved)
-        dataset, description = self.dataset()
-        config = self.training_config(output)
-        request = TrainingRequest(saved["model_config"]["name"], dataset, config, True)
-        request.description = description
-        return self._start(request)
+        self.settings.show_resumed(resumed.preset, resumed.config)
+        dataset, description = self.sources.dataset()
+        plan = plan_run(output, preset=resumed.preset, settings=self.settings.values(), resume=True)
+        return self._start(TrainingRequest(plan, dataset, description))
 
     def _refuse_if_running(self) -> bool:
         if self.running:
@@ -229,10 +207,10 @@ class TrainingWidget(QWidget):
 
     def _start(self, request: TrainingRequest) -> bool:
         job = TrainingJob(request)
-        config = request.config
-        self.run = RunRecord(Path(config.output_dir), request.preset)
-        verb = "Resuming" if request.resume else "Starting"
-        self.run_panel.show_start(f"{verb}: {request.description} -> {config.output_dir}")
+        plan = request.plan
+        self.run = RunRecord(plan.output, plan.preset)
+        verb = "Resuming" if plan.resume else "Starting"
+        self.run_panel.show_start(f"{verb}: {request.description} -> {plan.output}")
         worker = create_worker(iterate, job.generator, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(guarded(self._on_event))
         worker.finished.connect(functools.partial(self._on_finished, job))
@@ -369,7 +347,7 @@ class TrainingWidget(QWidget):
         """Save the annotated slices of the chosen pairs as a training folder for the CLI."""
         folder = Path(folder)
         pairs = annotated_pairs(self.sources.stacks())
-        class_map = self.class_map()
+        class_map = self.sources.class_map()
         if overwrite is None:
             overwrite = False
             if folder.exists() and any(folder.iterdir()):

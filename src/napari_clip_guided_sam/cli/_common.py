@@ -49,19 +49,26 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device and --precision, shared by train, evaluate and segment."""
+    from ..model.runtime import DEVICE_CHOICES, PRECISION_CHOICES
+
     parser.add_argument(
-        "--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, mps or cpu"
+        "--device",
+        default="auto",
+        choices=DEVICE_CHOICES,
+        help="auto (default: cuda, then mps, then cpu), cuda, mps or cpu",
     )
     parser.add_argument(
         "--precision",
         default="auto",
-        help="auto (bf16 where supported), fp32, bf16 or fp16 (GPU only)",
+        choices=PRECISION_CHOICES,
+        help="auto (default: bf16 where supported), fp32, bf16 or fp16 (GPU only)",
     )
 
 
 def class_map_from_args(args: argparse.Namespace):
     """--class NAME, or --class-map "1=nucleus,2=cell" or a class_map.json (as exported)."""
-    from ..data.datasets import ClassMap, parse_class_map
+    from ..data.class_map import ClassMap, parse_class_map
 
     if args.class_name is not None:
         return ClassMap.single_class(args.class_name)

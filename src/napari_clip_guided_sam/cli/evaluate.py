@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..evaluation.modes import PROMPT_MODES
 from ._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -36,7 +37,7 @@ def add_parser(subparsers) -> None:
     add_data_arguments(parser)
     parser.add_argument(
         "--mode",
-        choices=["text", "manual"],
+        choices=PROMPT_MODES,
         default="text",
         help="text (default): prompts from the class name only; manual: plus 5 points "
         "drawn from the ground truth (an upper bound for clicking)",
@@ -52,10 +53,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .._atomic import atomic_write
+    from ..evaluation.scoring import iter_evaluation
     from ..model.checkpoint import load_model
     from ..model.factory import build_model
     from ..model.runtime import resolve_device, resolve_precision
-    from ..training.validation import iter_evaluation
+    from ..training.inputs import PreparedCache
 
     class_map = class_map_from_args(args)
     device = resolve_device(args.device)
@@ -66,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         model = build_model(args.preset)
     model.to(device)
     dataset, skipped = load_folders(args, class_map)
-    steps = iter_evaluation(model, dataset, args.mode, dtype=dtype)
+    prepared = PreparedCache(dataset, model.config, max_bytes=0)
+    steps = iter_evaluation(model, prepared, args.mode, dtype=dtype)
     bar = tqdm(total=len(dataset), unit="image", dynamic_ncols=True, file=sys.stderr)
     try:
         while True:

@@ -6,7 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import EXIT_FAILED, EXIT_OK, CommandError
+from ..data.formats import LABEL_SUFFIX
+from ..data.normalize import NORMALIZE_MODES
+from ..inference.batch.options import OUTPUT_FORMATS
+from ..inference.instances import INSTANCE_METHODS
+from ._common import EXIT_FAILED, EXIT_OK, CommandError, add_runtime_arguments
 
 _SEGMENT_EPILOG = """\
 examples:
@@ -60,8 +64,7 @@ def add_parser(subparsers) -> None:
         default=None,
         help="model preset (default: the checkpoint's, else paper); 'tiny' needs no weights",
     )
-    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    add_runtime_arguments(parser)
     parser.add_argument(
         "--threshold",
         type=float,
@@ -71,7 +74,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--points", default=None, metavar="CSV", help="clicks to steer the model")
     parser.add_argument(
         "--instances",
-        choices=("connected", "watershed"),
+        choices=INSTANCE_METHODS,
         default=None,
         help="one id per object: connected components, or a watershed that also splits "
         "touching objects (nuclei)",
@@ -86,18 +89,18 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--normalize",
-        choices=("slice", "stack"),
+        choices=NORMALIZE_MODES,
         default="slice",
         help="intensity percentiles per slice (default) or once per stack",
     )
     parser.add_argument(
         "--format",
         dest="output_format",
-        choices=("auto", "tif", "ome.tif"),
+        choices=OUTPUT_FORMATS,
         default="auto",
         help="output format (default: OME-TIFF for OME-TIFF input, else TIFF)",
     )
-    parser.add_argument("--suffix", default="_labels", help="added to output names")
+    parser.add_argument("--suffix", default=LABEL_SUFFIX, help="added to output names")
     parser.add_argument("--overwrite", action="store_true", help="redo files already done")
     parser.add_argument(
         "--allow-same-folder",

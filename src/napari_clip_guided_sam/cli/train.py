@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..evaluation.modes import PROMPT_MODES
 from ._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
-    CommandError,
     UsageError,
     add_data_arguments,
     add_runtime_arguments,
@@ -66,7 +66,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--mode",
-        choices=["text", "manual"],
+        choices=PROMPT_MODES,
         default=None,
         help="text (default): train with prompt points sampled from CLIP's similarity map, "
         "as used when segmenting by class name; manual: points from the ground truth",
@@ -119,96 +119,62 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def _train_settings(args: argparse.Namespace, saved: dict | None) -> tuple[str, dict]:
-    """The preset and the TrainingConfig fields the command line chooses: given, else the
-    resumed run's, else the defaults."""
-    from ..training.engine import TrainingConfig, default_learning_rates
-
-    saved_training = (saved or {}).get("training_config", {})
-    defaults = TrainingConfig()
-    preset = args.preset or (saved or {}).get("model_config", {}).get("name") or "paper"
-    lr, clip_lr = default_learning_rates(preset)
-    chosen = {"lr": lr, "clip_lr": clip_lr}
-    for key in (
-        "epochs",
-        "mode",
-        "val_fraction",
-        "seed",
-        "lr",
-        "clip_lr",
-        "batch_size",
-        "grad_accumulation",
-    ):
-        given = getattr(args, key)
-        fallback = saved_training.get(key, chosen.get(key, getattr(defaults, key)))
-        chosen[key] = given if given is not None else fallback
-    chosen["augment"] = saved_training.get("augment", True) if args.resume else not args.no_augment
-    return preset, chosen
+def _chosen_settings(args: argparse.Namespace) -> dict:
+    """The TrainingConfig fields given on the command line (None: not given)."""
+    return {
+        "epochs": args.epochs,
+        "mode": args.mode,
+        "val_fraction": args.val_fraction,
+        "seed": args.seed,
+        "lr": args.lr,
+        "clip_lr": args.clip_lr,
+        "batch_size": args.batch_size,
+        "grad_accumulation": args.grad_accumulation,
+        "augment": False if args.no_augment else None,
+        "device": args.device,
+        "precision": args.precision,
+        "max_steps": args.max_steps,
+        "time_budget_s": args.time_budget,
+        "checkpoint_every": args.checkpoint_every,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..model.checkpoint import same_architecture
-    from ..model.config import ModelConfig, get_preset
-    from ..model.factory import build_model, rebuild_arguments
-    from ..training.engine import TrainingConfig, train
-    from ..training.inputs import split_dataset
-    from ..training.state import load_state, resolve_resume_path
+    from ..training.run import ExistingRunError, plan_run
 
     class_map = class_map_from_args(args)
     output = Path(args.output)
-    last = output / TrainingConfig.last_name
-    saved = None
-    if args.resume:
-        saved = load_state(resolve_resume_path(output, TrainingConfig.last_name)).info
-    elif (last.exists() or (output / TrainingConfig.best_name).exists()) and not args.overwrite:
+    try:
+        plan = plan_run(
+            output,
+            preset=args.preset,
+            settings=_chosen_settings(args),
+            resume=args.resume,
+            overwrite=args.overwrite,
+        )
+    except ExistingRunError:
         raise UsageError(
             f"{output} already holds checkpoints of a run; add --resume to continue "
             "it, --overwrite to start afresh, or choose another --output."
-        )
-    preset, settings = _train_settings(args, saved)
-    if saved is not None:
-        model_config = ModelConfig.from_dict(saved["model_config"])
-        if args.preset and not same_architecture(model_config, get_preset(args.preset)):
-            raise CommandError(
-                f"--preset {args.preset} differs from the resumed run's preset "
-                f"{model_config.name!r}; leave --preset out to resume."
-            )
-    else:
-        model_config = get_preset(preset)
-    config = TrainingConfig(
-        **settings,
-        device=args.device,
-        precision=args.precision,
-        output_dir=str(output),
-        max_steps=args.max_steps,
-        time_budget_s=args.time_budget,
-        checkpoint_every=args.checkpoint_every,
-    )
+        ) from None
+    config = plan.config
     # The model first: missing base weights should fail before a long folder scan.
-    base = rebuild_arguments(saved["base_weights"]) if saved is not None else {}
-    model = build_model(model_config, **base)
+    model = plan.build_model()
     dataset, skipped = load_folders(args, class_map)
-    train_data, val_data = split_dataset(dataset, config.val_fraction, config.seed)
+    train_data, val_data = plan.split(dataset)
     print(
         f"{dataset.n_pairs} image/label pair(s), {len(dataset)} sample(s): "
         f"{len(train_data)} for training, {len(val_data)} for validation; "
         f"classes {', '.join(dataset.class_names)}"
     )
     print(
-        f"preset {model_config.name}, {config.mode} mode, lr {config.lr:g}, "
+        f"preset {plan.preset}, {config.mode} mode, lr {config.lr:g}, "
         f"CLIP lr {config.clip_lr:g}, {config.epochs} epoch(s) -> {output}"
     )
-    events = train(
-        model,
-        train_data,
-        val_data if len(val_data) else None,
-        config,
-        resume_from=output if args.resume else None,
-    )
-    return _consume_training(events, args, skipped)
+    return _consume_training(plan.train(model, train_data, val_data), skipped)
 
 
-def _consume_training(events, args: argparse.Namespace, skipped) -> int:
+def _consume_training(events, skipped) -> int:
     from tqdm import tqdm
 
     from ..training.engine import CheckpointEvent, EpochEvent, FinishedEvent, StepEvent

@@ -1,61 +1,62 @@
-"""Image/label IO, intensity normalisation, datasets of slices and augmentation.
+"""Image/label IO, axes and units, class maps, normalisation, datasets of slices, augmentation.
 
-``io``, ``normalize`` and ``transforms`` need only numpy/tifffile/Pillow; ``datasets``
-imports torch and is loaded on first access of its names.
+All modules but ``datasets`` need only numpy/tifffile/Pillow; ``datasets`` imports torch
+and is loaded on first access of its names.
 """
 
-from .io import (
-    SUPPORTED_SUFFIXES,
-    ImageData,
-    ImageReadError,
-    StemMatches,
-    image_stem,
-    list_images,
-    match_by_stem,
-    read_image,
-    read_image_lazy,
-    write_labels,
-)
-from .label_writer import LabelSpool, label_tiff_kwargs, write_label_tiff
+from .axes import CHANNEL_AXES, SPATIAL_AXES, default_axes, leading_axes
+from .class_map import ClassMap, format_class_map, parse_class_map, parse_class_names
+from .folders import StemMatches, list_images, match_by_stem
+from .formats import SUPPORTED_SUFFIXES, image_stem, is_ome_tiff, is_supported, is_tiff
+from .image import ImageData, ImageReadError
+from .label_writer import LabelSpool, label_tiff_kwargs, write_label_tiff, write_labels
 from .normalize import (
     NormalizeConfig,
     PercentileStats,
     image_percentiles,
-    iter_indices,
-    leading_axes,
-    leading_shape,
-    n_slices,
     normalize_image_slice,
-    slice_view,
-    spatial_iter,
     stack_percentiles,
-    take_slice,
     to_model_rgb,
 )
+from .reader import read_image, read_image_lazy
+from .slicing import iter_indices, leading_shape, n_slices, slice_view, spatial_iter, take_slice
 from .transforms import RandomFlipRotate, flip_rotate, random_flip_rotate
+from .units import LengthUnit, length_unit
 
-_DATASET_NAMES = ("ClassMap", "Sample", "SliceDataset", "infer_axes", "train_val_split")
+_DATASET_NAMES = ("Sample", "SliceDataset", "infer_axes", "train_val_split")
 
 __all__ = [
+    "CHANNEL_AXES",
+    "SPATIAL_AXES",
     "SUPPORTED_SUFFIXES",
+    "ClassMap",
     "ImageData",
     "ImageReadError",
     "LabelSpool",
+    "LengthUnit",
     "NormalizeConfig",
     "PercentileStats",
     "RandomFlipRotate",
     "StemMatches",
+    "default_axes",
     "flip_rotate",
+    "format_class_map",
     "image_percentiles",
     "image_stem",
-    "label_tiff_kwargs",
+    "is_ome_tiff",
+    "is_supported",
+    "is_tiff",
     "iter_indices",
+    "label_tiff_kwargs",
     "leading_axes",
     "leading_shape",
+    "length_unit",
     "list_images",
     "match_by_stem",
     "n_slices",
     "normalize_image_slice",
+    "parse_class_map",
+    "parse_class_names",
     "random_flip_rotate",
     "read_image",
     "read_image_lazy",

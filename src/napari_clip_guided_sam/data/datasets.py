@@ -1,4 +1,4 @@
-"""Training data: label value -> class maps, and a dataset of (slice, class) samples.
+"""Training data: a dataset of (slice, class) samples from image/label pairs.
 
 A :class:`SliceDataset` holds image/label pairs (2D images or stacks) and yields one
 :class:`Sample` per (2D slice, class) pair: the slice through :func:`to_model_rgb` and the
@@ -7,10 +7,9 @@ binary mask of that class. This is the only module of ``data`` that imports torc
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,25 +17,15 @@ from typing import Any, Literal
 import numpy as np
 from torch.utils.data import Dataset
 
-from .io import (
-    CHANNEL_AXES,
-    ImageData,
-    ImageReadError,
-    match_by_stem,
-    read_image,
-    read_image_lazy,
-)
-from .normalize import (
-    NormalizeConfig,
-    PercentileStats,
-    image_percentiles,
-    iter_indices,
-    normalize_image_slice,
-    take_slice,
-)
-from .normalize import n_slices as count_slices
+from .axes import CHANNEL_AXES, default_axes, leading_axes
+from .class_map import ClassMap
+from .folders import match_by_stem
+from .image import ImageData, ImageReadError
+from .normalize import NormalizeConfig, PercentileStats, image_percentiles, normalize_image_slice
+from .reader import read_image, read_image_lazy
+from .slicing import iter_indices, n_slices, take_slice
 
-__all__ = ["ClassMap", "Sample", "SliceDataset", "infer_axes", "train_val_split"]
+__all__ = ["Sample", "SliceDataset", "infer_axes", "train_val_split"]
 
 
 @dataclass
@@ -56,151 +45,7 @@ class Sample:
     source: str
 
 
-# --------------------------------------------------------------------------- ClassMap
-
-
-class ClassMap:
-    """Which label values belong to which class name.
-
-    Either an explicit mapping ``{label value: class name}`` (several values may share a
-    name) or a single class for all nonzero values (instance labels). 0 is background.
-    """
-
-    def __init__(
-        self, mapping: Mapping[int, str] | None = None, *, nonzero_class: str | None = None
-    ) -> None:
-        if (mapping is None) == (nonzero_class is None):
-            raise ValueError("give either a {value: name} mapping or nonzero_class, not both")
-        self._nonzero_class = _check_name(nonzero_class) if nonzero_class is not None else None
-        self._mapping = _check_mapping(mapping) if mapping is not None else {}
-
-    @classmethod
-    def from_dict(cls, mapping: Mapping[Any, str]) -> ClassMap:
-        """From ``{label value: class name}``; keys may be ints or digit strings (JSON)."""
-        return cls(dict(mapping))
-
-    @classmethod
-    def single_class(cls, name: str) -> ClassMap:
-        """All nonzero label values (e.g. instance labels) are the one class ``name``."""
-        return cls(nonzero_class=name)
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> ClassMap:
-        """Inverse of :meth:`to_config`."""
-        if "single_class" in config:
-            return cls.single_class(config["single_class"])
-        if "classes" in config:
-            return cls.from_dict(config["classes"])
-        raise ValueError(f"class map config needs 'single_class' or 'classes', got {config}")
-
-    def to_config(self) -> dict[str, Any]:
-        """JSON-friendly form: ``{"single_class": name}`` or ``{"classes": {"1": name}}``."""
-        if self._nonzero_class is not None:
-            return {"single_class": self._nonzero_class}
-        return {"classes": {str(v): n for v, n in self._mapping.items()}}
-
-    @property
-    def is_single_class(self) -> bool:
-        """True if every nonzero value is the one class."""
-        return self._nonzero_class is not None
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        """Unique class names, in order of first appearance (by label value)."""
-        if self._nonzero_class is not None:
-            return (self._nonzero_class,)
-        return tuple(dict.fromkeys(self._mapping.values()))
-
-    def values_of(self, class_name: str) -> tuple[int, ...] | None:
-        """Label values of ``class_name``; None means "all nonzero values"."""
-        self._check_class(class_name)
-        if self._nonzero_class is not None:
-            return None
-        return tuple(v for v, n in self._mapping.items() if n == class_name)
-
-    def mask(self, labels: np.ndarray, class_name: str) -> np.ndarray:
-        """``bool`` mask (same shape as ``labels``) of the pixels of ``class_name``."""
-        values = self.values_of(class_name)
-        labels = np.asarray(labels)
-        if values is None:
-            return labels != 0
-        return np.isin(labels, values)
-
-    def classes_present(self, values: Iterable[int]) -> list[str]:
-        """Class names having at least one of the label ``values`` (e.g. ``np.unique``)."""
-        values = {int(v) for v in values} - {0}
-        if self._nonzero_class is not None:
-            return [self._nonzero_class] if values else []
-        present = {self._mapping[v] for v in values if v in self._mapping}
-        return [n for n in self.class_names if n in present]
-
-    def unknown_values(self, values: Iterable[int]) -> list[int]:
-        """Nonzero label values not covered by the map, sorted."""
-        if self._nonzero_class is not None:
-            return []
-        return sorted({int(v) for v in values} - {0} - self._mapping.keys())
-
-    def validate(self, labels: np.ndarray, source: str = "labels") -> None:
-        """Raise ValueError listing label values of ``labels`` that are not in the map."""
-        unknown = self.unknown_values(np.unique(np.asarray(labels)))
-        if unknown:
-            raise ValueError(self._unknown_message(unknown, source))
-
-    def _unknown_message(self, unknown: Sequence[int], source: str) -> str:
-        shown = ", ".join(map(str, unknown[:20])) + (" ..." if len(unknown) > 20 else "")
-        return (
-            f"{source} contains label values not in the class map: {shown} (the map covers "
-            f"{sorted(self._mapping)}); add them to the map, or use ClassMap.single_class(name) "
-            "for instance labels"
-        )
-
-    def _check_class(self, class_name: str) -> None:
-        if class_name not in self.class_names:
-            raise KeyError(f"unknown class {class_name!r}; classes are {list(self.class_names)}")
-
-    def __len__(self) -> int:
-        return len(self.class_names)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ClassMap):
-            return NotImplemented
-        return (self._nonzero_class, self._mapping) == (other._nonzero_class, other._mapping)
-
-    def __repr__(self) -> str:
-        if self._nonzero_class is not None:
-            return f"ClassMap.single_class({self._nonzero_class!r})"
-        return f"ClassMap({self._mapping!r})"
-
-
-def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"class names must be non-empty strings, got {name!r}")
-    return name.strip()
-
-
-def _check_mapping(mapping: Mapping[Any, str]) -> dict[int, str]:
-    if not mapping:
-        raise ValueError("the class map is empty; map at least one label value to a name")
-    checked: dict[int, str] = {}
-    for key, name in mapping.items():
-        try:
-            value = int(key)
-        except (TypeError, ValueError):
-            raise ValueError(f"label values must be integers, got {key!r}") from None
-        if value <= 0:
-            raise ValueError(
-                f"label value {value} cannot be a class: 0 is background, values are positive"
-            )
-        if value in checked:
-            raise ValueError(f"label value {value} appears twice in the class map")
-        checked[value] = _check_name(name)
-    return dict(sorted(checked.items()))
-
-
 # --------------------------------------------------------------------------- pairs
-
-
-_NO_CHANNEL_AXES = {2: "YX", 3: "ZYX", 4: "TZYX"}
 
 
 def infer_axes(image_shape: Sequence[int], labels_shape: Sequence[int]) -> str:
@@ -214,7 +59,7 @@ def infer_axes(image_shape: Sequence[int], labels_shape: Sequence[int]) -> str:
         ValueError: the shapes do not fit any of these layouts.
     """
     image_shape, labels_shape = tuple(image_shape), tuple(labels_shape)
-    spatial = _NO_CHANNEL_AXES.get(len(labels_shape))
+    spatial = default_axes(len(labels_shape))
     if spatial is not None and image_shape == labels_shape:
         return spatial
     if spatial is not None and len(image_shape) == len(labels_shape) + 1:
@@ -238,8 +83,9 @@ def _guess_axes(image_shape: tuple[int, ...], labels: np.ndarray) -> tuple[str, 
             if candidate.ndim <= 2 or candidate.shape[0] != 1:
                 break
             candidate = candidate[0]
-    if len(image_shape) in _NO_CHANNEL_AXES:  # the shape check then reports the mismatch
-        return _NO_CHANNEL_AXES[len(image_shape)], labels
+    no_channels = default_axes(len(image_shape))
+    if no_channels is not None:  # the shape check then reports the mismatch
+        return no_channels, labels
     return infer_axes(image_shape, labels.shape), labels  # raises with both shapes
 
 
@@ -423,17 +269,17 @@ class SliceDataset(Dataset):
 
     def _add_pair(self, pair: _Pair) -> None:
         """Validate the labels against the class map and index the pair's items."""
-        items, unknown = [], set()
+        items: list[tuple[int, tuple[int, ...], str]] = []
+        found: set[int] = set()
         k = len(self._pairs)
         for index in iter_indices(pair.image):
             values = np.unique(take_slice(pair.labels, pair.label_axes, index))
-            unknown.update(self.class_map.unknown_values(values))
+            found.update(int(v) for v in values)
             present = set(self.class_map.classes_present(values))
             for name in self.class_map.class_names:
                 if name in present or not self.skip_empty:
                     items.append((k, index, name))
-        if unknown:
-            raise ValueError(self.class_map._unknown_message(sorted(unknown), pair.name))
+        self.class_map.check_values(found, pair.name)
         if self.normalize.mode == "stack":
             pair.stats = image_percentiles(
                 pair.image, self.normalize.percentiles, sample=self.normalize.sample
@@ -475,7 +321,7 @@ class SliceDataset(Dataset):
 
     @staticmethod
     def _source(pair: _Pair, index: tuple[int, ...]) -> str:
-        where = _format_index(pair.label_axes.replace("Y", "").replace("X", ""), index)
+        where = _format_index(leading_axes(pair.label_axes), index)
         return f"{pair.name} {where}".strip()
 
     # -- structure
@@ -503,7 +349,7 @@ class SliceDataset(Dataset):
     @property
     def n_slices(self) -> int:
         """Total number of 2D slices over all pairs (including slices without items)."""
-        return sum(count_slices(p.image) for p in self._pairs)
+        return sum(n_slices(p.image) for p in self._pairs)
 
 
 def _item_path(item: Sequence[Any], position: int) -> Path | str:
@@ -548,40 +394,3 @@ def train_val_split(
     train = [i for i, key in enumerate(keys) if key not in val_groups]
     val = [i for i, key in enumerate(keys) if key in val_groups]
     return train, val
-
-
-def parse_class_map(text: str) -> ClassMap:
-    """``"1=nucleus, 2=cell"`` -> a ClassMap; refuses repeated values and repeated names.
-
-    Raises:
-        ValueError: an entry is not ``VALUE=NAME``, a value is not a positive integer, or a
-            value or a name appears twice.
-    """
-    mapping: dict[int, str] = {}
-    owners: dict[str, int] = {}
-    entries = [e.strip() for e in re.split(r"[,;\n]", text) if e.strip()]
-    if not entries:
-        raise ValueError("The class map is empty: write e.g. '1=nucleus, 2=cell'.")
-    for entry in entries:
-        value_text, sep, name = entry.partition("=")
-        name = " ".join(name.split())
-        if not sep or not value_text.strip() or not name:
-            raise ValueError(f"Class map entry {entry!r} is not VALUE=NAME (e.g. 1=nucleus).")
-        try:
-            value = int(value_text)
-        except ValueError:
-            raise ValueError(
-                f"Class map: label value {value_text.strip()!r} is not an integer."
-            ) from None
-        if value <= 0:
-            raise ValueError(f"Class map: label value {value} must be positive (0 is background).")
-        if value in mapping:
-            raise ValueError(f"Class map: label value {value} is given twice.")
-        if name in owners:
-            raise ValueError(
-                f"Class map: the name {name!r} is given to label values {owners[name]} and "
-                f"{value}; give each class its own name (or relabel the layer so one value "
-                "is one class)."
-            )
-        mapping[value], owners[name] = name, value
-    return ClassMap.from_dict(mapping)

@@ -1,10 +1,10 @@
-"""Label TIFF encoding: one set of metadata rules, for an array or slices streamed from disk.
+"""Writing labels: zlib-compressed TIFF or OME-TIFF with one set of metadata rules.
 
-A label image is written as zlib-compressed TIFF or OME-TIFF whose axes, pixel size and unit
-``data.io.read_image`` reads back. :func:`write_label_tiff` takes either an array in memory
-(``data.io.write_labels``) or a :class:`LabelSpool`, whose slices were appended one at a time
-to a temporary file and are written page by page (batch segmentation of stacks larger than
-RAM).
+:func:`write_labels` writes a label array atomically with the axes, pixel size and unit of
+the image it belongs to, so ``data.reader.read_image`` reads them back. The encoding,
+:func:`write_label_tiff`, takes either an array in memory or a :class:`LabelSpool`, whose
+slices were appended one at a time to a temporary file and are written page by page (batch
+segmentation of stacks larger than RAM).
 """
 
 from __future__ import annotations
@@ -19,20 +19,24 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from .._atomic import atomic_write
+from .axes import CHANNEL_AXES, SPATIAL_AXES, default_axes
+from .formats import is_ome_tiff, is_tiff
+from .image import ImageData
+from .units import IMAGEJ_MICROMETRE, MICROMETRE, length_unit
+
 __all__ = [
-    "MICROMETRE",
     "LabelSpool",
     "label_tiff_kwargs",
     "smallest_label_dtype",
     "write_label_tiff",
+    "write_labels",
 ]
 
-MICROMETRE = "µm"
-_CM_PER_UNIT = {"nm": 1e-7, MICROMETRE: 1e-4, "mm": 0.1, "cm": 1.0, "m": 100.0}
 _IMAGEJ_ORDER = "TZCYX"
 
 
-def smallest_label_dtype(top: int) -> type:
+def smallest_label_dtype(top: int) -> type[np.unsignedinteger]:
     """The smallest unsigned integer dtype that holds labels up to ``top``."""
     for dtype in (np.uint8, np.uint16, np.uint32):
         if top <= np.iinfo(dtype).max:
@@ -44,7 +48,7 @@ def label_tiff_kwargs(
     dtype: np.dtype, axes: str, sizes: dict[str, float], unit: str | None, ome: bool
 ) -> dict[str, Any]:
     """``tifffile.imwrite`` arguments that keep axes, pixel size and unit readable by
-    ``data.io.read_image``: OME-XML, ImageJ (8/16-bit, TZCYX order) or tifffile's shaped
+    ``data.reader.read_image``: OME-XML, ImageJ (8/16-bit, TZCYX order) or tifffile's shaped
     JSON metadata (plus resolution tags in pixels per centimetre, for other readers).
 
     Args:
@@ -67,16 +71,17 @@ def label_tiff_kwargs(
         if "Z" in sizes:
             meta["spacing"] = sizes["Z"]
         if unit:
-            meta["unit"] = "micron" if unit == MICROMETRE else unit
+            meta["unit"] = IMAGEJ_MICROMETRE if unit == MICROMETRE else unit
         if resolution:
             kwargs["resolution"] = resolution
         return {**kwargs, "imagej": True, "metadata": meta}
     meta = {"axes": axes}
     spatial = "".join(a for a in axes if a in sizes)
-    if sizes and spatial == "".join(a for a in axes if a in "ZYX"):
+    if sizes and spatial == "".join(a for a in axes if a in SPATIAL_AXES):
         meta.update(pixel_size=[sizes[a] for a in spatial], unit=unit)
-    if resolution and unit in _CM_PER_UNIT:
-        cm = _CM_PER_UNIT[unit]
+    known = length_unit(unit)
+    if resolution and known is not None:
+        cm = known.centimetres
         kwargs.update(
             resolution=(resolution[0] / cm, resolution[1] / cm), resolutionunit="CENTIMETER"
         )
@@ -95,7 +100,9 @@ class LabelSpool:
     :func:`write_label_tiff` once every slice is appended.
     """
 
-    def __init__(self, folder: Path, name: str, shape: tuple[int, ...], dtype: type):
+    def __init__(
+        self, folder: Path, name: str, shape: tuple[int, ...], dtype: type[np.unsignedinteger]
+    ):
         folder.mkdir(parents=True, exist_ok=True)
         self.shape = tuple(shape)
         self.slice_shape = self.shape[-2:]
@@ -126,7 +133,7 @@ class LabelSpool:
         self._file.write(np.ascontiguousarray(labels, dtype=self.dtype).tobytes())
         self.count += 1
 
-    def slices(self, dtype: type) -> Iterator[np.ndarray]:
+    def slices(self, dtype: np.dtype) -> Iterator[np.ndarray]:
         """The spooled slices in order, as ``dtype``."""
         self._file.flush()
         per_slice = int(np.prod(self.slice_shape))
@@ -163,3 +170,93 @@ def write_label_tiff(
         tifffile.imwrite(path, next(pages), **kwargs)
     else:
         tifffile.imwrite(path, pages, shape=labels.shape, dtype=dtype, **kwargs)
+
+
+def write_labels(
+    path: str | Path,
+    labels: Any,
+    like: ImageData | None = None,
+    *,
+    overwrite: bool = False,
+    axes: str | None = None,
+) -> Path:
+    """Write a label image or stack as zlib-compressed TIFF (OME-TIFF for ``.ome.tif(f)``).
+
+    Args:
+        path: destination; ``.tif``/``.tiff`` or ``.ome.tif``/``.ome.tiff``.
+        labels: integer or bool array, ``[Y, X]``, ``[Z, Y, X]``, ... (non-negative values).
+            Stored with the smallest unsigned dtype that holds its maximum.
+        like: the source image; its axes (channel axis dropped), pixel size and unit are
+            written with the labels, whose shape must equal the image's without channels.
+        overwrite: replace an existing file; otherwise refuse with FileExistsError.
+        axes: axes of ``labels`` when ``like`` is None (default ``YX``/``ZYX``/``TZYX``).
+
+    The file is written to a temporary file in the same folder and moved into place, so a
+    failure never leaves a partial file.
+
+    Returns:
+        The path written.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        ValueError: bad suffix, non-integer or negative labels, shape/axes mismatch.
+        OSError: writing failed (read-only folder, disk full); the message names the path.
+    """
+    path = Path(path)
+    if not is_tiff(path):
+        raise ValueError(f"labels are written as TIFF: {path} must end in .tif or .ome.tif")
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{path} already exists; pass overwrite=True to replace it or choose another name"
+        )
+    data = _labels_to_unsigned(labels)
+    label_axes = _label_axes(data, like, axes)
+    pixel_size, unit = _label_calibration(like, label_axes)
+    ome = is_ome_tiff(path)
+    atomic_write(
+        path,
+        lambda temp: write_label_tiff(
+            temp, data, axes=label_axes, sizes=pixel_size, unit=unit, ome=ome
+        ),
+        overwrite=overwrite,
+    )
+    return path
+
+
+def _labels_to_unsigned(labels: Any) -> np.ndarray:
+    data = np.asarray(labels)
+    if data.dtype == bool:
+        return data.astype(np.uint8)
+    if not np.issubdtype(data.dtype, np.integer):
+        raise ValueError(f"labels must be an integer or bool array, got dtype {data.dtype}")
+    if data.size and data.min() < 0:
+        raise ValueError(f"labels must be non-negative, got minimum {data.min()}")
+    top = int(data.max()) if data.size else 0
+    return data.astype(smallest_label_dtype(top), copy=False)
+
+
+def _label_axes(data: np.ndarray, like: ImageData | None, axes: str | None) -> str:
+    if like is not None:
+        keep = [i for i, a in enumerate(like.axes) if a not in CHANNEL_AXES]
+        expected = tuple(like.shape[i] for i in keep)
+        if data.shape != expected:
+            raise ValueError(
+                f"labels shape {data.shape} does not match the image {like.name} shape "
+                f"{like.shape} (axes {like.axes!r}) without channels: expected {expected}"
+            )
+        return "".join(like.axes[i] for i in keep)
+    axes = (axes or default_axes(data.ndim) or "").upper()
+    if len(axes) != data.ndim:
+        raise ValueError(
+            f"labels with shape {data.shape} need axes with {data.ndim} letters, got {axes!r}"
+        )
+    return axes
+
+
+def _label_calibration(
+    like: ImageData | None, label_axes: str
+) -> tuple[dict[str, float], str | None]:
+    if like is None or like.pixel_size is None:
+        return {}, None
+    sizes = dict(zip(like.spatial_axes, like.pixel_size, strict=True))
+    return {a: s for a, s in sizes.items() if a in label_axes}, like.unit

@@ -1,4 +1,4 @@
-"""Intensity normalisation to the model's RGB uint8 input, and slicing of stacks into 2D.
+"""Intensity normalisation: any 2D slice to the model's RGB uint8 input.
 
 :func:`to_model_rgb` is the single place where any 2D slice (grey, RGB, RGBA, multichannel;
 8/16-bit, float) becomes the ``uint8 [H, W, 3]`` image the model sees, in training and in
@@ -7,33 +7,29 @@ inference alike.
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from .io import CHANNEL_AXES, ImageData
+from .axes import PLANE_AXES, placeholder_axes
+from .image import ImageData
+from .slicing import iter_indices, slice_view
 
 __all__ = [
     "NormalizeConfig",
     "PercentileStats",
     "image_percentiles",
-    "iter_indices",
-    "leading_axes",
-    "leading_shape",
-    "n_slices",
     "normalize_image_slice",
-    "slice_view",
-    "spatial_iter",
     "stack_percentiles",
-    "take_slice",
     "to_model_rgb",
 ]
 
 DEFAULT_PERCENTILES = (1.0, 99.8)
+NormalizeMode = Literal["slice", "stack"]
+NORMALIZE_MODES: tuple[NormalizeMode, ...] = ("slice", "stack")
 
 
 @dataclass(frozen=True)
@@ -48,13 +44,13 @@ class NormalizeConfig:
         sample: at most this many pixels per channel for stack statistics.
     """
 
-    mode: Literal["slice", "stack"] = "slice"
+    mode: NormalizeMode = "slice"
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES
     channels: tuple[int, ...] | None = None
     sample: int = 2_000_000
 
     def __post_init__(self) -> None:
-        if self.mode not in ("slice", "stack"):
+        if self.mode not in NORMALIZE_MODES:
             raise ValueError(f"normalize mode must be 'slice' or 'stack', got {self.mode!r}")
         _check_percentiles(self.percentiles)
         if self.channels is not None:
@@ -212,85 +208,6 @@ def _scale_channel(channel: np.ndarray, low: float, high: float) -> np.ndarray:
     return (work + 0.5).astype(np.uint8)
 
 
-# --------------------------------------------------------------------------- slicing
-
-
-def leading_axes(axes: str) -> str:
-    """The axes iterated over to get 2D slices: all but Y, X and the channel axis."""
-    _check_yx(axes)
-    return "".join(a for a in axes if a not in "YX" + CHANNEL_AXES)
-
-
-def _check_yx(axes: str) -> None:
-    if "Y" not in axes or "X" not in axes:
-        raise ValueError(f"axes {axes!r} need both Y and X to be sliced into 2D images")
-
-
-def leading_shape(image: ImageData) -> tuple[int, ...]:
-    """Sizes of the leading (Z, T, ...) axes of ``image``, in array order."""
-    lead = leading_axes(image.axes)
-    return tuple(image.shape[image.axes.index(a)] for a in lead)
-
-
-def n_slices(image: ImageData) -> int:
-    """Number of 2D slices in ``image`` (1 for a 2D image or a ``[1, H, W]`` stack)."""
-    return math.prod(leading_shape(image))
-
-
-def iter_indices(image: ImageData) -> Iterator[tuple[int, ...]]:
-    """All leading-axes indices of ``image`` in row-major order (``()`` for a 2D image)."""
-    return itertools.product(*(range(n) for n in leading_shape(image)))
-
-
-def take_slice(array: Any, axes: str, index: tuple[int, ...]) -> np.ndarray:
-    """The ``[Y, X]`` or ``[Y, X, C]`` slice of ``array`` (axes ``axes``) at a leading index.
-
-    Args:
-        array: numpy or dask array whose dimensions are named by ``axes``.
-        axes: e.g. ``"TZCYX"``; the channel axis (``C``), if present, ends up last.
-        index: one int per leading axis (see :func:`leading_axes`), in array order.
-
-    Returns:
-        A numpy array (lazy arrays are read here), ``[Y, X]`` or ``[Y, X, C]``.
-    """
-    axes = axes.upper()
-    lead = leading_axes(axes)
-    index = tuple(int(i) for i in index)
-    if len(index) != len(lead):
-        raise ValueError(
-            f"index {index} needs one entry per leading axis {lead!r} of axes {axes!r}"
-        )
-    key: list[Any] = [slice(None)] * len(axes)
-    for axis, i in zip(lead, index, strict=True):
-        size = array.shape[axes.index(axis)]
-        if not -size <= i < size:
-            raise IndexError(f"index {i} out of range for axis {axis} of size {size}")
-        key[axes.index(axis)] = i
-    remaining = "".join(a for a in axes if a not in lead)
-    order = [remaining.index(a) for a in "YX"] + [
-        remaining.index(a) for a in remaining if a in CHANNEL_AXES
-    ]
-    return np.asarray(np.transpose(array[tuple(key)], order))
-
-
-def slice_view(image: ImageData, index: tuple[int, ...] = ()) -> np.ndarray:
-    """The 2D slice of ``image`` at a leading-axes index: ``[Y, X]`` or ``[Y, X, C]``.
-
-    ``index`` has one int per leading axis (``leading_axes(image.axes)``); a 2D image takes
-    ``()``. The channel axis, if any, is kept and moved last.
-    """
-    return take_slice(image.array, image.axes, index)
-
-
-def spatial_iter(image: ImageData) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
-    """Yield ``(index, slice)`` for every 2D slice of ``image`` (see :func:`slice_view`).
-
-    Slices are read one at a time, so a lazy stack is never loaded whole.
-    """
-    for index in iter_indices(image):
-        yield index, slice_view(image, index)
-
-
 def normalize_image_slice(
     image: ImageData,
     index: tuple[int, ...] = (),
@@ -342,25 +259,19 @@ def stack_percentiles(
     if ndim < 2:
         raise ValueError(f"a stack needs at least 2 dimensions, got shape {tuple(stack.shape)}")
     if channel_axis is None:
-        letters = ["Q"] * (ndim - 2) + ["Y", "X"]
+        axes = placeholder_axes(ndim - 2) + PLANE_AXES
     else:
         if ndim < 3:
             raise ValueError(
                 f"channel_axis={channel_axis} needs a stack of at least 3 dimensions "
                 f"(Y, X, C), got shape {tuple(stack.shape)}"
             )
-        letters = ["Q"] * (ndim - 3) + ["Y", "X"]
+        letters = list(placeholder_axes(ndim - 3) + PLANE_AXES)
         letters.insert(channel_axis % ndim, "C")
-    axes = "".join(_unique_letters(letters))
+        axes = "".join(letters)
     return image_percentiles(
         ImageData(stack, axes), percentiles, sample=sample, max_slices=max_slices
     )
-
-
-def _unique_letters(letters: list[str]) -> list[str]:
-    """Give repeated placeholder axes distinct letters (ImageData needs unique axes)."""
-    spare = iter("QRUVWABDEFGHJKLMNOP")
-    return [next(spare) if a == "Q" else a for a in letters]
 
 
 def image_percentiles(
@@ -384,7 +295,7 @@ def image_percentiles(
     values = np.concatenate(parts, axis=0)
     ranges = [_finite_percentiles(values[:, c], percentiles) for c in range(values.shape[1])]
     low, high = (np.array(r, dtype=np.float64) for r in zip(*ranges, strict=True))
-    return PercentileStats(low, high, tuple(percentiles))
+    return PercentileStats(low, high, (percentiles[0], percentiles[1]))
 
 
 def _evenly_spaced(n: int, k: int) -> list[int]:

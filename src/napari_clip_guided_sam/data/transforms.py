@@ -15,7 +15,34 @@ import numpy as np
 if TYPE_CHECKING:  # runtime import would pull torch in through datasets
     from .datasets import Sample
 
-__all__ = ["RandomFlipRotate", "flip_rotate", "random_flip_rotate"]
+__all__ = [
+    "FlipRotation",
+    "RandomFlipRotate",
+    "draw_flip_rotation",
+    "flip_rotate",
+    "random_flip_rotate",
+]
+
+
+@dataclass(frozen=True)
+class FlipRotation:
+    """One augmentation: flips, then ``turns`` counter-clockwise quarter turns."""
+
+    hflip: bool
+    vflip: bool
+    turns: int
+
+
+def draw_flip_rotation(
+    rng: np.random.Generator, *, hflip: bool = True, vflip: bool = True, rot90: bool = True
+) -> FlipRotation:
+    """Draw the enabled operations from ``rng``, in this order: horizontal flip and vertical
+    flip with probability 1/2 each, then 0-3 quarter turns. Training on prepared tensors
+    (``training.inputs.augment``) draws through here too, so both augment alike."""
+    do_h = bool(rng.random() < 0.5) if hflip else False
+    do_v = bool(rng.random() < 0.5) if vflip else False
+    turns = int(rng.integers(4)) if rot90 else 0
+    return FlipRotation(do_h, do_v, turns)
 
 
 def flip_rotate(
@@ -51,10 +78,8 @@ def random_flip_rotate(
     Each enabled operation is drawn from ``rng`` (flips with probability 1/2, rotation by
     0-3 quarter turns). Rotations swap H and W of non-square inputs.
     """
-    do_h = bool(rng.random() < 0.5) if hflip else False
-    do_v = bool(rng.random() < 0.5) if vflip else False
-    k = int(rng.integers(4)) if rot90 else 0
-    return flip_rotate(image, mask, hflip=do_h, vflip=do_v, k=k)
+    drawn = draw_flip_rotation(rng, hflip=hflip, vflip=vflip, rot90=rot90)
+    return flip_rotate(image, mask, hflip=drawn.hflip, vflip=drawn.vflip, k=drawn.turns)
 
 
 @dataclass

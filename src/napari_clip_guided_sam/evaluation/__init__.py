@@ -1,4 +1,5 @@
-"""Evaluation: segmentation metrics (mIoU, IoU, Dice) and camouflaged-object metrics."""
+"""Evaluation: segmentation metrics (mIoU, IoU, Dice), camouflaged-object metrics, instance
+scores (``instances``) and scoring a model on labelled data (``scoring``, imports torch)."""
 
 from .metrics import (
     ConfusionAccumulator,

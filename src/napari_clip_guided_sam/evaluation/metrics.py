@@ -363,7 +363,7 @@ def _e_measure_curve(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     # Reverse cumulative sums: pixels at or above each level.
     true_pos = np.cumsum(fg_hist[::-1])[::-1]
     pred_pos = np.cumsum(all_hist[::-1])[::-1]
-    return _enhanced_alignment(true_pos, pred_pos - true_pos, np.count_nonzero(gt), gt.size)
+    return _enhanced_alignment(true_pos, pred_pos - true_pos, int(np.count_nonzero(gt)), gt.size)
 
 
 def adaptive_e_measure(pred, gt, normalize: bool = True) -> float:
@@ -511,10 +511,6 @@ class MetricAccumulator:
         }
         self._records.append(record)
         return dict(record)
-
-    def per_image(self) -> list[dict[str, float]]:
-        """The scores of every image so far, in update order."""
-        return [dict(record) for record in self._records]
 
     def summary(self) -> dict[str, float]:
         """Dataset scores: miou, fg_iou, dice, mae, s_measure, e_measure, e_measure_max,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.io import image_stem
+from ..data.formats import image_stem
 
 __all__ = ["PointPrompts", "read_points_csv"]
 

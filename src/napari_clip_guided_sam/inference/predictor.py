@@ -1,11 +1,14 @@
 """Interactive predictor session: set an image once, then prompt it with text and clicks cheaply.
 
-The expensive stages are cached at the level they depend on (DESIGN 2.4, "a stateful
-predictor over stateless modules", as segment-anything's `SamPredictor`):
+The expensive stages are cached at the level they depend on ("a stateful predictor over
+stateless modules", as segment-anything's `SamPredictor`; docs/architecture.md, "Caches"):
 
 - CLIP visual tokens per image (text-independent);
 - guide text features per class name (or the features a closed-set checkpoint brought);
-- the adapted SAM image embedding and the similarity map per (image, class, weights).
+- the adapted SAM image embedding and the similarity map per (image, class).
+
+A predictor's weights never change (a new checkpoint is a new predictor), so no key needs
+a weights version.
 
 Moving a point or changing the prompt options re-runs only the prompt encoder and mask
 decoder. The guide options (similarity threshold, sampled points) only shape the prompts,
@@ -20,7 +23,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +87,7 @@ class LRUCache:
         self.capacity = capacity
         self._items: OrderedDict[Any, Any] = OrderedDict()
 
-    def get(self, key: Any) -> Any | None:
+    def get(self, key: Any) -> Any:  # None when absent
         if key not in self._items:
             return None
         self._items.move_to_end(key)
@@ -117,14 +120,6 @@ class _ImageState:
 class _ClassEntry:
     embedding: torch.Tensor  # [C, g, g] adapted SAM image embedding
     similarity_map: torch.Tensor  # [S, S] float32 in the SAM frame
-
-
-@dataclass
-class _Session:
-    """What changes the cache keys: the weights' version and the device."""
-
-    weights_version: int = 0
-    text_features: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [D]
 
 
 def image_key(rgb: np.ndarray) -> str:
@@ -170,14 +165,13 @@ class Predictor:
         if encoder_batch_size < 1:
             raise ValueError(f"encoder_batch_size must be at least 1, got {encoder_batch_size}.")
         self.dtype = resolve_precision(precision, self.device)
-        self.precision = precision
         self.model = model.eval().to(self.device)
         self.encoder_batch_size = encoder_batch_size
         self.decoder_threads = decoder_threads if self.device.type == "cpu" else None
         self.stats = PredictorStats()
         self.checkpoint_path: Path | None = None
         self._lock = threading.RLock()
-        self._session = _Session()
+        self._text_features: dict[str, torch.Tensor] = {}  # class name -> [D]
         self._closed_set = {
             name: feature.detach().float().reshape(-1).to(self.device)
             for name, feature in (class_text_features or {}).items()
@@ -230,11 +224,6 @@ class Predictor:
         """Class names whose text features came with the checkpoint (empty: open set)."""
         return list(self._closed_set)
 
-    @property
-    def image_frame(self) -> InputFrame | None:
-        """The input frame of the current image, None before `set_image`."""
-        return self._image.frame if self._image is not None else None
-
     # ------------------------------------------------------------------ options
     def set_guide_options(
         self,
@@ -264,14 +253,6 @@ class Predictor:
         if changes:
             with self._lock:
                 self.model.config = self.model.config.replace(**changes)
-
-    def weights_changed(self) -> None:
-        """Forget everything computed with the old weights (call after changing them)."""
-        with self._lock:
-            self._session = _Session(weights_version=self._session.weights_version + 1)
-            self._tokens.clear()
-            self._embeddings.clear()
-            self.model.guide.reset_text_cache()
 
     def clear_cache(self) -> None:
         """Drop cached tokens and embeddings (text features stay)."""
@@ -305,13 +286,12 @@ class Predictor:
     def _clip_tokens(self) -> torch.Tensor:
         """Cached CLIP Surgery tokens of the current image: [1, 1+N, D]."""
         image = self._require_image()
-        key = (image.key, self._session.weights_version)
-        tokens = self._tokens.get(key)
+        tokens = self._tokens.get(image.key)
         if tokens is None:
             with self._compute():
                 tokens = self.model.clip_tokens(image.tensor[None])
             self.stats.clip_calls += 1
-            self._tokens.put(key, tokens)
+            self._tokens.put(image.key, tokens)
         return tokens
 
     # ------------------------------------------------------------------ text
@@ -319,7 +299,7 @@ class Predictor:
         """Guide text features of the class names: [K, D] (cached per name)."""
         names = _clean_names(class_names)
         with self._lock:
-            missing = [n for n in names if n not in self._session.text_features]
+            missing = [n for n in names if n not in self._text_features]
             unknown = [n for n in missing if n not in self._closed_set]
             if unknown and self._closed_set:
                 warnings.warn(
@@ -332,14 +312,14 @@ class Predictor:
                 )
             for name in missing:
                 if name in self._closed_set:
-                    self._session.text_features[name] = self._closed_set[name]
+                    self._text_features[name] = self._closed_set[name]
             if unknown:
                 with self._compute():
                     features = self.model.text_features(unknown).float()
                 self.stats.text_calls += len(unknown)
                 for name, feature in zip(unknown, features, strict=True):
-                    self._session.text_features[name] = feature
-            return torch.stack([self._session.text_features[n] for n in names])
+                    self._text_features[name] = feature
+            return torch.stack([self._text_features[n] for n in names])
 
     # ------------------------------------------------------------------ predict
     def predict(
@@ -390,7 +370,7 @@ class Predictor:
     def _embedding_key(self, name: str, names: list[str]) -> tuple:
         # With feature surgery a class's similarity depends on the other classes too.
         classes = tuple(names) if self.model.guide.guide_config.feature_surgery else ()
-        return (self._image.key, self._session.weights_version, classes, name)
+        return (self._require_image().key, classes, name)
 
     def _entries(self, names: list[str]) -> list[_ClassEntry]:
         """Embedding and similarity map per class, computing only the missing ones."""
@@ -407,7 +387,7 @@ class Predictor:
 
     def _encode(self, names: list[str]) -> Iterator[_ClassEntry]:
         """Run the guide once and the adapted image encoder per class (in batches)."""
-        image = self._image.tensor[None]
+        image = self._require_image().tensor[None]
         tokens = self._clip_tokens()
         text = self.text_features(names)
         with self._compute():
@@ -436,7 +416,7 @@ class Predictor:
         threshold: float,
     ) -> Prediction:
         """Prompt encoder + mask decoder for every class, then back to the original frame."""
-        frame = self._image.frame
+        frame = self._require_image().frame
         maps = torch.stack([e.similarity_map for e in entries])  # [K, S, S]
         with self._compute(), _cpu_threads(self.decoder_threads):
             dense = self.model.dense_prompt(maps)

@@ -1,7 +1,10 @@
-"""A predictor session for a GUI: keeps one loaded model and reloads it only when asked to.
+"""A predictor session for a GUI: one loaded model, reloaded only when it would differ.
 
-Widgets own one `PredictorSession` (no module-level state); loading is slow, so it is meant
-to be called from a worker thread, and the predictor it returns is thread-safe.
+The plugin's widgets share one `PredictorSession` per napari viewer, so a viewer holds at
+most one model. A different preset, checkpoint, device or precision loads a new model, and
+so does a checkpoint file rewritten since it was loaded (training writes one every epoch).
+Loading is slow, so it is meant to be called from a worker thread; the predictor it returns
+is thread-safe.
 """
 
 from __future__ import annotations
@@ -34,19 +37,34 @@ class PredictorSettings:
         name = Path(self.checkpoint).name if self.checkpoint else "base weights"
         return f"{self.preset} ({name}) on {self.device}, {self.precision}"
 
+    def checkpoint_stamp(self) -> tuple[int, int] | None:
+        """When and how large the checkpoint file was written (None: no checkpoint, or no
+        file, which loading then reports)."""
+        if self.checkpoint is None:
+            return None
+        try:
+            stat = Path(self.checkpoint).stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
 
 class PredictorSession:
-    """Holds the predictor of the current settings; a change of settings loads a new one."""
+    """Holds the predictor of the current settings; a change of settings (or of the
+    checkpoint file) loads a new one."""
 
     def __init__(self, factory: Callable[..., Predictor] = Predictor.from_preset):
         self._factory = factory
         self._lock = threading.Lock()
-        self._settings: PredictorSettings | None = None
+        self._loaded: tuple[PredictorSettings, tuple[int, int] | None] | None = None
         self._predictor: Predictor | None = None
 
     def is_loaded(self, settings: PredictorSettings) -> bool:
         """Whether `predictor(settings)` returns at once."""
-        return self._predictor is not None and self._settings == settings
+        return self._predictor is not None and self._loaded == (
+            settings,
+            settings.checkpoint_stamp(),
+        )
 
     @property
     def current(self) -> Predictor | None:
@@ -58,18 +76,14 @@ class PredictorSession:
         with self._lock:
             if not self.is_loaded(settings):
                 self._predictor = None  # free the old model before loading the new one
-                self._settings = None
+                self._loaded = None
+                stamp = settings.checkpoint_stamp()
                 self._predictor = self._factory(
                     settings.preset,
                     settings.checkpoint,
                     device=settings.device,
                     precision=settings.precision,
                 )
-                self._settings = settings
+                self._loaded = (settings, stamp)
+            assert self._predictor is not None
             return self._predictor
-
-    def release(self) -> None:
-        """Drop the model (frees its memory)."""
-        with self._lock:
-            self._predictor = None
-            self._settings = None

@@ -1,12 +1,14 @@
-"""Parameter accounting of the composed model (paper Table 1, DESIGN 2.4)."""
+"""Parameter accounting of the composed model (paper Table 1)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import open_clip
 import torch
 from torch import nn
 
+from .clip_guided_sam import CLIPGuidedSAM
 from .config import ModelConfig
 from .factory import build_model
 
@@ -31,12 +33,12 @@ def _row(name: str, *modules: nn.Module | None) -> ParameterRow:
     return ParameterRow(name, *_count(parameters))
 
 
-def _text_tower_parameters(clip: nn.Module) -> list[nn.Parameter]:
+def _text_tower_parameters(clip: open_clip.CLIP) -> list[nn.Parameter]:
     visual = {id(p) for p in clip.visual.parameters()}
     return [p for p in clip.parameters() if id(p) not in visual]
 
 
-def parameter_table(model: nn.Module) -> list[ParameterRow]:
+def parameter_table(model: CLIPGuidedSAM) -> list[ParameterRow]:
     """Total and trainable parameters per component, plus system and deployment totals."""
     sam, clip = model.sam, model.guide.clip
     encoder = _row("SAM image encoder + adapters", sam.image_encoder, model.adapters)

@@ -1,4 +1,6 @@
-"""Regular and semantic adapters hooked into segment-anything's image encoder (DESIGN 2.3).
+"""Regular and semantic adapters hooked into segment-anything's image encoder.
+
+See docs/architecture.md, "Adapters".
 
 The adapters are attached with forward hooks on each encoder block's `attn` and `mlp`, so
 SAM's own modules, code and state-dict keys stay untouched; the adapters' parameters live
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from segment_anything.modeling.image_encoder import Block, ImageEncoderViT
 from torch import nn
 
 from .config import AdapterConfig
@@ -76,6 +79,7 @@ class SemanticAdapter(nn.Module):
 
     def _project_vision(self, vision: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """[P, 1+N, D] -> projected patch tokens resized to the encoder grid, [P, H, W, C]."""
+        assert self.vision_projection is not None
         projected = self.vision_projection(vision)[:, 1:]
         side = int(round(projected.shape[1] ** 0.5))
         grid = projected.transpose(1, 2).reshape(projected.shape[0], -1, side, side)
@@ -95,7 +99,7 @@ class BlockAdapters(nn.Module):
 class EncoderAdapters(nn.ModuleList):
     """All blocks' adapters, and the hooks that splice them into a SAM image encoder."""
 
-    def __init__(self, encoder: nn.Module, guide_dim: int, config: AdapterConfig):
+    def __init__(self, encoder: ImageEncoderViT, guide_dim: int, config: AdapterConfig):
         width = encoder.blocks[0].norm1.normalized_shape[0]
         hidden = int(width * config.mlp_ratio)
         depth = len(encoder.blocks)
@@ -115,9 +119,10 @@ class EncoderAdapters(nn.ModuleList):
         self._handles: list = []
         self._attach(encoder)
 
-    def _attach(self, encoder: nn.Module) -> None:
+    def _attach(self, encoder: ImageEncoderViT) -> None:
         grid_size = encoder.pos_embed.shape[1]  # [1, grid, grid, C]
-        for block, adapters in zip(encoder.blocks, self, strict=True):
+        adapters: BlockAdapters
+        for block, adapters in zip(encoder.blocks, self, strict=True):  # type: ignore[assignment]
             self._handles.append(block.attn.register_forward_hook(_regular_hook(adapters.regular)))
             if adapters.semantic is not None:
                 hook = _semantic_hook(adapters.semantic, self)
@@ -164,7 +169,7 @@ def _semantic_hook(adapter: SemanticAdapter, owner: EncoderAdapters):
     return hook
 
 
-def _padding_fill_hook(block: nn.Module, grid_size: int):
+def _padding_fill_hook(block: Block, grid_size: int):
     """Pre-hook on a windowed block's `attn`: padding tokens become `norm1.bias`.
 
     The released code pads the token grid to whole windows before `norm1`, so its padding

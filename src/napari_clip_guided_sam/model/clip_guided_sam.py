@@ -1,4 +1,6 @@
-"""The composed CLIP-Guided SAM model: guide -> prompts -> adapted SAM (DESIGN 2).
+"""The composed CLIP-Guided SAM model: guide -> prompts -> adapted SAM.
+
+See docs/architecture.md, "The method as implemented".
 
 Every stage is a method so the predictor can cache what does not change: CLIP tokens per
 image, text features per class, the image embedding per (image, text), and re-run only the
@@ -36,8 +38,9 @@ class GuideOutput:
         text = self.text.reshape(batch * classes, -1) if config.use_text else None
         vision = None
         if config.use_vision or config.use_similarity:
-            tokens = self.tokens[:, None] if config.use_vision else 0
-            sims = self.similarity[..., None] if config.use_similarity else 0
+            no_input = self.tokens.new_zeros(())  # an input switched off adds nothing
+            tokens = self.tokens[:, None] if config.use_vision else no_input
+            sims = self.similarity[..., None] if config.use_similarity else no_input
             vision = (tokens + sims).expand(batch, classes, *self.tokens.shape[1:])
             vision = vision.reshape(batch * classes, *self.tokens.shape[1:])
         return Guidance(text=text, vision=vision)
@@ -185,6 +188,7 @@ class CLIPGuidedSAM(nn.Module):
         for index in range(embeddings.shape[0]):
             points = None
             if point_coords is not None:
+                assert point_labels is not None
                 points = (point_coords[index : index + 1], point_labels[index : index + 1])
             sparse, dense_embedding = prompt_encoder(
                 points=points, boxes=None, masks=dense[index : index + 1].to(embeddings.dtype)

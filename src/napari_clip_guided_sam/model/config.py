@@ -1,4 +1,7 @@
-"""Configuration dataclasses and named presets for CLIP-Guided SAM (DESIGN section 2.6)."""
+"""Configuration dataclasses and named presets for CLIP-Guided SAM.
+
+See docs/architecture.md, "Presets and weights".
+"""
 
 from __future__ import annotations
 
@@ -56,7 +59,7 @@ class ClipConfig:
 
 @dataclass(frozen=True)
 class GuideConfig:
-    """How CLIP features become similarity maps and prompts (DESIGN 2.1-2.2)."""
+    """How CLIP features become similarity maps and prompts (see "Semantic guide")."""
 
     token_norm: TokenNorm = "paper"  # "reference" normalises over the token axis (a quirk)
     threshold: float = 0.8  # tau: binary prompt mask = similarity map > tau
@@ -75,7 +78,7 @@ class GuideConfig:
 
 @dataclass(frozen=True)
 class AdapterConfig:
-    """Regular and semantic adapters inside SAM's image encoder (DESIGN 2.3)."""
+    """Regular and semantic adapters inside SAM's image encoder (see "Adapters")."""
 
     enabled: bool = True  # False gives vanilla SAM (plus the CLIP-derived prompts)
     mlp_ratio: float = 0.25  # hidden width = ratio * encoder width
@@ -89,7 +92,7 @@ class AdapterConfig:
 
 @dataclass(frozen=True)
 class TrainableConfig:
-    """Which parameters training updates (DESIGN 2.4); everything else is frozen."""
+    """Which parameters training updates (see "Training"); everything else is frozen."""
 
     clip_attention_blocks: int = 12  # last N CLIP visual blocks with trainable attention
     # The paper freezes CLIP's text encoder; the released code (`reference`) trains the text

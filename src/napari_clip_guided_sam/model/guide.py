@@ -1,4 +1,5 @@
-"""The semantic guide: CLIP Surgery on open_clip weights (DESIGN 2.1).
+"""The semantic guide: CLIP Surgery on open_clip weights (docs/architecture.md, "Semantic
+guide").
 
 CLIP's visual tower gets a second, parallel "v-v attention" path in its last blocks, whose
 patch tokens localise text concepts far better than the original path. The guide turns an
@@ -15,6 +16,7 @@ from importlib import resources
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
 from .config import ClipConfig, GuideConfig
@@ -49,7 +51,7 @@ def prompt_templates() -> tuple[str, ...]:
     return tuple(json.loads(text.read_text(encoding="utf-8"))["templates"])
 
 
-def resize_positional_embedding(visual: nn.Module, image_size: int) -> None:
+def resize_positional_embedding(visual: VisionTransformer, image_size: int) -> None:
     """Interpolate the patch part of CLIP's positional embedding to a new input size.
 
     The CLS row is kept; the square patch grid is resized bilinearly (align_corners=False).
@@ -96,7 +98,7 @@ def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torc
 
 
 def surgery_block(
-    block: nn.Module, x_ori: torch.Tensor, x_new: torch.Tensor
+    block: ResidualAttentionBlock, x_ori: torch.Tensor, x_new: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One dual-path block: the original block on `x_ori`, and v-v attention added to `x_new`.
 

@@ -1,4 +1,4 @@
-"""From an RGB image to SAM's input frame and back (DESIGN 2.4)."""
+"""From an RGB image to SAM's input frame and back (docs/architecture.md, "Forward pass")."""
 
 from __future__ import annotations
 
@@ -101,11 +101,13 @@ def prepare_image(
     frame = InputFrame((image.shape[0], image.shape[1]), input_size, mode)
     if mode == "squash":
         resized = np.asarray(
-            Image.fromarray(image).resize((input_size, input_size), Image.BILINEAR)
+            Image.fromarray(image).resize((input_size, input_size), Image.Resampling.BILINEAR)
         )
     elif mode == "longest_side_pad":
         content_h, content_w = frame.content_size
-        resized = np.asarray(Image.fromarray(image).resize((content_w, content_h), Image.BILINEAR))
+        resized = np.asarray(
+            Image.fromarray(image).resize((content_w, content_h), Image.Resampling.BILINEAR)
+        )
     else:
         raise ValueError(f"Unknown resize mode {mode!r}; use 'squash' or 'longest_side_pad'.")
     tensor = torch.from_numpy(np.array(resized, dtype=np.float32)).permute(2, 0, 1)

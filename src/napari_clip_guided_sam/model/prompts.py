@@ -1,4 +1,7 @@
-"""Prompts for SAM derived from the similarity map or from ground truth (DESIGN 2.2)."""
+"""Prompts for SAM derived from the similarity map or from ground truth.
+
+See docs/architecture.md, "Prompts".
+"""
 
 from __future__ import annotations
 

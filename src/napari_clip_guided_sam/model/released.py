@@ -12,7 +12,9 @@ Their file is a torch pickle of plain tensors with
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -68,7 +70,7 @@ def convert_clip_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 def import_released_checkpoint(path: str | Path, config: ModelConfig = REFERENCE) -> CLIPGuidedSAM:
     """Build `config` (default: `reference`) from the authors' checkpoint file."""
-    raw = load_tensor_file(path)
+    raw: Mapping[str, Any] = load_tensor_file(path)
     if "model_state_dict" not in raw or "clip_model" not in raw:
         raise WeightsError(
             f"{path} is not a released CLIP-Guided SAM checkpoint: expected the entries "

@@ -1,19 +1,25 @@
-"""Device and precision choice shared by inference and training (DESIGN 4)."""
+"""Device and precision choice shared by inference, training and the widgets and CLI."""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI lists these choices fast
+    import torch
 
 DeviceName = Literal["auto", "cuda", "mps", "cpu"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+# The choices offered by the CLI and the widgets, in the order they are listed.
+DEVICE_CHOICES: tuple[DeviceName, ...] = ("auto", "cuda", "mps", "cpu")
+PRECISION_CHOICES: tuple[Precision, ...] = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """The torch device for `name`: "auto" picks cuda, then mps, then cpu; an unavailable
     choice is a clear error."""
+    import torch
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -21,7 +27,7 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name not in ("cuda", "mps", "cpu") and not name.startswith("cuda:"):
-        raise ValueError(f"Unknown device {name!r}; use auto, cuda, mps or cpu.")
+        raise ValueError(f"Unknown device {name!r}; use {', '.join(DEVICE_CHOICES)}.")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("Device 'cuda' was asked for but no CUDA GPU is available; use cpu.")
     if name == "mps" and not torch.backends.mps.is_available():
@@ -43,6 +49,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 
     "auto": bf16 on CUDA with bf16 support and on CPUs with native bf16, else fp32.
     """
+    import torch
+
     if precision == "fp32":
         return None
     if precision == "bf16":
@@ -52,7 +60,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
             raise ValueError("fp16 is not supported on the CPU; use bf16 or fp32.")
         return torch.float16
     if precision != "auto":
-        raise ValueError(f"Unknown precision {precision!r}; use auto, fp32, bf16 or fp16.")
+        raise ValueError(f"Unknown precision {precision!r}; use {', '.join(PRECISION_CHOICES)}.")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_supports_bf16():
@@ -62,6 +70,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """An autocast context for `dtype`, or a no-op context for fp32."""
+    import torch
+
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,11 +1,17 @@
-"""Which parameters training updates (DESIGN 2.4) and their optimiser groups."""
+"""Which parameters training updates and their optimiser groups (docs/architecture.md,
+"Training")."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
+if TYPE_CHECKING:
+    from .clip_guided_sam import CLIPGuidedSAM
 
-def _clip_attention_names(model: nn.Module) -> list[str]:
+
+def _clip_attention_names(model: CLIPGuidedSAM) -> list[str]:
     blocks = model.guide.clip.visual.transformer.resblocks
     count = min(model.config.trainable.clip_attention_blocks, len(blocks))
     names = []
@@ -18,7 +24,7 @@ def _clip_attention_names(model: nn.Module) -> list[str]:
     return names
 
 
-def trainable_parameter_names(model: nn.Module) -> list[str]:
+def trainable_parameter_names(model: CLIPGuidedSAM) -> list[str]:
     """Names of the parameters training changes, from the model's `TrainableConfig`.
 
     CLIP: visual attention (in_proj, out_proj) of the last N blocks and, optionally, the
@@ -48,7 +54,7 @@ def is_clip_parameter(name: str) -> bool:
     return name.startswith("guide.clip.")
 
 
-def configure_trainable(model: nn.Module) -> list[str]:
+def configure_trainable(model: CLIPGuidedSAM) -> list[str]:
     """Freeze everything, then unfreeze the trainable set; returns its names."""
     names = set(trainable_parameter_names(model))
     for name, parameter in model.named_parameters():
@@ -57,11 +63,12 @@ def configure_trainable(model: nn.Module) -> list[str]:
 
 
 def parameter_groups(
-    model: nn.Module, lr: float, clip_lr: float, weight_decay: float, clip_weight_decay: float
+    model: CLIPGuidedSAM, lr: float, clip_lr: float, weight_decay: float, clip_weight_decay: float
 ) -> list[dict]:
     """AdamW groups: CLIP's trainable tensors at (`clip_lr`, `clip_weight_decay`), the rest
     at (`lr`, `weight_decay`)."""
-    clip, rest = [], []
+    clip: list[nn.Parameter] = []
+    rest: list[nn.Parameter] = []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             (clip if is_clip_parameter(name) else rest).append(parameter)

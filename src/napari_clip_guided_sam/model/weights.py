@@ -1,4 +1,5 @@
-"""Base weights: where they live, how they are fetched and checked, how they load (DESIGN 3).
+"""Base weights: where they live, how they are fetched and checked, how they load
+(docs/architecture.md, "Presets and weights").
 
 Official files are cached in one directory (`CLIP_GUIDED_SAM_CACHE`, else the user cache
 directory). A user behind a firewall drops the files there; without network the error says
@@ -179,7 +180,7 @@ def strict_load(module: nn.Module, state: dict[str, torch.Tensor], what: str) ->
 
 
 def clean_openai_clip_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """OpenAI-layout CLIP state dict -> open_clip `CLIP` keys (DESIGN 2.5)."""
+    """OpenAI-layout CLIP state dict -> open_clip `CLIP` keys."""
     state = {key.removeprefix("module."): value for key, value in state.items()}
     for extra in ("input_resolution", "context_length", "vocab_size"):
         state.pop(extra, None)

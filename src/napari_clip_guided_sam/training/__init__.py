@@ -1,4 +1,7 @@
-"""Training: losses and the engine, a generator that yields progress events (DESIGN 2.4)."""
+"""Training: losses and the engine, a generator that yields progress events.
+
+See docs/architecture.md, "Training" and "Long jobs: generators of events".
+"""
 
 from .engine import (
     CheckpointEvent,
@@ -13,7 +16,6 @@ from .engine import (
 )
 from .inputs import split_dataset
 from .losses import segmentation_loss
-from .validation import evaluate_model, iter_evaluation
 
 __all__ = [
     "CheckpointEvent",
@@ -24,8 +26,6 @@ __all__ = [
     "TrainingConfig",
     "TrainingResult",
     "default_learning_rates",
-    "evaluate_model",
-    "iter_evaluation",
     "segmentation_loss",
     "split_dataset",
     "train",

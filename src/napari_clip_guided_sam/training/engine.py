@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..evaluation.modes import check_mode
+from ..evaluation.scoring import evaluate_model
 from ..model import prompts
 from ..model.checkpoint import same_architecture, save_checkpoint
 from ..model.config import ModelConfig
@@ -40,7 +42,6 @@ from .state import (
     save_state,
     state_path_for,
 )
-from .validation import check_mode, evaluate_model
 
 # Learning rates by preset. The paper's 5e-5 / 1e-7 fine-tune pretrained SAM and CLIP; the
 # `tiny` preset starts from random weights and learns nothing useful at 5e-5 within minutes.

@@ -22,8 +22,10 @@ import numpy as np
 import tifffile
 
 from .._atomic import atomic_write
-from ..data.datasets import ClassMap, SliceDataset
-from ..data.io import write_labels
+from ..data.axes import default_axes
+from ..data.class_map import ClassMap, format_class_map
+from ..data.datasets import SliceDataset
+from ..data.label_writer import write_labels
 
 __all__ = [
     "AnnotatedStack",
@@ -153,10 +155,9 @@ def training_dataset(pairs: Sequence[SlicePair], class_map: ClassMap) -> SliceDa
 # --------------------------------------------------------------------------- class maps
 def class_map_arguments(class_map: ClassMap) -> list[str]:
     """The CLI arguments that give ``class_map``: ``--class NAME`` or ``--class-map V=N,...``."""
-    config = class_map.to_config()
-    if "single_class" in config:
-        return ["--class", config["single_class"]]
-    return ["--class-map", ",".join(f"{v}={n}" for v, n in config["classes"].items())]
+    if class_map.is_single_class:
+        return ["--class", class_map.class_names[0]]
+    return ["--class-map", format_class_map(class_map)]
 
 
 # --------------------------------------------------------------------------- export
@@ -269,8 +270,9 @@ def _safe(name: str) -> str:
 
 def _lead_axes(index: tuple[int, ...]) -> list[str]:
     """Names of the leading axes for messages: Z, then T Z, else axis0 axis1 ..."""
-    if len(index) <= 2:
-        return list("TZ"[2 - len(index) :])
+    axes = default_axes(len(index) + 2)
+    if axes is not None:
+        return list(axes[: len(index)])
     return [f"axis{i}" for i in range(len(index))]
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, overload
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..data.datasets import train_val_split
+from ..data.transforms import draw_flip_rotation
 from ..model.config import ModelConfig
 from ..model.preprocess import InputFrame, prepare_image
 
@@ -113,14 +115,15 @@ class PreparedCache:
 def augment(
     image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random horizontal/vertical flip and quarter turn of image [3, S, S] and mask [S, S]."""
-    if rng.random() < 0.5:
+    """Random horizontal/vertical flip and quarter turn of image [3, S, S] and mask [S, S]
+    (drawn as `data.transforms` draws them for arrays)."""
+    drawn = draw_flip_rotation(rng)
+    if drawn.hflip:
         image, mask = image.flip(-1), mask.flip(-1)
-    if rng.random() < 0.5:
+    if drawn.vflip:
         image, mask = image.flip(-2), mask.flip(-2)
-    turns = int(rng.integers(4))
-    if turns:
-        image, mask = image.rot90(turns, (-2, -1)), mask.rot90(turns, (-2, -1))
+    if drawn.turns:
+        image, mask = image.rot90(drawn.turns, (-2, -1)), mask.rot90(drawn.turns, (-2, -1))
     return image, mask
 
 
@@ -155,7 +158,15 @@ class Subset(Sequence):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, index: int):
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Subset: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return Subset(self.data, self.indices[index])
         return self.data[self.indices[index]]
 
     @property

@@ -1,4 +1,4 @@
-"""Segmentation losses on the decoder's low-resolution logits (DESIGN 2.4).
+"""Segmentation losses on the decoder's low-resolution logits (docs/architecture.md, "Training").
 
 The paper's best loss is BCE + soft Dice + soft IoU on the logits (Table 9); the released
 code trains with BCE only (`ModelConfig.loss = "bce"`, the `reference` preset).

@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from .._atomic import atomic_write
+from ..model.clip_guided_sam import CLIPGuidedSAM
 from ..model.trainable import trainable_parameter_names
 
 STATE_FORMAT = "napari-clip-guided-sam-training-state"
@@ -78,7 +79,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, list]:
 
 def save_state(
     path: Path,
-    model: torch.nn.Module,
+    model: CLIPGuidedSAM,
     optimizer: torch.optim.Optimizer,
     state: TrainingState,
     info: dict[str, Any],
@@ -110,23 +111,45 @@ class LoadedState:
     optimizer_state: dict[str, Any]
 
 
-def load_state(path: Path) -> LoadedState:
-    """Read a training-state file (validating its format) without touching any model."""
+def _read_header(path: Path) -> dict[str, str]:
+    """The JSON header of a training-state file, checked to be one."""
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
-        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise ValueError(f"{path} is not a readable training state: {error}") from error
     if header.get("format") != STATE_FORMAT:
         raise ValueError(f"{path} is not a training-state file (no {STATE_FORMAT} tag).")
+    return header
+
+
+def _decode(path: Path, header: dict[str, str], key: str) -> Any:
     try:
-        state = TrainingState(**json.loads(header["state"]))
-        groups = json.loads(header["param_groups"])
-        info = json.loads(header["info"])
+        return json.loads(header[key])
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path} has a damaged header: {error}") from error
-    model_tensors, per_param = {}, {}
+
+
+def read_state_info(path: Path) -> dict[str, Any]:
+    """The `info` of a training-state file (configs, class names), without its tensors."""
+    return _decode(path, _read_header(path), "info")
+
+
+def load_state(path: Path) -> LoadedState:
+    """Read a training-state file (validating its format) without touching any model."""
+    header = _read_header(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable training state: {error}") from error
+    try:
+        state = TrainingState(**_decode(path, header, "state"))
+    except TypeError as error:
+        raise ValueError(f"{path} has a damaged header: {error}") from error
+    groups = _decode(path, header, "param_groups")
+    info = _decode(path, header, "info")
+    model_tensors: dict[str, torch.Tensor] = {}
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith(_MODEL_PREFIX):
             model_tensors[key.removeprefix(_MODEL_PREFIX)] = value
@@ -139,7 +162,7 @@ def load_state(path: Path) -> LoadedState:
     return LoadedState(state, info, model_tensors, {"state": per_param, "param_groups": groups})
 
 
-def restore(loaded: LoadedState, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+def restore(loaded: LoadedState, model: CLIPGuidedSAM, optimizer: torch.optim.Optimizer) -> None:
     """Copy the saved trainable tensors and optimiser state into a freshly built run."""
     parameters = dict(model.named_parameters())
     expected = set(trainable_parameter_names(model))

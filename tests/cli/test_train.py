@@ -18,7 +18,7 @@ from PIL import Image
 from napari_clip_guided_sam.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, main
 from napari_clip_guided_sam.model.checkpoint import load_model, read_checkpoint
 
-DSB = Path(__file__).parent / "resources" / "dsb2018"
+DSB = Path(__file__).parents[1] / "resources" / "dsb2018"
 TINY_CPU = ["--preset", "tiny", "--device", "cpu", "--precision", "fp32"]
 
 
@@ -186,3 +186,12 @@ def test_bad_class_maps_are_usage_errors(tmp_path, capsys, bad):
     args[args.index("--class") : args.index("--class") + 2] = ["--class-map", bad]
     assert main(args) == EXIT_USAGE
     assert "--class-map" in capsys.readouterr().err
+
+
+def test_a_device_typo_is_a_usage_error_before_any_work(tmp_path, capsys):
+    args = train_args(tmp_path / "missing", tmp_path / "missing", tmp_path / "run")
+    args[args.index("--device") + 1] = "gpu"
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == EXIT_USAGE
+    assert "invalid choice: 'gpu'" in capsys.readouterr().err

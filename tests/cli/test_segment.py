@@ -3,7 +3,7 @@
 import pytest
 
 from napari_clip_guided_sam.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
-from napari_clip_guided_sam.data.io import read_image
+from napari_clip_guided_sam.data.reader import read_image
 
 
 def segment(*args):

@@ -1,4 +1,6 @@
-"""Validation: run a model with the inference settings and score it at the original size.
+"""Scoring a model: run it with the inference settings and measure its masks at the original
+size. Training validates with it after every epoch; `clip-guided-sam evaluate` runs it on
+held-out images.
 
 Text-only mode samples prompt points from the similarity map with the inference seed
 (`guide.point_seed`), manual mode takes ground-truth points from a generator with that same
@@ -7,18 +9,41 @@ fixed seed, so a score repeats exactly for the same weights.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from ..evaluation.metrics import MetricAccumulator
 from ..model import prompts
+from ..model.preprocess import InputFrame
 from ..model.runtime import autocast
-from .inputs import PreparedCache
+from .metrics import MetricAccumulator
+from .modes import check_mode
 
-MODES = ("text", "manual")
+__all__ = ["EvaluationProgress", "PreparedData", "evaluate_model", "iter_evaluation"]
+
+
+class PreparedItem(Protocol):
+    """One (image, class) example in the SAM input frame."""
+
+    image: torch.Tensor  # [3, S, S] SAM-normalised
+    mask: torch.Tensor  # [S, S] bool ground truth in the SAM frame
+    frame: InputFrame
+    class_name: str
+    source: str
+
+
+class PreparedData(Protocol):
+    """Examples in the SAM frame with their ground truth at the original size (e.g. a
+    `training.inputs.PreparedCache`)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> PreparedItem: ...
+
+    def original_mask(self, index: int) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -30,29 +55,22 @@ class EvaluationProgress:
     source: str
 
 
-def check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"Unknown prompt mode {mode!r}; use 'text' (text only) or 'manual'.")
-
-
 def iter_evaluation(
     model,
-    data: Sequence | PreparedCache,
+    data: PreparedData,
     mode: str = "text",
     *,
     dtype: torch.dtype | None = None,
     threshold: float = 0.5,
 ) -> Generator[EvaluationProgress, None, dict]:
-    """Score `model` on samples (`data.datasets.Sample` items or a PreparedCache).
+    """Score `model` on prepared examples.
 
-    Yields one EvaluationProgress per sample and returns the metrics: every key of
+    Yields one EvaluationProgress per example and returns the metrics: every key of
     `MetricAccumulator.summary()` (``miou`` over {background, foreground}, ``fg_iou``,
-    ``dice``…) over all samples, ``n_samples``, and with several classes also
+    ``dice``…) over all examples, ``n_samples``, and with several classes also
     ``"<key>/<class>"`` per class. The model is left in eval mode.
     """
     check_mode(mode)
-    if not isinstance(data, PreparedCache):
-        data = PreparedCache(data, model.config, max_bytes=0)
     if len(data) == 0:
         raise ValueError("No validation samples to evaluate.")
     model.eval()
@@ -101,12 +119,12 @@ def _summarise(overall: MetricAccumulator, per_class: dict[str, MetricAccumulato
     return metrics
 
 
-def _finite(value: float) -> float | None:
+def _finite(value: float | None) -> float | None:
     """NaN (e.g. mIoU with no class present) becomes None, which JSON can hold."""
     return None if value is None or np.isnan(value) else float(value)
 
 
-def evaluate_model(model, data, mode: str = "text", **kwargs) -> dict:
+def evaluate_model(model, data: PreparedData, mode: str = "text", **kwargs) -> dict:
     """`iter_evaluation` run to the end: the metrics dict."""
     steps = iter_evaluation(model, data, mode, **kwargs)
     while True:

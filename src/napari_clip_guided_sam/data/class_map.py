@@ -1,0 +1,234 @@
+"""Class names: which label values form which class, and the text forms users type.
+
+Typed text follows one rule: entries are separated by commas, semicolons or new lines, and
+blanks inside a name collapse to one space. A class list is ``"nucleus, cell body"``; a
+class map is ``"1=nucleus, 2+3=cell"``: label value(s) ``=`` class name, several values of
+one class joined by ``+``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ClassMap", "format_class_map", "parse_class_map", "parse_class_names"]
+
+_ENTRY_SEPARATORS = re.compile(r"[,;\n]")
+_VALUE_JOIN = "+"
+
+
+class ClassMap:
+    """Which label values belong to which class name.
+
+    Either an explicit mapping ``{label value: class name}`` or a single class for all
+    nonzero values (instance labels). 0 is background. Several values may share a class
+    name (e.g. a layer painted with 1 and 3 for cells); in text they are one entry,
+    ``1+3=cell`` (see :func:`parse_class_map`).
+    """
+
+    def __init__(
+        self, mapping: Mapping[int, str] | None = None, *, nonzero_class: str | None = None
+    ) -> None:
+        if (mapping is None) == (nonzero_class is None):
+            raise ValueError("give either a {value: name} mapping or nonzero_class, not both")
+        self._nonzero_class = _check_name(nonzero_class) if nonzero_class is not None else None
+        self._mapping = _check_mapping(mapping) if mapping is not None else {}
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping[Any, str]) -> ClassMap:
+        """From ``{label value: class name}``; keys may be ints or digit strings (JSON)."""
+        return cls(dict(mapping))
+
+    @classmethod
+    def single_class(cls, name: str) -> ClassMap:
+        """All nonzero label values (e.g. instance labels) are the one class ``name``."""
+        return cls(nonzero_class=name)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ClassMap:
+        """Inverse of :meth:`to_config`."""
+        if "single_class" in config:
+            return cls.single_class(config["single_class"])
+        if "classes" in config:
+            return cls.from_dict(config["classes"])
+        raise ValueError(f"class map config needs 'single_class' or 'classes', got {config}")
+
+    def to_config(self) -> dict[str, Any]:
+        """JSON-friendly form: ``{"single_class": name}`` or ``{"classes": {"1": name}}``."""
+        if self._nonzero_class is not None:
+            return {"single_class": self._nonzero_class}
+        return {"classes": {str(v): n for v, n in self._mapping.items()}}
+
+    @property
+    def is_single_class(self) -> bool:
+        """True if every nonzero value is the one class."""
+        return self._nonzero_class is not None
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Unique class names, in order of first appearance (by label value)."""
+        if self._nonzero_class is not None:
+            return (self._nonzero_class,)
+        return tuple(dict.fromkeys(self._mapping.values()))
+
+    def values_of(self, class_name: str) -> tuple[int, ...] | None:
+        """Label values of ``class_name``; None means "all nonzero values"."""
+        self._check_class(class_name)
+        if self._nonzero_class is not None:
+            return None
+        return tuple(v for v, n in self._mapping.items() if n == class_name)
+
+    def mask(self, labels: np.ndarray, class_name: str) -> np.ndarray:
+        """``bool`` mask (same shape as ``labels``) of the pixels of ``class_name``."""
+        values = self.values_of(class_name)
+        labels = np.asarray(labels)
+        if values is None:
+            return labels != 0
+        return np.isin(labels, values)
+
+    def classes_present(self, values: Iterable[int]) -> list[str]:
+        """Class names having at least one of the label ``values`` (e.g. ``np.unique``)."""
+        values = {int(v) for v in values} - {0}
+        if self._nonzero_class is not None:
+            return [self._nonzero_class] if values else []
+        present = {self._mapping[v] for v in values if v in self._mapping}
+        return [n for n in self.class_names if n in present]
+
+    def unknown_values(self, values: Iterable[int]) -> list[int]:
+        """Nonzero label values not covered by the map, sorted."""
+        if self._nonzero_class is not None:
+            return []
+        return sorted({int(v) for v in values} - {0} - self._mapping.keys())
+
+    def validate(self, labels: np.ndarray, source: str = "labels") -> None:
+        """Raise ValueError listing label values of ``labels`` that are not in the map."""
+        self.check_values(np.unique(np.asarray(labels)), source)
+
+    def check_values(self, values: Iterable[int], source: str = "labels") -> None:
+        """Raise ValueError listing the label ``values`` (found in ``source``) not in the map."""
+        unknown = self.unknown_values(values)
+        if not unknown:
+            return
+        shown = ", ".join(map(str, unknown[:20])) + (" ..." if len(unknown) > 20 else "")
+        raise ValueError(
+            f"{source} contains label values not in the class map: {shown} (the map covers "
+            f"{sorted(self._mapping)}); add them to the map, or use ClassMap.single_class(name) "
+            "for instance labels"
+        )
+
+    def _check_class(self, class_name: str) -> None:
+        if class_name not in self.class_names:
+            raise KeyError(f"unknown class {class_name!r}; classes are {list(self.class_names)}")
+
+    def __len__(self) -> int:
+        return len(self.class_names)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ClassMap):
+            return NotImplemented
+        return (self._nonzero_class, self._mapping) == (other._nonzero_class, other._mapping)
+
+    def __repr__(self) -> str:
+        if self._nonzero_class is not None:
+            return f"ClassMap.single_class({self._nonzero_class!r})"
+        return f"ClassMap({self._mapping!r})"
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"class names must be non-empty strings, got {name!r}")
+    return name.strip()
+
+
+def _check_mapping(mapping: Mapping[Any, str]) -> dict[int, str]:
+    if not mapping:
+        raise ValueError("the class map is empty; map at least one label value to a name")
+    checked: dict[int, str] = {}
+    for key, name in mapping.items():
+        try:
+            value = int(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"label values must be integers, got {key!r}") from None
+        if value <= 0:
+            raise ValueError(
+                f"label value {value} cannot be a class: 0 is background, values are positive"
+            )
+        if value in checked:
+            raise ValueError(f"label value {value} appears twice in the class map")
+        checked[value] = _check_name(name)
+    return dict(sorted(checked.items()))
+
+
+# --------------------------------------------------------------------------- text forms
+
+
+def _entries(text: str) -> list[str]:
+    """Typed entries: split at commas, semicolons and new lines, blanks collapsed."""
+    return [" ".join(entry.split()) for entry in _ENTRY_SEPARATORS.split(text) if entry.strip()]
+
+
+def parse_class_names(text: str) -> list[str]:
+    """``"nucleus, cell"`` -> ``["nucleus", "cell"]`` (blank entries and repeats dropped)."""
+    return list(dict.fromkeys(_entries(text)))
+
+
+def parse_class_map(text: str) -> ClassMap:
+    """``"1=nucleus, 2+3=cell"`` -> a ClassMap (values 2 and 3 are both "cell").
+
+    A name in two entries is refused (usually a typo); values of one class go in one entry.
+
+    Raises:
+        ValueError: an entry is not ``VALUE[+VALUE...]=NAME``, a value is not a positive
+            integer, or a value or a name appears twice.
+    """
+    mapping: dict[int, str] = {}
+    owners: dict[str, str] = {}
+    entries = _entries(text)
+    if not entries:
+        raise ValueError("The class map is empty: write e.g. '1=nucleus, 2=cell'.")
+    for entry in entries:
+        values_text, sep, name = (part.strip() for part in entry.partition("="))
+        if not sep or not values_text or not name:
+            raise ValueError(f"Class map entry {entry!r} is not VALUE=NAME (e.g. 1=nucleus).")
+        values = [_label_value(v) for v in values_text.split(_VALUE_JOIN)]
+        for value in values:
+            if value in mapping:
+                raise ValueError(f"Class map: label value {value} is given twice.")
+            mapping[value] = name
+        joined = _VALUE_JOIN.join(map(str, values))
+        if name in owners:
+            raise ValueError(
+                f"Class map: the name {name!r} is given to label values {owners[name]} and "
+                f"{joined}; if they are one class, write one entry "
+                f"({owners[name]}{_VALUE_JOIN}{joined}={name}), else give each class its own "
+                "name."
+            )
+        owners[name] = joined
+    return ClassMap.from_dict(mapping)
+
+
+def _label_value(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"Class map: label value {text.strip()!r} is not an integer.") from None
+    if value <= 0:
+        raise ValueError(f"Class map: label value {value} must be positive (0 is background).")
+    return value
+
+
+def format_class_map(class_map: ClassMap) -> str:
+    """The text form :func:`parse_class_map` reads back, e.g. ``"1=nucleus,2+3=cell"``.
+
+    Raises:
+        ValueError: a single-class map (it has no values to write).
+    """
+    if class_map.is_single_class:
+        raise ValueError("a single-class map has no label values to write")
+    return ",".join(
+        f"{_VALUE_JOIN.join(map(str, class_map.values_of(name) or ()))}={name}"
+        for name in class_map.class_names
+    )

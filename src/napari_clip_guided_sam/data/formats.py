@@ -1,0 +1,56 @@
+"""Image file types and names: which files are read, how TIFF and OME-TIFF are told apart,
+and the stem an image's outputs are named after."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "LABEL_SUFFIX",
+    "OME_SUFFIXES",
+    "PIL_SUFFIXES",
+    "SUPPORTED_SUFFIXES",
+    "TIFF_SUFFIXES",
+    "UNSUPPORTED",
+    "image_stem",
+    "is_ome_tiff",
+    "is_supported",
+    "is_tiff",
+]
+
+OME_SUFFIXES = (".ome.tif", ".ome.tiff")
+TIFF_SUFFIXES = (".tif", ".tiff", *OME_SUFFIXES)
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+SUPPORTED_SUFFIXES = TIFF_SUFFIXES + PIL_SUFFIXES
+
+LABEL_SUFFIX = "_labels"  # end of the stem of label files this plugin writes: a_labels.tif
+UNSUPPORTED = f"unsupported file type; expected one of {', '.join(SUPPORTED_SUFFIXES)}"
+
+
+def _lower_name(path: str | Path) -> str:
+    return Path(path).name.lower()
+
+
+def is_supported(path: str | Path) -> bool:
+    """True if the file name ends in one of :data:`SUPPORTED_SUFFIXES` (any case)."""
+    return _lower_name(path).endswith(SUPPORTED_SUFFIXES)
+
+
+def is_tiff(path: str | Path) -> bool:
+    """True for ``.tif``/``.tiff`` names, OME-TIFF included (any case)."""
+    return _lower_name(path).endswith(TIFF_SUFFIXES)
+
+
+def is_ome_tiff(path: str | Path) -> bool:
+    """True for ``.ome.tif``/``.ome.tiff`` names (any case)."""
+    return _lower_name(path).endswith(OME_SUFFIXES)
+
+
+def image_stem(path: str | Path) -> str:
+    """File name without its image suffix; ``a.ome.tif`` -> ``a``, ``a.png`` -> ``a``."""
+    name = Path(path).name
+    lower = name.lower()
+    for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem

@@ -1,0 +1,273 @@
+"""Segmenting a file or every image of a folder, with a report, resumable.
+
+Files whose output exists are skipped (resume), unsupported files are listed and skipped, a
+failing file is recorded and the batch goes on; the report is rewritten after each file.
+Memory stays flat: one slice, its prediction and a bounded predictor cache (cleared after
+every slice) are alive at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...data.formats import UNSUPPORTED, image_stem, is_ome_tiff, is_supported
+from ...data.image import ImageData
+from ...data.reader import read_image_lazy
+from ...data.slicing import n_slices
+from .options import SegmentOptions, SlicePredictor, with_classes
+from .report import REPORT_NAME, BatchReport
+from .stack import SliceDone, segment_stack
+
+__all__ = [
+    "BatchEvent",
+    "BatchFinished",
+    "BatchSummary",
+    "FileDone",
+    "FileFailed",
+    "FileSkipped",
+    "FileStarted",
+    "collect_inputs",
+    "output_path_for",
+    "segment_batch",
+]
+
+_DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+@dataclass(frozen=True)
+class FileStarted:
+    """A file (or layer) is about to be segmented."""
+
+    path: Path | str
+    n_slices: int
+    file_index: int  # 0-based position in the batch
+    n_files: int
+
+
+@dataclass(frozen=True)
+class FileDone:
+    """``path`` is segmented and its complete output written to ``output``."""
+
+    path: Path | str
+    output: Path
+
+
+@dataclass(frozen=True)
+class FileSkipped:
+    """``path`` was not segmented: its output exists, or it is not a supported image."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class FileFailed:
+    """``path`` failed; nothing was written for it."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class BatchFinished:
+    """The batch ended; ``stopped`` says why it ended early (e.g. a full disk), or None."""
+
+    report_path: Path
+    n_done: int
+    n_failed: int
+    n_skipped: int
+    stopped: str | None = None
+
+
+BatchEvent = FileStarted | SliceDone | FileDone | FileSkipped | FileFailed | BatchFinished
+
+
+def collect_inputs(
+    source: str | Path, *, exclude_suffix: str = ""
+) -> tuple[list[Path], list[Path]]:
+    """Images to segment under ``source`` and the files skipped as unsupported.
+
+    A file is taken as is; a folder gives its supported images (sorted, not recursive,
+    hidden files ignored) and its other files. Files ending in ``exclude_suffix`` + an
+    image suffix (earlier outputs in the same folder) and our report files are left out.
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+        ValueError: ``source`` is a file of an unsupported type.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"input not found: {source}")
+    if source.is_file():
+        if not is_supported(source):
+            raise ValueError(f"cannot segment {source}: {UNSUPPORTED}")
+        return [source], []
+    images, unsupported = [], []
+    reports = {f"{REPORT_NAME}.csv", f"{REPORT_NAME}.json"}
+    for path in sorted(source.iterdir()):
+        if path.name.startswith(".") or not path.is_file() or path.name in reports:
+            continue
+        if not is_supported(path):
+            unsupported.append(path)
+        elif not (exclude_suffix and image_stem(path).endswith(exclude_suffix)):
+            images.append(path)
+    return images, unsupported
+
+
+def output_path_for(path: Path, output_dir: Path, options: SegmentOptions) -> Path:
+    """Output file of ``path``: ``<output_dir>/<stem><suffix>.tif`` (or ``.ome.tif``)."""
+    ome_input = is_ome_tiff(path)
+    fmt = options.output_format
+    ome = fmt == "ome.tif" or (fmt == "auto" and ome_input)
+    return Path(output_dir) / f"{image_stem(path)}{options.suffix}{'.ome.tif' if ome else '.tif'}"
+
+
+@dataclass
+class BatchSummary:
+    """Counts and the report of a finished (or stopped) batch."""
+
+    report_path: Path
+    done: list[Path] = field(default_factory=list)
+    failed: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    stopped: str | None = None
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    return a.exists() and b.exists() and a.resolve() == b.resolve()
+
+
+def _channel_count(image: ImageData) -> int:
+    """Channels the model sees differently: uint8 RGBA counts as RGB."""
+    if image.channel_axis is None:
+        return 1
+    count = image.shape[image.channel_axis]
+    return 3 if count == 4 and str(image.metadata.get("dtype")) == "uint8" else count
+
+
+def segment_batch(
+    predictor: SlicePredictor,
+    source: str | Path,
+    output_dir: str | Path,
+    options: SegmentOptions,
+    *,
+    allow_same_folder: bool = False,
+    settings: dict[str, Any] | None = None,
+) -> Generator[BatchEvent, None, BatchSummary]:
+    """Segment a file or every image of a folder into ``output_dir``.
+
+    Files whose output exists are skipped (outputs are complete by construction) unless
+    ``options.overwrite``; unsupported files are listed and skipped; a failing file
+    (corrupt, wrong channels, no Y/X axes...) is recorded and the batch goes on. A full disk
+    stops the batch (every later file would fail too); finished outputs stay intact. The
+    report (``segment_report.csv`` / ``.json``) in ``output_dir`` is rewritten after every
+    file, so an interrupted run still says what was finished.
+
+    Args:
+        predictor: a Predictor; options: see :class:`SegmentOptions`.
+        allow_same_folder: allow ``output_dir`` to be the input folder (refused by default
+            so outputs never mix with inputs by accident).
+        settings: extra entries for the report's settings (model preset, checkpoint...).
+
+    Yields:
+        :class:`FileStarted`, :class:`SliceDone`, :class:`FileDone`, :class:`FileSkipped`,
+        :class:`FileFailed`, and finally :class:`BatchFinished`.
+
+    Returns:
+        :class:`BatchSummary`.
+    """
+    source, output_dir = Path(source), Path(output_dir)
+    input_folder = source if source.is_dir() else source.parent
+    same = _same_folder(input_folder, output_dir)
+    if same and not allow_same_folder:
+        raise ValueError(
+            f"the output folder {output_dir} is the input folder; choose another output "
+            "folder, or allow it explicitly (--allow-same-folder on the command line)"
+        )
+    options = with_classes(predictor, options)
+    images, unsupported = collect_inputs(source, exclude_suffix=options.suffix if same else "")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot create output folder {output_dir}: {error}") from error
+    report = BatchReport(
+        output_dir,
+        {
+            **options.settings(),
+            **(settings or {}),
+            "source": str(source),
+            "output_dir": str(output_dir),
+        },
+    )
+    summary = BatchSummary(report.json_path)
+    for path in unsupported:
+        reason = UNSUPPORTED
+        report.add(path, "unsupported", reason=reason)
+        summary.skipped.append(path)
+        yield FileSkipped(path, reason)
+    reference: tuple[int, Path] | None = None
+    for position, path in enumerate(images):
+        output = output_path_for(path, output_dir, options)
+        if output.exists() and not options.overwrite:
+            report.add(path, "skipped", output, reason="output exists")
+            summary.skipped.append(path)
+            yield FileSkipped(path, f"output exists: {output.name}")
+            continue
+        start = time.perf_counter()
+        total = 0
+        try:
+            image = read_image_lazy(path)
+            total = n_slices(image)
+            channels = _channel_count(image)
+            if reference is not None and channels != reference[0]:
+                raise ValueError(
+                    f"{path.name} has {channels} channel(s) but {reference[1].name} has "
+                    f"{reference[0]}; segment files with different channels in separate runs"
+                )
+            reference = reference or (channels, path)
+            yield FileStarted(path, total, position, len(images))
+            yield from segment_stack(predictor, image, output, options)
+        except Exception as error:  # one bad file must not stop the batch
+            reason = _failure_reason(error)
+            report.add(
+                path, "failed", slices=total, seconds=time.perf_counter() - start, reason=reason
+            )
+            summary.failed.append(path)
+            yield FileFailed(path, reason)
+            if isinstance(error, OSError) and error.errno in _DISK_FULL:
+                summary.stopped = (
+                    f"disk full while writing to {output_dir}: free some space and run again "
+                    "(finished outputs are complete and will be skipped)"
+                )
+                break
+        else:
+            report.add(path, "done", output, total, time.perf_counter() - start)
+            summary.done.append(path)
+            yield FileDone(path, output)
+        with contextlib.suppress(OSError):  # a full disk must not hide the real failure
+            report.write()
+    try:
+        report.write(summary.stopped)
+    except OSError as error:
+        summary.stopped = summary.stopped or f"cannot write the report: {error}"
+    yield BatchFinished(
+        report.json_path,
+        len(summary.done),
+        len(summary.failed),
+        len(summary.skipped),
+        summary.stopped,
+    )
+    return summary
+
+
+def _failure_reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.errno in _DISK_FULL:
+        return f"disk full: {error}"
+    text = str(error) or type(error).__name__
+    return text if isinstance(error, ValueError | OSError) else f"{type(error).__name__}: {text}"

@@ -1,0 +1,123 @@
+"""What a batch segmentation does, and what it needs of a predictor."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+
+from ...data.formats import LABEL_SUFFIX
+from ...data.normalize import NormalizeConfig
+from ..instances import InstanceConfig
+from ..points import PointPrompts
+
+if TYPE_CHECKING:  # the CLI reads OUTPUT_FORMATS without loading torch
+    from ..predictor import Prediction
+
+__all__ = ["OUTPUT_FORMATS", "SegmentOptions", "SlicePredictor", "resolve_class_names"]
+
+OutputFormat = Literal["auto", "tif", "ome.tif"]
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("auto", "tif", "ome.tif")
+
+
+class SlicePredictor(Protocol):
+    """What batch segmentation needs of a predictor (`inference.predictor.Predictor`)."""
+
+    @property
+    def closed_set_classes(self) -> list[str]:
+        """Class names a fine-tuned checkpoint brought (empty: none)."""
+        ...
+
+    def segment(
+        self,
+        rgb: np.ndarray,
+        class_names: Sequence[str],
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        threshold: float = 0.5,
+    ) -> Prediction:
+        """Masks of one uint8 RGB [H, W, 3] image for the class names."""
+        ...
+
+    def clear_cache(self) -> None:
+        """Drop what was computed for earlier images."""
+        ...
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """What to segment and how to write it.
+
+    Attributes:
+        class_names: class prompts, e.g. ``("nucleus",)``; empty = the classes a
+            fine-tuned checkpoint was trained on. Label ``k + 1`` is ``class_names[k]``.
+        threshold: mask probability above which a pixel takes its most probable class.
+        instances: split each class mask into instances (one id per object, numbered per
+            slice: class 1's objects first); None writes class labels.
+        normalize: how slices become the model's RGB input (per-slice percentiles by
+            default; channel choice for multichannel images).
+        points: optional clicks (manual mode) from :func:`~.points.read_points_csv`.
+        output_format: ``"auto"`` writes OME-TIFF for OME-TIFF input, TIFF otherwise.
+        suffix: added to the input's stem to name its output, e.g. ``a_labels.tif``.
+        overwrite: redo files whose output exists (otherwise they are skipped).
+    """
+
+    class_names: tuple[str, ...] = ()
+    threshold: float = 0.5
+    instances: InstanceConfig | None = None
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    points: PointPrompts | None = None
+    output_format: OutputFormat = "auto"
+    suffix: str = LABEL_SUFFIX
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        if self.output_format not in OUTPUT_FORMATS:
+            raise ValueError(
+                f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, got "
+                f"{self.output_format!r}"
+            )
+        if not 0.0 <= self.threshold < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
+
+    def settings(self) -> dict[str, Any]:
+        """The options as plain JSON values, for the report."""
+        return {
+            "class_names": list(self.class_names),
+            "threshold": self.threshold,
+            "instances": asdict(self.instances) if self.instances else None,
+            "normalize": asdict(self.normalize),
+            "points": int(len(self.points.xy)) if self.points is not None else 0,
+            "output_format": self.output_format,
+            "suffix": self.suffix,
+            "overwrite": self.overwrite,
+        }
+
+
+def resolve_class_names(predictor: SlicePredictor, class_names: Sequence[str]) -> tuple[str, ...]:
+    """The class names to segment: the given ones, else the checkpoint's closed set.
+
+    Raises:
+        ValueError: no names given and the model brings none.
+    """
+    names = tuple(n.strip() for n in class_names if n.strip())
+    if names:
+        return names
+    closed = tuple(predictor.closed_set_classes)
+    if not closed:
+        raise ValueError(
+            "no class names given and the model has no trained classes: name at least one "
+            "class, e.g. 'nucleus'"
+        )
+    return closed
+
+
+def with_classes(predictor: SlicePredictor, options: SegmentOptions) -> SegmentOptions:
+    """``options`` with its class names resolved (see :func:`resolve_class_names`)."""
+    return dataclasses.replace(
+        options, class_names=resolve_class_names(predictor, options.class_names)
+    )

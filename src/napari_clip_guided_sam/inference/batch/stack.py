@@ -1,0 +1,161 @@
+"""Segmenting one image or stack slice by slice, into a label TIFF or an array.
+
+Slices are read one at a time (lazy TIFF pages or a memory map), so a stack larger than RAM
+works. Label slices are spooled to a temporary file next to the output
+(``data.label_writer.LabelSpool``); when the last slice is done the label TIFF/OME-TIFF
+(zlib, the input's axes and pixel size) is written and moved into place in one step. A file
+at the output path is therefore always complete, and a cancelled or failed stack leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..._atomic import atomic_write
+from ...data.axes import PLANE_AXES, leading_axes
+from ...data.formats import is_ome_tiff, is_tiff
+from ...data.image import ImageData
+from ...data.label_writer import LabelSpool, smallest_label_dtype, write_label_tiff
+from ...data.normalize import image_percentiles, normalize_image_slice
+from ...data.reader import read_image_lazy
+from ...data.slicing import iter_indices, leading_shape, n_slices
+from ..instances import labels_to_instances
+from .options import SegmentOptions, SlicePredictor, with_classes
+
+__all__ = ["SliceDone", "iter_slice_labels", "segment_stack", "segment_stack_to_array"]
+
+
+@dataclass(frozen=True)
+class SliceDone:
+    """One 2D slice of ``file`` is segmented (``index`` 0-based, of ``total``)."""
+
+    file: Path | str
+    index: int
+    total: int
+
+
+def iter_slice_labels(
+    predictor: SlicePredictor, image: ImageData, options: SegmentOptions
+) -> Iterator[np.ndarray]:
+    """Label image ``[H, W]`` of each 2D slice of ``image``, in row-major slice order.
+
+    Slices are read one at a time; the predictor's caches are cleared after each slice so
+    memory does not grow with the stack. ``options.class_names`` must be resolved (see
+    :func:`resolve_class_names`).
+    """
+    if not options.class_names:
+        raise ValueError("no class names: resolve them with resolve_class_names first")
+    config = options.normalize
+    stats = None
+    if config.mode == "stack":
+        stats = image_percentiles(image, config.percentiles, sample=config.sample)
+    name = image.path.name if image.path is not None else ""
+    for flat, index in enumerate(iter_indices(image)):
+        rgb = normalize_image_slice(image, index, config, stats)
+        clicks = options.points.for_slice(name, flat) if options.points is not None else None
+        points, point_labels = clicks if clicks is not None else (None, None)
+        try:
+            prediction = predictor.segment(
+                rgb, list(options.class_names), points, point_labels, options.threshold
+            )
+        finally:
+            predictor.clear_cache()
+        labels = prediction.labels
+        if options.instances is not None:
+            labels = labels_to_instances(labels, len(options.class_names), options.instances)
+        yield labels
+
+
+def _label_layout(image: ImageData) -> tuple[str, tuple[int, ...]]:
+    """Axes and shape of the label image of ``image``: its leading axes, then Y, X."""
+    lead = leading_axes(image.axes)  # raises a clear error without Y and X
+    shape = leading_shape(image) + (
+        image.shape[image.axes.index("Y")],
+        image.shape[image.axes.index("X")],
+    )
+    return lead + PLANE_AXES, shape
+
+
+def segment_stack(
+    predictor: SlicePredictor,
+    image: ImageData | str | Path,
+    output: str | Path,
+    options: SegmentOptions,
+) -> Generator[SliceDone, None, Path]:
+    """Segment every slice of ``image`` into a label TIFF at ``output``.
+
+    Args:
+        predictor: an :class:`~napari_clip_guided_sam.inference.predictor.Predictor`.
+        image: an :class:`ImageData` (numpy or dask array) or a path, opened lazily.
+        output: ``.tif``/``.tiff`` or ``.ome.tif``/``.ome.tiff``; written atomically with
+            the image's leading axes, Y, X and its pixel size and unit.
+        options: see :class:`SegmentOptions`; empty class names take the checkpoint's.
+
+    Yields:
+        :class:`SliceDone` after each slice.
+
+    Returns:
+        The output path.
+
+    Raises:
+        FileExistsError: ``output`` exists and ``options.overwrite`` is False.
+        ValueError: bad image layout, channels or class names; OSError: writing failed.
+    """
+    if not isinstance(image, ImageData):
+        image = read_image_lazy(image)
+    output = Path(output)
+    if not is_tiff(output):
+        raise ValueError(f"label output must be a .tif or .ome.tif file, got {output}")
+    if output.exists() and not options.overwrite:
+        raise FileExistsError(f"{output} exists; allow overwriting to replace it")
+    if image.path is not None and output.resolve() == Path(image.path).resolve():
+        raise ValueError(f"the output {output} would replace its own input; change the suffix")
+    options = with_classes(predictor, options)
+    axes, shape = _label_layout(image)
+    label = image.path or image.name
+    total = n_slices(image)
+    spool_dtype = np.uint32 if options.instances is not None else _class_dtype(options)
+    with LabelSpool(output.parent, output.name, shape, spool_dtype) as spool:
+        for index, labels in enumerate(iter_slice_labels(predictor, image, options)):
+            spool.append(labels)
+            yield SliceDone(label, index, total)
+        sizes = {a: size for a in axes if (size := image.pixel_size_of(a)) is not None}
+        ome = is_ome_tiff(output)
+        atomic_write(
+            output,
+            lambda temp: write_label_tiff(temp, spool, axes, sizes, image.unit, ome),
+            overwrite=options.overwrite,
+        )
+    return output
+
+
+def segment_stack_to_array(
+    predictor: SlicePredictor,
+    image: ImageData,
+    options: SegmentOptions,
+) -> Generator[SliceDone, None, np.ndarray]:
+    """Like :func:`segment_stack`, but the labels are returned as one array in memory.
+
+    Returns:
+        ``[..., H, W]`` labels (leading axes of the image, no channel axis), the smallest
+        unsigned dtype that holds them.
+    """
+    options = with_classes(predictor, options)
+    _, shape = _label_layout(image)
+    dtype = np.uint32 if options.instances is not None else _class_dtype(options)
+    labels: np.ndarray = np.zeros(shape, dtype=dtype)
+    flat = labels.reshape(-1, *shape[-2:])
+    label = image.path or image.name
+    for index, slice_labels in enumerate(iter_slice_labels(predictor, image, options)):
+        flat[index] = slice_labels
+        yield SliceDone(label, index, len(flat))
+    return labels.astype(smallest_label_dtype(int(labels.max(initial=0))), copy=False)
+
+
+def _class_dtype(options: SegmentOptions) -> type[np.unsignedinteger]:
+    return np.uint8 if len(options.class_names) < 256 else np.uint16

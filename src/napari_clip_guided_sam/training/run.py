@@ -1,0 +1,177 @@
+"""One path for a training run, shared by `clip-guided-sam train` and the training widget.
+
+A run lives in an output folder: ``best.safetensors``, ``last.safetensors`` and the state
+file next to the last one. :func:`plan_run` checks that folder (an earlier run is continued
+with ``resume``, replaced with ``overwrite``, else refused), settles the settings (what the
+user chose, else the resumed run's, else the preset's defaults) and returns a
+:class:`RunPlan`. The plan builds the model (rebuilding the base weights a resumed run was
+trained from), splits the data and starts the engine, so the CLI and the widget train the
+same model on the same split with the same settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..model.checkpoint import same_architecture
+from ..model.clip_guided_sam import CLIPGuidedSAM
+from ..model.config import ModelConfig, get_preset
+from ..model.factory import build_model, rebuild_arguments
+from .engine import Event, TrainingConfig, TrainingResult, default_learning_rates, train
+from .inputs import Subset, split_dataset
+from .state import read_state_info, resolve_resume_path, state_path_for
+
+__all__ = [
+    "DEFAULT_PRESET",
+    "RESUMED_SETTINGS",
+    "ExistingRunError",
+    "RunPlan",
+    "has_run",
+    "next_free_folder",
+    "plan_run",
+    "remove_run",
+]
+
+DEFAULT_PRESET = "paper"
+# TrainingConfig fields a resumed run keeps from the interrupted one unless chosen anew.
+RESUMED_SETTINGS = (
+    "epochs",
+    "mode",
+    "val_fraction",
+    "seed",
+    "lr",
+    "clip_lr",
+    "batch_size",
+    "grad_accumulation",
+    "augment",
+)
+
+
+class ExistingRunError(FileExistsError):
+    """The output folder holds the checkpoints of another run."""
+
+
+def _checkpoint_names() -> tuple[str, str]:
+    return TrainingConfig.best_name, TrainingConfig.last_name
+
+
+def has_run(folder: str | Path) -> bool:
+    """Whether `folder` holds a checkpoint of a run."""
+    return any((Path(folder) / name).exists() for name in _checkpoint_names())
+
+
+def next_free_folder(folder: str | Path) -> Path:
+    """`folder` with the first suffix -2, -3, ... that holds no run."""
+    folder = Path(folder)
+    number = 2
+    while has_run(candidate := folder.with_name(f"{folder.name}-{number}")):
+        number += 1
+    return candidate
+
+
+def remove_run(folder: str | Path) -> None:
+    """Remove a run's checkpoints and training state from `folder` (its other files stay)."""
+    for name in _checkpoint_names():
+        for path in (Path(folder) / name, state_path_for(Path(folder) / name)):
+            path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A training run ready to start: the model to build and how to train it."""
+
+    model_config: ModelConfig
+    config: TrainingConfig
+    resume: bool = False
+    overwrite: bool = False  # remove the earlier run's files when training starts
+    base_weights: str | None = None  # the resumed run's base-weights tag ("random:0"...)
+
+    @property
+    def preset(self) -> str:
+        return self.model_config.name
+
+    @property
+    def output(self) -> Path:
+        return Path(str(self.config.output_dir))
+
+    def build_model(self) -> CLIPGuidedSAM:
+        """The model to train (slow; missing base weights fail here, before any data)."""
+        base = rebuild_arguments(self.base_weights) if self.base_weights else {}
+        return build_model(self.model_config, **base)
+
+    def split(self, dataset: Sequence) -> tuple[Subset, Subset]:
+        """The training and validation items of `dataset` (slices stay on one side)."""
+        return split_dataset(dataset, self.config.val_fraction, self.config.seed)
+
+    def train(
+        self, model: CLIPGuidedSAM, train_data: Sequence, val_data: Sequence
+    ) -> Generator[Event, None, TrainingResult]:
+        """The engine's generator for this run (see `engine.train`)."""
+        if self.overwrite:
+            remove_run(self.output)
+        return train(
+            model,
+            train_data,
+            val_data if len(val_data) else None,
+            self.config,
+            resume_from=self.output if self.resume else None,
+        )
+
+
+def plan_run(
+    output: str | Path,
+    *,
+    preset: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> RunPlan:
+    """Settle a run in `output`.
+
+    Args:
+        preset: the model preset; None: the resumed run's, else `DEFAULT_PRESET`.
+        settings: `TrainingConfig` fields the user chose (None values count as not chosen);
+            the others are the resumed run's (`RESUMED_SETTINGS`), else the defaults, with
+            the preset's learning rates.
+        resume: continue the interrupted run saved in `output`.
+        overwrite: replace a run in `output` (its files are removed when training starts).
+
+    Raises:
+        ExistingRunError: `output` holds a run and neither `resume` nor `overwrite` is set.
+        FileNotFoundError, ValueError: nothing to resume, or `preset` is not the resumed
+            run's architecture.
+    """
+    output = Path(output)
+    saved = None
+    if resume:
+        saved = read_state_info(resolve_resume_path(output, TrainingConfig.last_name))
+    elif has_run(output) and not overwrite:
+        raise ExistingRunError(f"{output} already holds checkpoints of a run.")
+    if saved is not None:
+        model_config = ModelConfig.from_dict(saved["model_config"])
+        if preset and not same_architecture(model_config, get_preset(preset)):
+            raise ValueError(
+                f"preset {preset!r} differs from the resumed run's preset "
+                f"{model_config.name!r}; resume with that preset."
+            )
+    else:
+        model_config = get_preset(preset or DEFAULT_PRESET)
+    config = _training_config(model_config.name, settings or {}, saved, output)
+    base_weights = saved["base_weights"] if saved is not None else None
+    return RunPlan(model_config, config, resume, overwrite and not resume, base_weights)
+
+
+def _training_config(
+    preset: str, chosen: Mapping[str, Any], saved: Mapping[str, Any] | None, output: Path
+) -> TrainingConfig:
+    lr, clip_lr = default_learning_rates(preset)
+    values: dict[str, Any] = {"lr": lr, "clip_lr": clip_lr}
+    if saved is not None:
+        resumed = saved["training_config"]
+        values.update({key: resumed[key] for key in RESUMED_SETTINGS if key in resumed})
+    values.update({key: value for key, value in chosen.items() if value is not None})
+    return dataclasses.replace(TrainingConfig(), **values, output_dir=str(output))

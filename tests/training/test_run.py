@@ -1,0 +1,61 @@
+"""The shared training-run path: output folder checks, settings, resume (tiny preset)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_clip_guided_sam.data.class_map import ClassMap
+from napari_clip_guided_sam.data.datasets import SliceDataset
+from napari_clip_guided_sam.training.run import (
+    ExistingRunError,
+    has_run,
+    next_free_folder,
+    plan_run,
+)
+
+CPU = {"device": "cpu", "precision": "fp32"}
+
+
+def _run_to_end(plan, samples) -> None:
+    pairs = [(sample.image, sample.mask.astype(np.uint8)) for sample in samples]
+    model = plan.build_model()
+    train_data, val_data = plan.split(SliceDataset(pairs, ClassMap.single_class("disk")))
+    for _ in plan.train(model, train_data, val_data):
+        pass
+
+
+def test_settings_are_chosen_else_resumed_else_the_presets(tmp_path, disks_train):
+    output = tmp_path / "run"
+    fresh = plan_run(output, preset="tiny", settings={**CPU, "seed": 5, "max_steps": 1})
+    assert (fresh.config.seed, fresh.config.lr, fresh.config.epochs) == (5, 1e-3, 10)
+    assert fresh.config.output_dir == str(output) and not has_run(output)
+    _run_to_end(fresh, disks_train)
+    assert has_run(output)
+
+    with pytest.raises(ExistingRunError):
+        plan_run(output, preset="tiny")
+    resumed = plan_run(output, settings={**CPU, "epochs": 3, "seed": None}, resume=True)
+    assert resumed.preset == "tiny" and resumed.base_weights == "random:0"
+    assert (resumed.config.seed, resumed.config.epochs, resumed.config.max_steps) == (5, 3, None)
+    with pytest.raises(ValueError, match="resumed run's preset 'tiny'"):
+        plan_run(output, preset="paper", resume=True)
+    assert next_free_folder(output) == tmp_path / "run-2"
+
+
+def test_overwrite_removes_the_earlier_run_when_training_starts(tmp_path, disks_train):
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / "best.safetensors").write_bytes(b"an earlier run")
+    (output / "notes.txt").write_text("kept")
+    plan = plan_run(
+        output, preset="tiny", settings={**CPU, "max_steps": 1, "val_fraction": 0}, overwrite=True
+    )
+    assert (output / "best.safetensors").exists()  # nothing is removed before training
+    _run_to_end(plan, disks_train)
+    assert not (output / "best.safetensors").exists()  # no validation: no best checkpoint
+    assert {p.name for p in output.iterdir()} == {
+        "last.safetensors",
+        "last.state.safetensors",
+        "notes.txt",
+    }
