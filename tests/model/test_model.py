@@ -55,6 +55,7 @@ def test_mismatched_points_are_refused(tiny_model, sam_input):
 
 
 def test_gradients_reach_exactly_the_trainable_set(tiny_model, sam_input):
+    tiny_model.fine_tuned = True  # as the training engine sets it
     tiny_model.train()
     text = tiny_model.text_features(["nucleus"])
     out = tiny_model(sam_input[:1], text)

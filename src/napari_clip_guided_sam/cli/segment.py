@@ -6,7 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import EXIT_FAILED, EXIT_OK, CommandError
+from ._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    CommandError,
+    add_base_weights_arguments,
+    model_summary,
+)
 
 _SEGMENT_EPILOG = """\
 examples:
@@ -58,8 +64,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--preset",
         default=None,
-        help="model preset (default: the checkpoint's, else paper); 'tiny' needs no weights",
+        help="model preset (default: the checkpoint's, else paper); 'tiny' needs no weights. "
+        "Without --checkpoint the model runs zero-shot (no fine-tuned adapters)",
     )
+    add_base_weights_arguments(parser)
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     parser.add_argument(
@@ -138,7 +146,16 @@ def run(args: argparse.Namespace) -> int:
     preset = args.preset
     if preset is None:
         preset = read_checkpoint(args.checkpoint).config.name if args.checkpoint else "paper"
-    predictor = Predictor.from_preset(preset, args.checkpoint, args.device, args.precision)
+    predictor = Predictor.from_preset(
+        preset,
+        args.checkpoint,
+        args.device,
+        args.precision,
+        sam_weights=args.sam_weights,
+        clip_weights=args.clip_weights,
+    )
+    for line in model_summary(predictor.model, args.checkpoint, predictor.closed_set_classes):
+        print(line)
     settings = {"preset": preset, "checkpoint": args.checkpoint, "device": str(predictor.device)}
     events = batch.segment_batch(
         predictor,

@@ -6,14 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..model.config import ADAPTER_INITS
 from ._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     CommandError,
     UsageError,
+    add_base_weights_arguments,
     add_data_arguments,
     add_runtime_arguments,
     class_map_from_args,
+    custom_base_lines,
     format_number,
     load_folders,
     print_skipped,
@@ -60,6 +63,14 @@ def add_parser(subparsers) -> None:
         default=None,
         help="model preset: paper (default; needs the official SAM and CLIP weights), "
         "reference, tiny (random weights, for CPU tries), paper_vit_l, ...",
+    )
+    add_base_weights_arguments(parser)
+    parser.add_argument(
+        "--adapter-init",
+        choices=ADAPTER_INITS,
+        default=None,
+        help="how the adapters start: identity (the untrained model is exactly the zero-shot "
+        "baseline) or released (the authors' initialisation); default: the preset's",
     )
     parser.add_argument(
         "--epochs", type=int, default=None, help="passes over the data in total (10)"
@@ -147,9 +158,10 @@ def _train_settings(args: argparse.Namespace, saved: dict | None) -> tuple[str, 
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..model import base_weights
     from ..model.checkpoint import same_architecture
     from ..model.config import ModelConfig, get_preset
-    from ..model.factory import build_model, rebuild_arguments
+    from ..model.factory import build_model
     from ..training.engine import TrainingConfig, train
     from ..training.inputs import split_dataset
     from ..training.state import load_state, resolve_resume_path
@@ -173,8 +185,15 @@ def run(args: argparse.Namespace) -> int:
                 f"--preset {args.preset} differs from the resumed run's preset "
                 f"{model_config.name!r}; leave --preset out to resume."
             )
+        if args.adapter_init and args.adapter_init != model_config.adapters.init:
+            raise CommandError(
+                f"--adapter-init {args.adapter_init} differs from the resumed run's "
+                f"{model_config.adapters.init!r}; leave it out to resume."
+            )
     else:
         model_config = get_preset(preset)
+        if args.adapter_init:
+            model_config = model_config.replace(**{"adapters.init": args.adapter_init})
     config = TrainingConfig(
         **settings,
         device=args.device,
@@ -185,7 +204,14 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
     )
     # The model first: missing base weights should fail before a long folder scan.
-    base = rebuild_arguments(saved["base_weights"]) if saved is not None else {}
+    base = {"sam_weights": args.sam_weights, "clip_weights": args.clip_weights}
+    if saved is not None:
+        recorded = base_weights.BaseWeights.recorded(
+            saved.get("base"), saved["base_weights"], model_config
+        )
+        base = base_weights.rebuild_arguments(
+            recorded, **base, config=model_config, what=f"The run in {output}"
+        )
     model = build_model(model_config, **base)
     dataset, skipped = load_folders(args, class_map)
     train_data, val_data = split_dataset(dataset, config.val_fraction, config.seed)
@@ -195,9 +221,12 @@ def run(args: argparse.Namespace) -> int:
         f"classes {', '.join(dataset.class_names)}"
     )
     print(
-        f"preset {model_config.name}, {config.mode} mode, lr {config.lr:g}, "
-        f"CLIP lr {config.clip_lr:g}, {config.epochs} epoch(s) -> {output}"
+        f"preset {model_config.name}, adapters start '{model_config.adapters.init}', "
+        f"{config.mode} mode, lr {config.lr:g}, CLIP lr {config.clip_lr:g}, "
+        f"{config.epochs} epoch(s) -> {output}"
     )
+    for line in custom_base_lines(model):
+        print(line)
     events = train(
         model,
         train_data,
