@@ -68,8 +68,8 @@ def test_info_on_a_checkpoint_without_card(tmp_path, capsys):
 
 def test_segment_says_whether_the_model_is_zero_shot(tmp_path, trained, capsys, write_stack):
     stack = write_stack(tmp_path / "cells.tif")
-    args = ["segment", str(stack), "-c", "cell", *TINY_CPU, "--no-progress"]
-    assert main([*args, "-o", str(tmp_path / "a")]) == EXIT_OK
+    args = ["segment", str(stack), *TINY_CPU, "--no-progress"]
+    assert main([*args, "-c", "cell", "-o", str(tmp_path / "a")]) == EXIT_OK
     assert "preset tiny, zero-shot (no fine-tuned adapters)" in capsys.readouterr().out
     assert main([*args, "-o", str(tmp_path / "b"), "--checkpoint", str(trained)]) == EXIT_OK
     out = capsys.readouterr().out
