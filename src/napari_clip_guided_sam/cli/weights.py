@@ -65,7 +65,7 @@ def _fetch(args: argparse.Namespace) -> int:
     if None in files:
         print(f"preset {config.name} uses random base weights; nothing to fetch")
         return EXIT_OK
-    for file, path in zip(files, weights.official_paths(files), strict=True):
+    for file, path in zip(files, weights.official_paths(files, preset=config.name), strict=True):
         print(f"{file.filename}: {path} (sha256 checked)")
     return EXIT_OK
 

@@ -72,7 +72,7 @@ def build_model(
         )
     files = dict(given)
     # Every missing official file is reported at once, before anything heavy is built.
-    fetched = official_paths([official_file(role, config) for role in needed])
+    fetched = official_paths([official_file(role, config) for role in needed], preset=config.name)
     files.update(zip(needed, fetched, strict=True))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

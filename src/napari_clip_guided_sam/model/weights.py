@@ -60,10 +60,12 @@ class MissingWeightsError(WeightsError):
         missing: Sequence[WeightFile],
         directory: Path,
         reason: str = "there is no network to download them",
+        preset: str | None = None,
     ):
         self.missing = tuple(missing)
         self.directory = Path(directory)
         self.reason = reason
+        self.preset = preset
         super().__init__(self._message())
 
     def _message(self) -> str:
@@ -79,10 +81,13 @@ class MissingWeightsError(WeightsError):
                 f"    url:    {weight.url}",
                 f"    sha256: {weight.sha256}",
             ]
+        command = FETCH_COMMAND
+        if self.preset not in (None, "paper"):
+            command += f" --preset {self.preset}"
         lines += [
             f"Put {'them' if count != 1 else 'it'} in {self.directory}",
             f"(or set {CACHE_ENV} to a folder that holds {'them' if count != 1 else 'it'}),",
-            f"or run `{FETCH_COMMAND}` on a machine with network and copy the folder over.",
+            f"or run `{command}` on a machine with network and copy the folder over.",
             "To try the workflow without them, use the `tiny` preset (random weights).",
         ]
         return "\n".join(lines)
@@ -161,9 +166,11 @@ def check_official(weight: WeightFile, path: Path) -> None:
         )
 
 
-def official_paths(weights: Sequence[WeightFile], directory: Path | None = None) -> list[Path]:
+def official_paths(
+    weights: Sequence[WeightFile], directory: Path | None = None, preset: str | None = None
+) -> list[Path]:
     """Local paths of official files: checked against their sha256, downloaded (with a
-    progress bar) when missing and the network answers.
+    progress bar) when missing and the network answers. `preset` names the fetch command.
 
     Raises MissingWeightsError listing every file that is still missing, and WeightsError
     for a file whose hash is not the official one.
@@ -171,18 +178,16 @@ def official_paths(weights: Sequence[WeightFile], directory: Path | None = None)
     directory = cache_dir() if directory is None else Path(directory)
     missing = [weight for weight in weights if not (directory / weight.filename).is_file()]
     if missing:
-        offline = [weight for weight in missing if not network_available(weight.url)]
-        if offline:
+        if not all(network_available(weight.url) for weight in missing):
             # Nothing else in this process should wait on the network either (the HF hub).
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            raise MissingWeightsError(missing, directory)
+            raise MissingWeightsError(missing, directory, preset=preset)
         for index, weight in enumerate(missing):
             try:
                 _download(weight, directory)
             except Exception as error:  # HTTP errors, a wrong hash, a full disk
-                raise MissingWeightsError(
-                    missing[index:], directory, f"downloading {weight.filename} failed ({error})"
-                ) from error
+                reason = f"downloading {weight.filename} failed ({error})"
+                raise MissingWeightsError(missing[index:], directory, reason, preset) from error
     paths = [directory / weight.filename for weight in weights]
     for weight, path in zip(weights, paths, strict=True):
         check_official(weight, path)
