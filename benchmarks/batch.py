@@ -85,7 +85,9 @@ def build_predictor(preset: str, device: str, precision: str):
     from napari_clip_guided_sam.model.factory import build_model
 
     base = "random"  # no official weights on this machine; timings do not depend on values
-    return Predictor(build_model(preset, base_weights=base), device, precision)
+    model = build_model(preset, base_weights=base)
+    model.fine_tuned = True  # time the adapted encoder, as with a fine-tuned checkpoint
+    return Predictor(model, device, precision)
 
 
 def write_stack(path: Path, n_slices: int, size: int) -> None:

@@ -77,6 +77,7 @@ def bench_ours(
     from napari_clip_guided_sam.model.factory import build_model
 
     model = build_model("paper", base_weights="random")
+    model.fine_tuned = True  # time the adapted encoder, as with a fine-tuned checkpoint
     predictor = Predictor(model, device="cpu", precision=precision, decoder_threads=decoder_threads)
     predictor.segment(synthetic_image(seed), ["warm-up"])
     dtype = "fp32" if predictor.dtype is None else str(predictor.dtype).replace("torch.", "")

@@ -79,6 +79,7 @@ def train_variant(name, model, train_data, held_out, args) -> list[dict]:
         precision=args.precision,
         time_budget_s=args.budget_s,
     )
+    model.fine_tuned = True  # time 0 scores the state training starts from, as train() sets
     rows = [_row(name, 0.0, 0, evaluate_model(model, held_out, dtype=dtype))]
     print(_format(rows[-1]), flush=True)
     next_mark = args.eval_every_s

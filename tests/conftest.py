@@ -1,6 +1,8 @@
 """Shared test setup: offline hub, a deterministic tiny model, small images."""
 
 import os
+import warnings
+from typing import Tuple  # noqa: UP035 - TorchScript reads typing's Tuple
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on the hub from tests
 
@@ -84,3 +86,56 @@ def write_stack():
         return path
 
     return write
+
+
+class _Payload(torch.nn.Module):
+    """Its TorchScript `__setstate__` creates the file named in its state (torch.from_file
+    with shared=True creates the file): what a malicious weights archive could do."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.weight = torch.ones(2)
+        self.path = path
+
+    def forward(self, x):
+        return x * self.weight
+
+    @torch.jit.export
+    def __getstate__(self) -> Tuple[str, torch.Tensor, bool]:  # noqa: UP006
+        return (self.path, self.weight, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: Tuple[str, torch.Tensor, bool]) -> None:  # noqa: UP006
+        self.path = state[0]
+        self.training = state[2]
+        created = torch.from_file(state[0], shared=True, size=2, dtype=torch.uint8)
+        self.weight = state[1] + 0 * created.float()
+
+
+class _Carrier(torch.nn.Module):
+    def __init__(self, path: str):
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+        self.payload = _Payload(path)
+
+    def forward(self, x):
+        return self.payload(self.linear(x))
+
+
+def write_marker_archive(folder):
+    """(archive, marker) in `folder`: a TorchScript file that creates `marker` if anything
+    runs its code (torch.jit.load does)."""
+    marker = folder / "MARKER_code_ran"
+    archive = folder / "model.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script is deprecated
+        torch.jit.script(_Carrier(str(marker))).save(str(archive))
+    assert not marker.exists()
+    return archive, marker
+
+
+@pytest.fixture(scope="session")
+def marker_archive(tmp_path_factory):
+    """A session's (archive, marker) from `write_marker_archive`; tests assert the marker
+    never appears, whatever path the archive takes."""
+    return write_marker_archive(tmp_path_factory.mktemp("unsafe"))

@@ -1,6 +1,8 @@
 """The training widget in a real viewer: a short tiny-preset run, cancel, close, bad input,
 and the same checkpoint as the CLI for the same data and seed."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from napari_clip_guided_sam import cli
 from napari_clip_guided_sam._widgets import _common, training_widget
 from napari_clip_guided_sam._widgets._segment import SegmentWidget
 from napari_clip_guided_sam._widgets.training_widget import NEW_NAME, TrainingWidget
-from napari_clip_guided_sam.model.checkpoint import load_model
+from napari_clip_guided_sam.model.checkpoint import load_model, read_checkpoint
 from napari_clip_guided_sam.training.engine import CheckpointEvent
 
 TIMEOUT_MS = 120_000
@@ -203,6 +205,13 @@ def test_gui_and_cli_write_the_same_checkpoint(viewer, widget, qtbot, tmp_path, 
     for name, tensor in gui.items():
         torch.testing.assert_close(tensor, from_cli[name], rtol=0, atol=1e-6, msg=name)
     assert widget.run.result.best_metric is not None  # validation ran on the held-out slice
+    gui_card = read_checkpoint(tmp_path / "run/last.safetensors").card
+    cli_card = read_checkpoint(tmp_path / "cli/last.safetensors").card
+    assert all(value is not None for value in dataclasses.asdict(gui_card).values())
+    assert gui_card.adapters == cli_card.adapters == "fine-tuned adapters"
+    assert gui_card.training["settings"] == cli_card.training["settings"]
+    assert gui_card.training_data["slices"] == cli_card.training_data["slices"] == 3
+    assert list(gui_card.validation["per_class"]) == ["nucleus"]
 
 
 def test_format_seconds():

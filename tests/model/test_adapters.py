@@ -4,9 +4,15 @@ from napari_clip_guided_sam.model.config import get_preset
 from napari_clip_guided_sam.model.factory import build_model
 
 
+def fine_tuned(model):
+    """The model as after fine-tuning starts: adapters in use (here with their init)."""
+    model.fine_tuned = True
+    return model
+
+
 def test_adapters_off_give_vanilla_sam_embeddings(sam_input):
     vanilla = build_model(get_preset("tiny").replace(**{"adapters.enabled": False}), seed=0)
-    adapted = build_model("tiny", seed=0)
+    adapted = fine_tuned(build_model("tiny", seed=0))
     text = adapted.text_features(["nucleus"])
     with torch.no_grad():
         guide = adapted.guidance(sam_input, text)
@@ -18,6 +24,53 @@ def test_adapters_off_give_vanilla_sam_embeddings(sam_input):
     torch.testing.assert_close(off, expected)
     torch.testing.assert_close(detached, expected)
     assert not torch.allclose(on, expected)
+
+
+def test_zero_shot_bypasses_the_adapters_and_fine_tuning_uses_them(sam_input):
+    """A fresh model is the training-free baseline: vanilla SAM embeddings, every class
+    alike; the same model marked fine-tuned runs its (released-init) adapters."""
+    model = build_model(get_preset("tiny").replace(**{"adapters.pad_before_norm": True}), seed=0)
+    assert model.zero_shot and model.adapter_state == "zero-shot (no fine-tuned adapters)"
+    text = model.text_features(["nucleus", "cell"])
+    with torch.no_grad():
+        guide = model.guidance(sam_input, text)
+        zero_shot = model.encode_image(sam_input, guide)
+        model.adapters.detach()
+        vanilla = model.sam.image_encoder(sam_input)
+    assert torch.equal(zero_shot[0::2], vanilla) and torch.equal(zero_shot[1::2], vanilla)
+
+    model = fine_tuned(build_model("tiny", seed=0))
+    assert model.adapter_state == "fine-tuned adapters"
+    with torch.no_grad():
+        adapted = model.encode_image(sam_input, model.guidance(sam_input, text))
+    assert not torch.allclose(adapted[0::2], vanilla)
+    assert not torch.allclose(adapted[0::2], adapted[1::2])  # the class now matters
+
+
+def test_identity_init_starts_fine_tuning_exactly_at_vanilla_sam(sam_input):
+    identity = get_preset("tiny").replace(**{"adapters.init": "identity"})
+    model = build_model(identity, seed=0)
+    for block in model.adapters:
+        assert not block.regular.inner_skip
+        assert not block.regular.fc2.weight.any() and not block.semantic.fc2.bias.any()
+        assert block.regular.fc1.weight.any()  # inner layers keep their random init
+    text = model.text_features(["nucleus"])
+    with torch.no_grad():
+        zero_shot = model(sam_input, text)
+        fine_tuned(model)
+        started = model(sam_input, text)
+    assert torch.equal(started.low_res_logits, zero_shot.low_res_logits)
+    assert torch.equal(started.iou_predictions, zero_shot.iou_predictions)
+
+
+def test_identity_regular_adapter_has_no_inner_skip():
+    model = build_model(get_preset("tiny").replace(**{"adapters.init": "identity"}), seed=0)
+    adapter = model.adapters[0].regular
+    with torch.no_grad():
+        adapter.fc2.weight.normal_()
+    a = torch.randn(3, 64)
+    expected = a + 0.5 * adapter.fc2(torch.nn.functional.gelu(adapter.fc1(a)))
+    torch.testing.assert_close(adapter(a), expected)
 
 
 def test_base_state_dict_keys_are_unchanged(tiny_model):
@@ -37,10 +90,13 @@ def test_regular_adapter_formula(tiny_model):
 
 def test_ablations_change_the_embedding_and_the_parameter_set(sam_input):
     base = get_preset("tiny")
-    full = build_model(base, seed=0)
-    no_text = build_model(base.replace(**{"adapters.use_text": False}), seed=0)
-    no_vision = build_model(
-        base.replace(**{"adapters.use_vision": False, "adapters.use_similarity": False}), seed=0
+    full = fine_tuned(build_model(base, seed=0))
+    no_text = fine_tuned(build_model(base.replace(**{"adapters.use_text": False}), seed=0))
+    no_vision = fine_tuned(
+        build_model(
+            base.replace(**{"adapters.use_vision": False, "adapters.use_similarity": False}),
+            seed=0,
+        )
     )
     assert no_text.adapters[0].semantic.text_projection is None
     assert no_vision.adapters[0].semantic.vision_projection is None
@@ -59,7 +115,7 @@ def test_semantic_blocks_select_where_semantic_adapters_go():
 
 def test_pad_before_norm_feeds_norm1_bias_into_window_padding(sam_input):
     config = get_preset("tiny").replace(**{"adapters.pad_before_norm": True})
-    model = build_model(config, seed=0)
+    model = fine_tuned(build_model(config, seed=0))
     block = model.sam.image_encoder.blocks[0]  # windowed: 16x16 grid padded to 28x28
     with torch.no_grad():
         block.norm1.bias.normal_()

@@ -143,3 +143,85 @@ def test_checkpoint_from_before_the_text_gradient_field_loads(tmp_path, sam_inpu
         for model in (loaded, today):
             actual = model(sam_input, model.text_features(["nucleus"]))
             assert torch.equal(expected.low_res_logits, actual.low_res_logits)
+
+
+@pytest.fixture
+def custom_sam(tmp_path):
+    """The user's own SAM base for `tiny`: seeded random weights in SAM's layout."""
+    from napari_clip_guided_sam.model.config import TINY_SAM
+    from napari_clip_guided_sam.model.sam import build_sam
+
+    def write(name, seed):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            state = build_sam(TINY_SAM).state_dict()
+        torch.save(state, tmp_path / name)
+        return tmp_path / name
+
+    return write
+
+
+def test_a_checkpoint_on_a_custom_base_needs_that_file(tmp_path, custom_sam, sam_input):
+    from napari_clip_guided_sam.model.base_weights import BaseMismatchError
+
+    mine = custom_sam("microscopy_sam.pth", seed=1)
+    model = build_model("tiny", sam_weights=mine)
+    assert model.base.sam.kind == "custom" and model.base.sam.file == "microscopy_sam.pth"
+    model.fine_tuned = True
+    _perturb_trainable(model)
+    path = save_checkpoint(model, tmp_path / "m.safetensors")
+    checkpoint = read_checkpoint(path)
+    assert checkpoint.base == model.base and checkpoint.base_weights == "custom"
+    assert checkpoint.card.base_weights["sam"]["sha256"] == model.base.sam.sha256
+
+    with pytest.raises(BaseMismatchError, match="microscopy_sam.pth") as error:
+        load_model(path)  # the other base must never silently stand in
+    assert model.base.sam.sha256 in str(error.value) and "--sam-weights" in str(error.value)
+    with pytest.raises(BaseMismatchError, match="Give microscopy_sam.pth"):
+        load_model(path, sam_weights=custom_sam("other.pth", seed=2))
+    renamed = tmp_path / "copy.pth"
+    renamed.write_bytes(mine.read_bytes())
+    loaded, _ = load_model(path, sam_weights=renamed)  # same content, any name
+    text = model.text_features(["nucleus"])
+    with torch.no_grad():
+        expected = model(sam_input, text).low_res_logits
+        actual = loaded(sam_input, loaded.text_features(["nucleus"])).low_res_logits
+    assert torch.equal(expected, actual)
+
+
+def test_a_checkpoint_on_random_or_official_weights_refuses_a_base_file(
+    tmp_path, tiny_model, custom_sam
+):
+    from napari_clip_guided_sam.model.base_weights import BaseMismatchError
+
+    path = save_checkpoint(tiny_model, tmp_path / "m.safetensors")
+    with pytest.raises(BaseMismatchError, match="Leave out --sam-weights"):
+        load_model(path, sam_weights=custom_sam("sam.pth", seed=1))
+
+
+def test_checkpoints_without_card_or_base_record_stay_readable(tmp_path, tiny_model):
+    """A checkpoint written before cards, base records and the zero-shot flag existed."""
+    from safetensors import safe_open
+
+    path = save_checkpoint(tiny_model, tmp_path / "m.safetensors", class_names=["nucleus"])
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    kept = ("format", "format_version", "class_names", "base_weights", "metadata")
+    old = {key: header[key] for key in kept}
+    config = json.loads(header["config"])
+    del config["adapters"]["init"]  # configs had no adapter init then
+    old["config"] = json.dumps(config)
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata=old)
+    checkpoint = read_checkpoint(tmp_path / "old.safetensors")
+    assert checkpoint.card is None and checkpoint.fine_tuned
+    assert checkpoint.base == tiny_model.base  # from the "random:0" tag
+    model, _ = load_model(tmp_path / "old.safetensors")
+    assert model.fine_tuned and model.config.adapters.init == "released"
+
+
+def test_the_zero_shot_state_survives_a_round_trip(tmp_path, tiny_model):
+    path = save_checkpoint(tiny_model, tmp_path / "m.safetensors")
+    assert not read_checkpoint(path).fine_tuned
+    assert load_model(path)[0].zero_shot
+    assert read_checkpoint(path).card.adapters == "zero-shot (no fine-tuned adapters)"

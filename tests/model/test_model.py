@@ -57,6 +57,7 @@ def test_mismatched_points_are_refused(tiny_model, sam_input):
 @pytest.mark.parametrize("fixture", ["tiny_model", "tiny_reference_model"])
 def test_gradients_reach_exactly_the_trainable_set(fixture, request, sam_input):
     model = request.getfixturevalue(fixture)
+    model.fine_tuned = True  # as the training engine sets it
     model.train()
     text = model.text_features(["nucleus"])
     out = model(sam_input[:1], text)

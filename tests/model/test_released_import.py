@@ -51,12 +51,14 @@ def _released_layout(model):
 
 def test_released_checkpoint_reproduces_the_source_model(tmp_path, sam_input):
     source = build_model(TINY_REFERENCE, seed=7)
+    source.fine_tuned = True
     with torch.no_grad():
         for parameter in source.parameters():
             parameter.add_(0.01 * torch.randn_like(parameter))
     path = tmp_path / "released.pth"
     torch.save(_released_layout(source), path)
     imported = import_released_checkpoint(path, TINY_REFERENCE)
+    assert imported.fine_tuned  # the authors' trained adapters are in use
     points = torch.tensor([[[100.0, 120.0], [30.0, 20.0]]] * 2)
     labels = torch.tensor([[1, 0]] * 2)
     with torch.no_grad():

@@ -202,3 +202,70 @@ def test_resume_refuses_other_settings(tiny_model, disks_train, tmp_path):
         next(train(build_model("tiny"), disks_train, None, other_seed, resume_from=tmp_path))
     with pytest.raises(FileNotFoundError, match="Cannot resume"):
         next(train(build_model("tiny"), disks_train, None, config, resume_from=tmp_path / "x"))
+
+
+def test_identity_init_fine_tuning_starts_exactly_at_zero_shot(disks_train, tmp_path):
+    """A run that changes nothing (learning rates 0) writes the zero-shot model itself:
+    with `identity` the adapters in use equal vanilla SAM."""
+    from napari_clip_guided_sam.model.config import get_preset
+
+    identity = get_preset("tiny").replace(**{"adapters.init": "identity"})
+    zero_shot = build_model(identity, seed=0)
+    model = build_model(identity, seed=0)
+    config = TrainingConfig(
+        epochs=1, max_steps=1, lr=0.0, clip_lr=0.0, device="cpu", precision="fp32",
+        output_dir=str(tmp_path),
+    )  # fmt: skip
+    run_to_end(train(model, disks_train, None, config))
+    loaded, checkpoint = load_model(tmp_path / "last.safetensors")
+    assert loaded.fine_tuned and checkpoint.card.adapter_init == "identity"
+    images = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = zero_shot(images, zero_shot.text_features(["disk"]))
+        actual = loaded(images, loaded.text_features(["disk"]))
+    assert torch.equal(actual.low_res_logits, expected.low_res_logits)
+    assert torch.equal(actual.iou_predictions, expected.iou_predictions)
+
+
+def test_checkpoints_carry_a_complete_model_card(tiny_model, disks_train, disks_val, tmp_path):
+    config = TrainingConfig(epochs=2, output_dir=str(tmp_path), **FAST)
+    run_to_end(train(tiny_model, disks_train, disks_val, config))
+    best = read_checkpoint(tmp_path / "best.safetensors")
+    card = best.card
+    assert card.preset == "tiny" and card.adapters == "fine-tuned adapters"
+    assert card.adapter_init == "released" and card.classes == ["disk"] and card.text_features
+    assert card.base_weights["sam"]["kind"] == "random" and card.base_weights["seed"] == 0
+    assert card.training_data == {"training_samples": 5, "validation_samples": 2,
+                                  "source": "prepared samples (no dataset record)"}  # fmt: skip
+    assert card.training["settings"]["lr"] == 1e-3 and card.training["checkpoint"] == "best"
+    assert card.training["steps"] == best.metadata["step"]
+    validation = card.validation
+    assert validation["step"] == best.metadata["step"]
+    assert validation["n_samples"] == 2 and set(validation["per_class"]) == {"disk"}
+    assert validation["per_class"]["disk"]["miou"] == validation["overall"]["miou"]
+    assert card.project_version and card.created
+
+
+def test_the_card_summarises_a_dataset_read_from_files(tmp_path, write_stack):
+    import numpy as np
+    import tifffile
+
+    from napari_clip_guided_sam.data.datasets import ClassMap, SliceDataset
+    from napari_clip_guided_sam.training.inputs import split_dataset
+    from napari_clip_guided_sam.training.model_card import summarize_data
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    write_stack(tmp_path / "images" / "a.tif", n_slices=3)
+    labels = np.zeros((3, 40, 48), np.uint16)
+    labels[:, 10:22, 12:26] = 1
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", labels, imagej=True, metadata={"axes": "ZYX"})
+    dataset = SliceDataset.from_folders(
+        tmp_path / "images", tmp_path / "labels", ClassMap.single_class("cell")
+    )
+    train_data, val_data = split_dataset(dataset, 0.34, 0)
+    summary = summarize_data(train_data, val_data)
+    assert summary["images"] == 1 and summary["slices"] == 3
+    assert summary["training_samples"] + summary["validation_samples"] == 3
+    assert summary["pixel_size"] == "0.25 µm"
+    assert summary["labels"].endswith("image files in images")

@@ -53,6 +53,7 @@ def released_training_step(model, sample, points_seed: int) -> None:
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(named)
     prepared = prepare_sample(sample, model.config)
     guide = model.guide
+    model.fine_tuned = True  # the adapters train from here on (the engine sets it too)
     model.train()
     with torch.no_grad():
         class_feature = guide.encode_text([sample.class_name])

@@ -36,7 +36,7 @@ def test_settings_are_chosen_else_resumed_else_the_presets(tmp_path, disks_train
     with pytest.raises(ExistingRunError):
         plan_run(output, preset="tiny")
     resumed = plan_run(output, settings={**CPU, "epochs": 3, "seed": None}, resume=True)
-    assert resumed.preset == "tiny" and resumed.base_weights == "random:0"
+    assert resumed.preset == "tiny" and resumed.base is not None and resumed.base.tag == "random:0"
     assert (resumed.config.seed, resumed.config.epochs, resumed.config.max_steps) == (5, 3, None)
     with pytest.raises(ValueError, match="resumed run's preset 'tiny'"):
         plan_run(output, preset="paper", resume=True)

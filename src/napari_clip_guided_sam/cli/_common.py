@@ -110,3 +110,50 @@ def print_skipped(skipped) -> None:
 
 def format_number(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def add_base_weights_arguments(parser: argparse.ArgumentParser) -> None:
+    """--sam-weights/--clip-weights: the user's own base files instead of the official ones."""
+    parser.add_argument(
+        "--sam-weights",
+        metavar="FILE",
+        help="your own SAM base weights instead of the official file, e.g. a SAM ViT-B "
+        "fine-tuned for microscopy in SAM's state-dict layout (.pth or .safetensors); it is "
+        "not the official file, so its sha256 is recorded instead of checked",
+    )
+    parser.add_argument(
+        "--clip-weights",
+        metavar="FILE",
+        help="your own CLIP base weights (OpenAI's layout, .safetensors or a plain torch "
+        "file) instead of the official file; recorded by sha256",
+    )
+
+
+def model_summary(model, checkpoint: str | Path | None = None, classes=()) -> list[str]:
+    """What model runs, in words: preset, adapter state (zero-shot or fine-tuned), classes,
+    and any base weights that are not the official files."""
+    if checkpoint is None:
+        lines = [f"model: preset {model.config.name}, {model.adapter_state}"]
+        if model.zero_shot:
+            lines.append(
+                "  the paper's training-free baseline: CLIP Surgery's similarity map prompts "
+                "the vanilla SAM encoder; fine-tune with `clip-guided-sam train` for better masks"
+            )
+    else:
+        names = ", ".join(classes) or "not recorded"
+        lines = [
+            f"model: {Path(checkpoint).name} (preset {model.config.name}, "
+            f"{model.adapter_state}, classes {names})"
+        ]
+    return lines + custom_base_lines(model)
+
+
+def custom_base_lines(model) -> list[str]:
+    """An explicit statement for every backbone whose weights are not the official file."""
+    from ..model.base_weights import ROLE_NAMES, ROLES
+
+    return [
+        f"  base weights: {ROLE_NAMES[role]} from a {source.describe()}"
+        for role in ROLES
+        if (source := getattr(model.base, role)).kind == "custom"
+    ]

@@ -10,11 +10,13 @@ from ..evaluation.modes import PROMPT_MODES
 from ._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
+    add_base_weights_arguments,
     add_data_arguments,
     add_runtime_arguments,
     class_map_from_args,
     format_number,
     load_folders,
+    model_summary,
     print_skipped,
 )
 
@@ -33,8 +35,11 @@ def add_parser(subparsers) -> None:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", metavar="FILE", help="a trained checkpoint")
-    source.add_argument("--preset", help="an untrained preset (base weights only)")
+    source.add_argument(
+        "--preset", help="an untrained preset: the zero-shot baseline (no fine-tuned adapters)"
+    )
     add_data_arguments(parser)
+    add_base_weights_arguments(parser)
     parser.add_argument(
         "--mode",
         choices=PROMPT_MODES,
@@ -62,10 +67,15 @@ def run(args: argparse.Namespace) -> int:
     class_map = class_map_from_args(args)
     device = resolve_device(args.device)
     dtype = resolve_precision(args.precision, device)
+    base = {"sam_weights": args.sam_weights, "clip_weights": args.clip_weights}
+    classes = ()
     if args.checkpoint is not None:
-        model, _ = load_model(args.checkpoint)
+        model, checkpoint = load_model(args.checkpoint, **base)
+        classes = checkpoint.class_names
     else:
-        model = build_model(args.preset)
+        model = build_model(args.preset, **base)
+    for line in model_summary(model, args.checkpoint, classes):
+        print(line)
     model.to(device)
     dataset, skipped = load_folders(args, class_map)
     prepared = PreparedCache(dataset, model.config, max_bytes=0)
@@ -92,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         report = {
             "checkpoint": args.checkpoint,
             "preset": model.config.name,
+            "adapters": model.adapter_state,
+            "base_weights": model.base.to_dict(),
             "mode": args.mode,
             "images": str(args.images),
             "labels": str(args.labels),

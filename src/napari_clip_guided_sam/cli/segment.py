@@ -10,7 +10,14 @@ from ..data.formats import LABEL_SUFFIX
 from ..data.normalize import NORMALIZE_MODES
 from ..inference.batch.options import OUTPUT_FORMATS
 from ..inference.instances import INSTANCE_METHODS
-from ._common import EXIT_FAILED, EXIT_OK, CommandError, add_runtime_arguments
+from ._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    CommandError,
+    add_base_weights_arguments,
+    add_runtime_arguments,
+    model_summary,
+)
 
 _SEGMENT_EPILOG = """\
 examples:
@@ -62,8 +69,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--preset",
         default=None,
-        help="model preset (default: the checkpoint's, else paper); 'tiny' needs no weights",
+        help="model preset (default: the checkpoint's, else paper); 'tiny' needs no weights. "
+        "Without --checkpoint the model runs zero-shot (no fine-tuned adapters)",
     )
+    add_base_weights_arguments(parser)
     add_runtime_arguments(parser)
     parser.add_argument(
         "--threshold",
@@ -141,7 +150,16 @@ def run(args: argparse.Namespace) -> int:
     preset = args.preset
     if preset is None:
         preset = read_checkpoint(args.checkpoint).config.name if args.checkpoint else "paper"
-    predictor = Predictor.from_preset(preset, args.checkpoint, args.device, args.precision)
+    predictor = Predictor.from_preset(
+        preset,
+        args.checkpoint,
+        args.device,
+        args.precision,
+        sam_weights=args.sam_weights,
+        clip_weights=args.clip_weights,
+    )
+    for line in model_summary(predictor.model, args.checkpoint, predictor.closed_set_classes):
+        print(line)
     settings = {"preset": preset, "checkpoint": args.checkpoint, "device": str(predictor.device)}
     events = batch.segment_batch(
         predictor,

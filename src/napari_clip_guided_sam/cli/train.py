@@ -7,13 +7,16 @@ import sys
 from pathlib import Path
 
 from ..evaluation.modes import PROMPT_MODES
+from ..model.config import ADAPTER_INITS
 from ._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     UsageError,
+    add_base_weights_arguments,
     add_data_arguments,
     add_runtime_arguments,
     class_map_from_args,
+    custom_base_lines,
     format_number,
     load_folders,
     print_skipped,
@@ -60,6 +63,14 @@ def add_parser(subparsers) -> None:
         default=None,
         help="model preset: paper (default; needs the official SAM and CLIP weights), "
         "reference, tiny (random weights, for CPU tries), paper_vit_l, ...",
+    )
+    add_base_weights_arguments(parser)
+    parser.add_argument(
+        "--adapter-init",
+        choices=ADAPTER_INITS,
+        default=None,
+        help="how the adapters start: identity (the untrained model is exactly the zero-shot "
+        "baseline) or released (the authors' initialisation); default: the preset's",
     )
     parser.add_argument(
         "--epochs", type=int, default=None, help="passes over the data in total (10)"
@@ -151,6 +162,9 @@ def run(args: argparse.Namespace) -> int:
             settings=_chosen_settings(args),
             resume=args.resume,
             overwrite=args.overwrite,
+            adapter_init=args.adapter_init,
+            sam_weights=args.sam_weights,
+            clip_weights=args.clip_weights,
         )
     except ExistingRunError:
         raise UsageError(
@@ -168,9 +182,12 @@ def run(args: argparse.Namespace) -> int:
         f"classes {', '.join(dataset.class_names)}"
     )
     print(
-        f"preset {plan.preset}, {config.mode} mode, lr {config.lr:g}, "
-        f"CLIP lr {config.clip_lr:g}, {config.epochs} epoch(s) -> {output}"
+        f"preset {plan.preset}, adapters start '{plan.model_config.adapters.init}', "
+        f"{config.mode} mode, lr {config.lr:g}, CLIP lr {config.clip_lr:g}, "
+        f"{config.epochs} epoch(s) -> {output}"
     )
+    for line in custom_base_lines(model):
+        print(line)
     return _consume_training(plan.train(model, train_data, val_data), skipped)
 
 

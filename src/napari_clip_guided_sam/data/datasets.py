@@ -342,6 +342,11 @@ class SliceDataset(Dataset):
         return list(self._items)
 
     @property
+    def images(self) -> list[ImageData]:
+        """The image of every pair, in order (their paths and calibration)."""
+        return [pair.image for pair in self._pairs]
+
+    @property
     def n_pairs(self) -> int:
         """Number of usable image/label pairs."""
         return len(self._pairs)

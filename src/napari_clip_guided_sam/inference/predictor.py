@@ -23,13 +23,14 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..model.card import ModelCard
 from ..model.checkpoint import CheckpointError, load_model, read_checkpoint, same_architecture
 from ..model.clip_guided_sam import CLIPGuidedSAM, GuideOutput
 from ..model.config import get_preset
@@ -170,6 +171,7 @@ class Predictor:
         self.decoder_threads = decoder_threads if self.device.type == "cpu" else None
         self.stats = PredictorStats()
         self.checkpoint_path: Path | None = None
+        self.checkpoint_card: ModelCard | None = None  # the loaded checkpoint's card, if any
         self._lock = threading.RLock()
         self._text_features: dict[str, torch.Tensor] = {}  # class name -> [D]
         self._closed_set = {
@@ -188,29 +190,63 @@ class Predictor:
         checkpoint: str | Path | None = None,
         device: str = "auto",
         precision: str = "auto",
+        *,
+        sam_weights: str | Path | None = None,
+        clip_weights: str | Path | None = None,
         **options: Any,
     ) -> Predictor:
         """Build the preset's model (official base weights; `tiny`: seeded random ones).
 
-        checkpoint: a fine-tuned checkpoint of the same architecture; its class text
-        features become the closed class set. A checkpoint trained for another
-        architecture is a `CheckpointError` naming the preset to choose.
+        Without a checkpoint the model is zero-shot: CLIP Surgery prompts the vanilla SAM
+        encoder (`zero_shot`). checkpoint: a fine-tuned checkpoint of the same architecture
+        (see `from_checkpoint`); one trained for another architecture is a
+        `CheckpointError` naming the preset to choose. sam_weights / clip_weights: the
+        user's own base files instead of the official ones.
         """
         config = get_preset(preset)
         if checkpoint is None:
-            return cls(build_model(config), device, precision, **options)
+            model = build_model(config, sam_weights=sam_weights, clip_weights=clip_weights)
+            return cls(model, device, precision, **options)
         header = read_checkpoint(checkpoint)
-        if not same_architecture(header.config, config):
+        # The adapter initialisation is the checkpoint's own choice, not the preset's.
+        expected = config.replace(**{"adapters.init": header.config.adapters.init})
+        if not same_architecture(header.config, expected):
             raise CheckpointError(
                 f"{Path(checkpoint).name} was trained for preset {header.config.name!r}, not "
                 f"{preset!r}; choose preset {header.config.name!r} for this checkpoint."
             )
-        model, loaded = load_model(checkpoint)
+        return cls.from_checkpoint(
+            checkpoint,
+            device,
+            precision,
+            sam_weights=sam_weights,
+            clip_weights=clip_weights,
+            **options,
+        )
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str | Path,
+        device: str = "auto",
+        precision: str = "auto",
+        *,
+        sam_weights: str | Path | None = None,
+        clip_weights: str | Path | None = None,
+        **options: Any,
+    ) -> Predictor:
+        """A predictor for a fine-tuned checkpoint, with the preset and base it records.
+
+        Its class text features become the closed class set. A checkpoint fine-tuned on
+        custom base weights needs those files again (`sam_weights` / `clip_weights`).
+        """
+        model, loaded = load_model(checkpoint, sam_weights=sam_weights, clip_weights=clip_weights)
         features = None
         if loaded.text_features is not None:
             features = dict(zip(loaded.class_names, loaded.text_features, strict=True))
         predictor = cls(model, device, precision, features, **options)
         predictor.checkpoint_path = Path(checkpoint)
+        predictor.checkpoint_card = loaded.card
         return predictor
 
     # ------------------------------------------------------------------ properties
@@ -218,6 +254,26 @@ class Predictor:
     def config(self):
         """The model's `ModelConfig` (guide options included)."""
         return self.model.config
+
+    @property
+    def zero_shot(self) -> bool:
+        """No fine-tuned adapters: the paper's training-free "CLIP Surgery + SAM" baseline."""
+        return self.model.zero_shot
+
+    def provenance(self) -> dict[str, Any]:
+        """What model this is, for people and records: preset, checkpoint, adapter state
+        ("zero-shot (no fine-tuned adapters)" or "fine-tuned adapters"), the classes a
+        checkpoint brought, the base weights (per backbone: kind, file, sha256) and the
+        checkpoint's card (None without a checkpoint or for checkpoints without one)."""
+        model = self.model
+        return {
+            "preset": model.config.name,
+            "checkpoint": None if self.checkpoint_path is None else str(self.checkpoint_path),
+            "adapters": model.adapter_state,
+            "classes": self.closed_set_classes,
+            "base_weights": None if model.base is None else model.base.to_dict(),
+            "card": None if self.checkpoint_card is None else asdict(self.checkpoint_card),
+        }
 
     @property
     def closed_set_classes(self) -> list[str]:

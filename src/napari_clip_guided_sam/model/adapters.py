@@ -24,18 +24,22 @@ from .config import AdapterConfig
 class RegularAdapter(nn.Module):
     """Bottleneck MLP parallel to attention: a + alpha * (a + fc2(gelu(fc1(a)))).
 
-    The inner `a +` is the released code's skip connection, kept for checkpoint parity.
+    The inner `a +` is the released code's skip connection, kept for checkpoint parity
+    (`inner_skip`); without it the adapter is a + alpha * fc2(gelu(fc1(a))).
     """
 
-    def __init__(self, width: int, hidden: int, alpha: float):
+    def __init__(self, width: int, hidden: int, alpha: float, inner_skip: bool = True):
         super().__init__()
         self.fc1 = nn.Linear(width, hidden)
         self.fc2 = nn.Linear(hidden, width)
         self.alpha = alpha
+        self.inner_skip = inner_skip
 
     def forward(self, attention_out: torch.Tensor) -> torch.Tensor:
         """attention_out: [..., C] -> same shape."""
-        branch = attention_out + self.fc2(F.gelu(self.fc1(attention_out)))
+        branch = self.fc2(F.gelu(self.fc1(attention_out)))
+        if self.inner_skip:
+            branch = attention_out + branch
         return attention_out + self.alpha * branch
 
 
@@ -107,28 +111,45 @@ class EncoderAdapters(nn.ModuleList):
         invalid = [b for b in semantic_blocks if not 0 <= b < depth]
         if invalid:
             raise ValueError(f"semantic_blocks {invalid} do not exist in a {depth}-block encoder.")
+        inner_skip = config.init == "released"
         super().__init__(
             BlockAdapters(
-                RegularAdapter(width, hidden, config.alpha),
+                RegularAdapter(width, hidden, config.alpha, inner_skip),
                 SemanticAdapter(width, hidden, guide_dim, config) if b in semantic_blocks else None,
             )
             for b in range(depth)
         )
+        if config.init == "identity":
+            self._zero_output_layers()
+        elif config.init != "released":
+            raise ValueError(f"Unknown adapter init {config.init!r}; use 'released' or 'identity'.")
         self.config = config
+        self.active = True  # False: every hook passes SAM's own output through (vanilla SAM)
         self._guidance: Guidance | None = None
         self._handles: list = []
         self._attach(encoder)
+
+    def _zero_output_layers(self) -> None:
+        """Identity start: every adapter branch outputs exactly zero until trained."""
+        with torch.no_grad():
+            block: BlockAdapters
+            for block in self:  # type: ignore[assignment]
+                for adapter in (block.regular, block.semantic):
+                    if adapter is not None:
+                        adapter.fc2.weight.zero_()
+                        adapter.fc2.bias.zero_()
 
     def _attach(self, encoder: ImageEncoderViT) -> None:
         grid_size = encoder.pos_embed.shape[1]  # [1, grid, grid, C]
         adapters: BlockAdapters
         for block, adapters in zip(encoder.blocks, self, strict=True):  # type: ignore[assignment]
-            self._handles.append(block.attn.register_forward_hook(_regular_hook(adapters.regular)))
+            hook = _regular_hook(adapters.regular, self)
+            self._handles.append(block.attn.register_forward_hook(hook))
             if adapters.semantic is not None:
                 hook = _semantic_hook(adapters.semantic, self)
                 self._handles.append(block.mlp.register_forward_hook(hook))
             if self.config.pad_before_norm and block.window_size > 0:
-                fill = _padding_fill_hook(block, grid_size)
+                fill = _padding_fill_hook(block, grid_size, self)
                 self._handles.append(block.attn.register_forward_pre_hook(fill))
 
     def detach(self) -> None:
@@ -155,21 +176,23 @@ class EncoderAdapters(nn.ModuleList):
         return self._guidance
 
 
-def _regular_hook(adapter: RegularAdapter):
+def _regular_hook(adapter: RegularAdapter, owner: EncoderAdapters):
     def hook(module, inputs, output):
-        return adapter(output)
+        return adapter(output) if owner.active else None
 
     return hook
 
 
 def _semantic_hook(adapter: SemanticAdapter, owner: EncoderAdapters):
     def hook(module, inputs, output):
+        if not owner.active:
+            return None
         return output + adapter(inputs[0], owner.current_guidance())
 
     return hook
 
 
-def _padding_fill_hook(block: Block, grid_size: int):
+def _padding_fill_hook(block: Block, grid_size: int, owner: EncoderAdapters):
     """Pre-hook on a windowed block's `attn`: padding tokens become `norm1.bias`.
 
     The released code pads the token grid to whole windows before `norm1`, so its padding
@@ -191,7 +214,7 @@ def _padding_fill_hook(block: Block, grid_size: int):
 
     def hook(module, inputs):
         (windows,) = inputs  # [B * nW, window, window, C]
-        if padded == grid_size:
+        if padded == grid_size or not owner.active:
             return None
         images = windows.shape[0] // window_mask.shape[0]
         mask = window_mask.to(windows.device).repeat(images, 1, 1)

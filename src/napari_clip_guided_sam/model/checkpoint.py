@@ -2,9 +2,10 @@
 
 A checkpoint holds the trainable tensors (adapters, decoder, prompt encoder, trained CLIP
 attention, text positional embedding), optionally the guide text features of the classes
-it was trained on (closed-set deployment needs no text tower), the model config and class
-names. The frozen base comes from the official weights (or a seeded random init for `tiny`).
-Loading never unpickles anything.
+it was trained on (closed-set deployment needs no text tower), the model config, class
+names, the base weights it needs (official files, the user's own files by sha256, or a
+seeded random init for `tiny`) and a model card (`card.ModelCard`). Loading never unpickles
+anything.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from .._atomic import atomic_write
+from . import base_weights
+from .base_weights import BaseWeights
+from .card import ModelCard, make_card
 from .clip_guided_sam import CLIPGuidedSAM
 from .config import ModelConfig
-from .factory import build_model, rebuild_arguments
+from .factory import build_model
 from .trainable import trainable_parameter_names
 
 FORMAT = "napari-clip-guided-sam"
@@ -40,10 +44,13 @@ class Checkpoint:
 
     config: ModelConfig
     tensors: dict[str, torch.Tensor]
+    base: BaseWeights  # the base weights it must be applied to
     class_names: list[str] = field(default_factory=list)
     text_features: torch.Tensor | None = None  # [K, D] guide text features of class_names
-    base_weights: str = "official"
+    base_weights: str = "official"  # short tag of `base`
     metadata: dict[str, Any] = field(default_factory=dict)  # training info (step, metrics…)
+    fine_tuned: bool = True  # False: saved from a zero-shot model (adapters bypassed)
+    card: ModelCard | None = None  # None in checkpoints written before cards existed
 
 
 def save_checkpoint(
@@ -54,8 +61,12 @@ def save_checkpoint(
     text_features: torch.Tensor | None = None,
     metadata: dict[str, Any] | None = None,
     overwrite: bool = True,
+    card: ModelCard | None = None,
 ) -> Path:
-    """Write the model's trainable tensors (and cached text features) atomically."""
+    """Write the model's trainable tensors (and cached text features) atomically.
+
+    card: the model card; by default one without training information.
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; choose another name or allow overwriting.")
@@ -71,12 +82,21 @@ def save_checkpoint(
                 f"{text_features.shape[0]} text feature rows for {len(class_names)} class names."
             )
         tensors[TEXT_FEATURES_KEY] = text_features.detach().to("cpu", torch.float32).contiguous()
+    if model.base is None:
+        raise ValueError("The model does not record its base weights; build it with build_model.")
+    if card is None:
+        card = make_card(
+            model.config, model.base, model.adapter_state, class_names, text_features is not None
+        )
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "config": model.config.to_json(),
         "class_names": json.dumps(class_names),
         "base_weights": model.base_weights,
+        "base": json.dumps(model.base.to_dict()),
+        "fine_tuned": json.dumps(model.fine_tuned),
+        "card": card.to_json(),
         "metadata": json.dumps(metadata or {}),
     }
     atomic_write(path, lambda temp: save_file(tensors, str(temp), metadata=header))
@@ -106,6 +126,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         config = ModelConfig.from_dict(json.loads(header["config"]))
         class_names = json.loads(header.get("class_names", "[]"))
         metadata = json.loads(header.get("metadata", "{}"))
+        tag = header.get("base_weights", "official")
+        record = json.loads(header["base"]) if "base" in header else None
+        base = BaseWeights.recorded(record, tag, config)
+        fine_tuned = bool(json.loads(header.get("fine_tuned", "true")))
+        card = ModelCard.from_json(header["card"]) if "card" in header else None
     except (KeyError, ValueError, TypeError) as error:
         raise CheckpointError(f"{path} has a damaged header: {error}") from error
     text_features = tensors.pop(TEXT_FEATURES_KEY, None)
@@ -114,8 +139,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         tensors=tensors,
         class_names=class_names,
         text_features=text_features,
-        base_weights=header.get("base_weights", "official"),
+        base_weights=tag,
         metadata=metadata,
+        base=base,
+        fine_tuned=fine_tuned,
+        card=card,
     )
 
 
@@ -159,13 +187,29 @@ def apply_checkpoint(model: CLIPGuidedSAM, checkpoint: Checkpoint) -> None:
                     f"!= model {tuple(target.shape)}."
                 )
             target.copy_(tensor.to(target.dtype))
+    model.fine_tuned = checkpoint.fine_tuned
     model.guide.reset_text_cache()
 
 
-def load_model(path: str | Path, **build_kwargs) -> tuple[CLIPGuidedSAM, Checkpoint]:
-    """Build the base model a checkpoint needs and apply the checkpoint to it."""
+def load_model(
+    path: str | Path,
+    *,
+    sam_weights: str | Path | None = None,
+    clip_weights: str | Path | None = None,
+) -> tuple[CLIPGuidedSAM, Checkpoint]:
+    """Build the base model a checkpoint needs and apply the checkpoint to it.
+
+    sam_weights / clip_weights: the custom base files the checkpoint was fine-tuned on
+    (required then, and compared by sha256; refused for a checkpoint of the official base).
+    """
     checkpoint = read_checkpoint(path)
-    build_kwargs = {**rebuild_arguments(checkpoint.base_weights), **build_kwargs}
-    model = build_model(checkpoint.config, **build_kwargs)
+    arguments = base_weights.rebuild_arguments(
+        checkpoint.base,
+        sam_weights,
+        clip_weights,
+        config=checkpoint.config,
+        what=Path(path).name,
+    )
+    model = build_model(checkpoint.config, **arguments)
     apply_checkpoint(model, checkpoint)
     return model, checkpoint

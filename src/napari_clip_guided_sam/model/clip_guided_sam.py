@@ -19,8 +19,12 @@ from torch import nn
 
 from . import prompts
 from .adapters import EncoderAdapters, Guidance
+from .base_weights import BaseWeights
 from .config import ModelConfig
 from .guide import SemanticGuide
+
+ZERO_SHOT = "zero-shot (no fine-tuned adapters)"
+FINE_TUNED = "fine-tuned adapters"
 
 
 @dataclass
@@ -58,23 +62,56 @@ class ModelOutput:
 
 
 class CLIPGuidedSAM(nn.Module):
-    """SAM made semantically aware by CLIP Surgery features injected through adapters."""
+    """SAM made semantically aware by CLIP Surgery features injected through adapters.
+
+    Until its trainable tensors come from fine-tuning (`fine_tuned`), the model is the
+    paper's training-free baseline, "CLIP Surgery + SAM": the similarity map prompts the
+    vanilla SAM image encoder, the adapters are bypassed.
+    """
 
     def __init__(self, config: ModelConfig, sam: Sam, guide: SemanticGuide):
         super().__init__()
         self.config = config
         self.sam = sam
         self.guide = guide
-        self.base_weights = "unknown"  # "official" or "random:<seed>", set by the factory
+        self.base: BaseWeights | None = None  # where SAM and CLIP came from (the factory)
         self.adapters = (
             EncoderAdapters(sam.image_encoder, guide.embed_dim, config.adapters)
             if config.adapters.enabled
             else None
         )
+        self.fine_tuned = False
 
     @property
     def device(self) -> torch.device:
         return self.sam.mask_decoder.iou_token.weight.device
+
+    @property
+    def base_weights(self) -> str:
+        """Short form of `base`: "official", "random:<seed>" or "custom"."""
+        return "unknown" if self.base is None else self.base.tag
+
+    @property
+    def fine_tuned(self) -> bool:
+        """Whether adapters and decoder are fine-tuned (a checkpoint was applied, or the
+        training engine trains them). False: zero-shot, the adapters are bypassed."""
+        return self._fine_tuned
+
+    @fine_tuned.setter
+    def fine_tuned(self, value: bool) -> None:
+        self._fine_tuned = bool(value)
+        if self.adapters is not None:
+            self.adapters.active = self._fine_tuned
+
+    @property
+    def zero_shot(self) -> bool:
+        """The training-free baseline: CLIP Surgery prompts and vanilla SAM."""
+        return not self._fine_tuned
+
+    @property
+    def adapter_state(self) -> str:
+        """What users are told: `ZERO_SHOT` or `FINE_TUNED`."""
+        return FINE_TUNED if self._fine_tuned else ZERO_SHOT
 
     # ------------------------------------------------------------------ checks
     def check_images(self, images: torch.Tensor) -> None:
@@ -158,15 +195,17 @@ class CLIPGuidedSAM(nn.Module):
 
     # ------------------------------------------------------------------ SAM
     def encode_image(self, images: torch.Tensor, guide_output: GuideOutput) -> torch.Tensor:
-        """Adapted SAM image embeddings, one per image-class pair.
+        """Adapted SAM image embeddings (vanilla ones when zero-shot), one per image-class
+        pair.
 
         images: [B, 3, S, S] -> [B * K, C, g, g] (C = 256, g = 64 at 1024 px).
         """
         classes = guide_output.similarity.shape[1]
-        pairs = images.repeat_interleave(classes, dim=0) if classes > 1 else images
         encoder = self.sam.image_encoder
-        if self.adapters is None:
-            return encoder(pairs)
+        if self.adapters is None or self.zero_shot:  # the embedding ignores the class
+            embeddings = encoder(images)
+            return embeddings.repeat_interleave(classes, dim=0) if classes > 1 else embeddings
+        pairs = images.repeat_interleave(classes, dim=0) if classes > 1 else images
         with self.adapters.guided(guide_output.adapter_guidance(self.config.adapters)):
             return encoder(pairs)
 

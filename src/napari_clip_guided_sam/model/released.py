@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
+from .base_weights import BaseWeights
 from .clip_guided_sam import CLIPGuidedSAM
 from .config import REFERENCE, ModelConfig
-from .factory import build_model
+from .factory import build_model, has_official_weights
 from .weights import WeightsError, clean_openai_clip_state, load_tensor_file, strict_load
 
 _ADAPTER_KEY = re.compile(
@@ -85,6 +86,8 @@ def import_released_checkpoint(path: str | Path, config: ModelConfig = REFERENCE
     strict_load(
         model.guide.clip, convert_clip_state(raw["clip_model"]), "CLIP (released checkpoint)"
     )
-    model.base_weights = "official"
+    if has_official_weights(config):  # their frozen SAM and CLIP are the official files
+        model.base = BaseWeights.official(config)
+    model.fine_tuned = True
     model.guide.reset_text_cache()
     return model.eval()

@@ -28,12 +28,14 @@ import torch
 from ..evaluation.modes import check_mode
 from ..evaluation.scoring import evaluate_model
 from ..model import prompts
+from ..model.base_weights import BaseWeights
 from ..model.checkpoint import same_architecture, save_checkpoint
 from ..model.config import ModelConfig
 from ..model.runtime import autocast, resolve_device, resolve_precision
 from ..model.trainable import parameter_groups
 from .inputs import Batch, PreparedCache, collate, mask_to_logit_size
 from .losses import segmentation_loss
+from .model_card import summarize_data, training_card
 from .state import (
     TrainingState,
     load_state,
@@ -307,6 +309,7 @@ def train(
     if config.output_dir is not None:
         check_writable(Path(config.output_dir))
     model.to(device)
+    model.fine_tuned = True  # from here on the adapters are in use (and trained)
     optimizer = torch.optim.AdamW(
         parameter_groups(
             model, config.lr, config.clip_lr, config.weight_decay, config.clip_weight_decay
@@ -318,9 +321,11 @@ def train(
     info = {
         "model_config": model.config.to_dict(),
         "base_weights": model.base_weights,
+        "base": model.base.to_dict(),
         "training_config": config.to_dict(),
         "n_train": len(train_data),
         "class_names": names,
+        "training_data": summarize_data(train_data, val_data),
     }
     state = TrainingState()
     if resume_from is not None:
@@ -364,7 +369,8 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
     was, now = _text_training(saved_config), _text_training(current_config)
     if was != now:
         problems.append(f"{was} (now {now})")
-    if saved["base_weights"] != current["base_weights"]:
+    saved_base = BaseWeights.recorded(saved.get("base"), saved["base_weights"], saved_config)
+    if not saved_base.same_weights(BaseWeights.from_dict(current["base"])):
         problems.append(f"base weights {saved['base_weights']} (now {current['base_weights']})")
     for key in _RESUME_KEYS:
         was, now = saved["training_config"][key], current["training_config"][key]
@@ -545,6 +551,21 @@ class _Run:
             "metrics": dict(metrics or {}),
             "training": self.config.to_dict(),
         }
+        progress = {
+            "checkpoint": kind,
+            "steps": self.state.step,
+            "epochs_completed": self.state.epoch,
+            "training_time_s": round(self.clock.elapsed(), 1),
+        }
+        card = training_card(
+            model,
+            self.class_names,
+            features is not None,
+            self.info["training_data"],
+            self.config.to_dict(),
+            progress,
+            self.state.history,
+        )
         save_checkpoint(
             model,
             path,
@@ -552,6 +573,7 @@ class _Run:
             text_features=features,
             metadata=metadata,
             overwrite=True,
+            card=card,
         )
         model.train()
         return CheckpointEvent(path, kind, self.state.step, self.state.epoch)

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..model import base_weights
 from ..model.checkpoint import same_architecture
 from ..model.clip_guided_sam import CLIPGuidedSAM
 from ..model.config import ModelConfig, get_preset
-from ..model.factory import build_model, rebuild_arguments
+from ..model.factory import build_model
 from .engine import Event, TrainingConfig, TrainingResult, default_learning_rates, train
 from .inputs import Subset, split_dataset
 from .state import read_state_info, resolve_resume_path, state_path_for
@@ -88,7 +89,9 @@ class RunPlan:
     config: TrainingConfig
     resume: bool = False
     overwrite: bool = False  # remove the earlier run's files when training starts
-    base_weights: str | None = None  # the resumed run's base-weights tag ("random:0"...)
+    base: base_weights.BaseWeights | None = None  # the resumed run's base weights
+    sam_weights: str | Path | None = None  # the user's own SAM base file
+    clip_weights: str | Path | None = None  # the user's own CLIP base file
 
     @property
     def preset(self) -> str:
@@ -100,8 +103,12 @@ class RunPlan:
 
     def build_model(self) -> CLIPGuidedSAM:
         """The model to train (slow; missing base weights fail here, before any data)."""
-        base = rebuild_arguments(self.base_weights) if self.base_weights else {}
-        return build_model(self.model_config, **base)
+        files: dict[str, Any] = {"sam_weights": self.sam_weights, "clip_weights": self.clip_weights}
+        if self.base is not None:  # a resumed run continues on the base it was trained on
+            files = base_weights.rebuild_arguments(
+                self.base, **files, config=self.model_config, what=f"The run in {self.output}"
+            )
+        return build_model(self.model_config, **files)
 
     def split(self, dataset: Sequence) -> tuple[Subset, Subset]:
         """The training and validation items of `dataset` (slices stay on one side)."""
@@ -129,6 +136,9 @@ def plan_run(
     settings: Mapping[str, Any] | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    adapter_init: str | None = None,
+    sam_weights: str | Path | None = None,
+    clip_weights: str | Path | None = None,
 ) -> RunPlan:
     """Settle a run in `output`.
 
@@ -139,6 +149,9 @@ def plan_run(
             the preset's learning rates.
         resume: continue the interrupted run saved in `output`.
         overwrite: replace a run in `output` (its files are removed when training starts).
+        adapter_init: "released" or "identity"; None: the preset's (a resumed run's own).
+        sam_weights, clip_weights: the user's own base files instead of the official ones
+            (a resumed run trained on such files needs the same files again).
 
     Raises:
         ExistingRunError: `output` holds a run and neither `resume` nor `overwrite` is set.
@@ -158,11 +171,30 @@ def plan_run(
                 f"preset {preset!r} differs from the resumed run's preset "
                 f"{model_config.name!r}; resume with that preset."
             )
+        if adapter_init and adapter_init != model_config.adapters.init:
+            raise ValueError(
+                f"adapter initialisation {adapter_init!r} differs from the resumed run's "
+                f"{model_config.adapters.init!r}; leave it out to resume."
+            )
     else:
         model_config = get_preset(preset or DEFAULT_PRESET)
+        if adapter_init:
+            model_config = model_config.replace(**{"adapters.init": adapter_init})
     config = _training_config(model_config.name, settings or {}, saved, output)
-    base_weights = saved["base_weights"] if saved is not None else None
-    return RunPlan(model_config, config, resume, overwrite and not resume, base_weights)
+    base = None
+    if saved is not None:
+        base = base_weights.BaseWeights.recorded(
+            saved.get("base"), saved["base_weights"], model_config
+        )
+    return RunPlan(
+        model_config,
+        config,
+        resume,
+        overwrite and not resume,
+        base,
+        sam_weights,
+        clip_weights,
+    )
 
 
 def _training_config(
