@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 
+from .attention import use_fused_attention
 from .clip_guided_sam import CLIPGuidedSAM
 from .config import ModelConfig, get_preset
 from .guide import SemanticGuide, build_clip, resize_positional_embedding
@@ -46,6 +47,7 @@ def build_model(
     when possible, or from `sam_checkpoint` / `clip_checkpoint`); "random" keeps a seeded
     random initialisation (the `tiny` preset, tests, parameter counting). The global RNG
     state is left untouched. Build under `torch.device("meta")` to count parameters only.
+    Attention runs fused (`model.attention.use_fused_attention(model, False)` switches it off).
     """
     if isinstance(config, str):
         config = get_preset(config)
@@ -68,5 +70,6 @@ def build_model(
         resize_positional_embedding(clip.visual, config.clip.clip_size)
         model = CLIPGuidedSAM(config, sam, SemanticGuide(clip, config.clip, config.guide))
     configure_trainable(model)
+    use_fused_attention(model)
     model.base_weights = base_weights if base_weights == "official" else f"random:{seed}"
     return model.eval()
