@@ -88,7 +88,8 @@ def relative_position_attention(
         stop = min(start + rows, height)
         mask = storage[: batch * heads * (stop - start) * width * tokens]
         mask = mask.view(batch, heads, stop - start, width, height, width)
-        torch.add(rel_h[:, :, start:stop, :, :, None], rel_w[:, :, start:stop, :, None, :], out=mask)
+        rows_h, rows_w = rel_h[:, :, start:stop], rel_w[:, :, start:stop]
+        torch.add(rows_h[..., :, None], rows_w[..., None, :], out=mask)
         queries = slice(start * width, stop * width)
         out[:, :, queries] = F.scaled_dot_product_attention(
             query[:, :, queries],
