@@ -1,4 +1,4 @@
-"""Headless entry point: `clip-guided-sam {train,segment,evaluate,params,weights}`.
+"""Headless entry point: `clip-guided-sam {train,segment,evaluate,params,weights,info}`.
 
 Every subcommand is a small module over the compute packages; long jobs run the same
 generators the napari widgets run, with a text progress bar. Exit codes: 0 success,
@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import evaluate, params, segment, train, weights
+from . import evaluate, info, params, segment, train, weights
 from ._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -38,6 +38,7 @@ SUBCOMMANDS = [
     segment.add_parser,
     train.add_parser,
     evaluate.add_parser,
+    info.add_parser,
 ]
 
 

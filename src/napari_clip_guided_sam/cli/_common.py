@@ -55,7 +55,8 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         default="auto",
-        help="auto (bf16 where supported), fp32, bf16 or fp16 (GPU only)",
+        help="auto (the faster precision measured on this machine, see `clip-guided-sam "
+        "info`), fp32, bf16 or fp16 (GPU only)",
     )
 
 

@@ -7,6 +7,8 @@ from typing import Literal
 
 import torch
 
+from .precision_probe import probe_precision
+
 DeviceName = Literal["auto", "cuda", "mps", "cpu"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -29,19 +31,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for `precision` on `device` (None = plain fp32).
 
-    "auto": bf16 on CUDA with bf16 support and on CPUs with native bf16, else fp32.
+    "auto": the fastest precision a short timed probe found on this machine (cached; see
+    `model.precision_probe`).
     """
     if precision == "fp32":
         return None
@@ -53,11 +47,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return torch.float16
     if precision != "auto":
         raise ValueError(f"Unknown precision {precision!r}; use auto, fp32, bf16 or fp16.")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_supports_bf16():
-        return torch.bfloat16
-    return None
+    return probe_precision(device).dtype
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
