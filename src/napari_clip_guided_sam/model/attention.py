@@ -65,8 +65,8 @@ def relative_position_attention(
     query, key, value: [B, heads, h * w, d] over an h x w token grid -> [B, heads, h * w, d].
     B[i, j] = q_i . Rh[h(i), h(j)] + q_i . Rw[w(i), w(j)], as segment-anything's
     `add_decomposed_rel_pos` (the unscaled query). With autograd the whole mask is built
-    (its gradient flows to the query); without, a few query rows of it at a time, in one
-    buffer of at most `max_mask_bytes` (at least one grid row).
+    (its gradient flows to the query), as under torch.compile; otherwise a few query rows
+    of it at a time, in one buffer of at most `max_mask_bytes` (at least one grid row).
     """
     height, width = size
     batch, heads, tokens, _ = query.shape
@@ -76,7 +76,7 @@ def relative_position_attention(
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (query, key, value, rel_pos_h, rel_pos_w)
     )
-    if needs_grad:
+    if needs_grad or torch.compiler.is_compiling():  # (the compiler plans memory itself)
         mask = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(batch, heads, tokens, tokens)
         return F.scaled_dot_product_attention(query, key, value, attn_mask=mask.to(query.dtype))
 
