@@ -239,7 +239,7 @@ def report(info: dict, vanilla: dict, ours: dict, unfused: dict, compiled: dict 
     )
     print(f"precision auto -> {choice.precision}: {choice.reason}")
     print(
-        f"first text prompt: {unfused['flops'] / 1e9:.0f} GFLOP; bound at the {ours['dtype']} "
+        f"first text prompt: {unfused['flops'] / 1e9:.1f} GFLOP; bound at the {ours['dtype']} "
         f"peak {bound:.2f} s"
     )
     width = max(len(r[0]) for r in rows)
