@@ -1,4 +1,4 @@
-"""Short operations use only the CPUs other processes leave free."""
+"""Short operations use only the CPUs other threads leave free."""
 
 import subprocess
 import sys
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from napari_clip_guided_sam.model.threads import (
-    busy_cpus_elsewhere,
     cpu_threads,
+    other_runnable_threads,
     threads_for_short_work,
     usable_cpus,
 )
@@ -31,9 +31,9 @@ def test_a_busy_process_takes_a_thread_away():
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         deadline = time.monotonic() + 30
-        while busy_cpus_elsewhere() < 1 and time.monotonic() < deadline:
+        while other_runnable_threads() < 1 and time.monotonic() < deadline:
             time.sleep(0.05)  # until the spinner has started
-        assert busy_cpus_elsewhere() >= 1
+        assert other_runnable_threads() >= 1
         assert threads_for_short_work(limit=usable_cpus()) <= max(1, usable_cpus() - 1)
     finally:
         spinner.kill()

@@ -1,10 +1,12 @@
-"""How many CPU threads short operations should use while other processes want the CPUs.
+"""How many CPU threads short operations should use while other threads want the CPUs.
 
 torch splits each operation across its intra-op threads and waits for the slowest. When
 another process keeps the cores busy, one of our threads is often descheduled, and an
 operation of a few milliseconds waits a whole scheduler time slice for it: on 2 cores
 with one taken by a training job, SAM's mask decoder took 1.29 s on 2 threads and 85 ms on
 1. On an idle machine the same decoder is about twice as fast on 2 threads as on 1.
+Where the runnable count covers more CPUs than this process may use (a container pinned to
+a few cores of a busy host), the choice errs towards one thread, the safe side.
 """
 
 from __future__ import annotations
@@ -24,33 +26,25 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def _own_running_threads() -> int:
-    running = 0
-    for stat in Path("/proc/self/task").glob("*/stat"):
-        with contextlib.suppress(OSError, IndexError):
-            # The state follows the parenthesised command name, which may contain spaces.
-            running += stat.read_text().rsplit(")", 1)[1].split()[0] == "R"
-    return max(1, running)  # at least the calling thread
+def other_runnable_threads() -> int | None:
+    """Threads besides the calling one that are running or ready to run right now, in any
+    process (this one's other threads compete for the cores too); None where unknown.
 
-
-def busy_cpus_elsewhere() -> int | None:
-    """Threads of other processes running or ready to run right now (Linux), else None.
-
-    From the kernel's count of runnable threads (/proc/loadavg) minus this process's own;
-    a snapshot, cheap enough to take before every short operation.
+    A snapshot of the kernel's count of runnable threads (/proc/loadavg, Linux), cheap
+    enough to take before every short operation.
     """
     try:
         runnable = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
     except (OSError, ValueError, IndexError):
         return None
-    return max(0, runnable - _own_running_threads())
+    return max(0, runnable - 1)
 
 
 def threads_for_short_work(limit: int | None = None) -> int:
     """Intra-op threads for a short operation now: up to `limit` (default: torch's
-    setting), but only as many as the CPUs that other processes leave free (at least 1)."""
+    setting), but only as many as the CPUs that other threads leave free (at least 1)."""
     limit = torch.get_num_threads() if limit is None else limit
-    busy = busy_cpus_elsewhere()
+    busy = other_runnable_threads()
     if busy is None:
         return max(1, limit)
     return max(1, min(limit, usable_cpus() - busy))
