@@ -30,17 +30,21 @@ def run(args: argparse.Namespace) -> int:
     from .. import __version__
     from ..model.precision_probe import cache_path, probe_precision
     from ..model.runtime import resolve_device
+    from ..model.threads import other_runnable_threads, usable_cpus
 
     device = resolve_device(args.device)
     choice = probe_precision(device, force=args.reprobe)
     print(f"napari-clip-guided-sam {__version__}, torch {torch.__version__}")
     print(f"device: {device}  ({choice.machine.split(' | ')[0]})")
     if device.type == "cpu":
-        print(f"CPU threads: {torch.get_num_threads()} intra-op")
+        busy = other_runnable_threads()
+        print(
+            f"CPU threads: {torch.get_num_threads()} intra-op, {usable_cpus()} usable CPUs"
+            + ("" if busy is None else f", {busy} other threads runnable now")
+        )
     source = f"cached {choice.measured_at}" if choice.cached else "measured now"
     print(f"precision auto -> {choice.precision}  ({source})")
     print(f"  why: {choice.reason}")
     if choice.gflops:
         print(f"  probe cache: {cache_path()}  (--reprobe measures again)")
-    print("attention: fused (scaled_dot_product_attention) unless switched off")
     return EXIT_OK
