@@ -1,4 +1,4 @@
-"""Short operations use only the CPUs other threads leave free."""
+"""Short operations use only the CPUs other processes leave free."""
 
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""How many CPU threads short operations should use while other threads want the CPUs.
+"""How many CPU threads short operations should use while other processes want the CPUs.
 
 torch splits each operation across its intra-op threads and waits for the slowest. When
 another process keeps the cores busy, one of our threads is often descheduled, and an
@@ -27,22 +27,35 @@ def usable_cpus() -> int:
 
 
 def other_runnable_threads() -> int | None:
-    """Threads besides the calling one that are running or ready to run right now, in any
-    process (this one's other threads compete for the cores too); None where unknown.
+    """Threads of other processes running or ready to run right now; None where unknown.
 
-    A snapshot of the kernel's count of runnable threads (/proc/loadavg, Linux), cheap
-    enough to take before every short operation.
+    A snapshot of the kernel's count of runnable threads (/proc/loadavg, Linux) minus this
+    process's own: our OpenMP workers still spinning after the previous operation are not
+    competition (inside napari one compute job runs at a time). This process's threads are
+    only listed when the count says someone else may be running, so on an idle machine the
+    check costs one small read.
     """
     try:
         runnable = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
     except (OSError, ValueError, IndexError):
         return None
-    return max(0, runnable - 1)
+    if runnable <= 1:
+        return 0
+    return max(0, runnable - _own_running_threads())
+
+
+def _own_running_threads() -> int:
+    running = 0
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            # The state follows the parenthesised thread name, which may contain spaces.
+            running += stat.read_text().rsplit(")", 1)[1].split()[0] == "R"
+    return max(1, running)  # at least the calling thread
 
 
 def threads_for_short_work(limit: int | None = None) -> int:
     """Intra-op threads for a short operation now: up to `limit` (default: torch's
-    setting), but only as many as the CPUs that other threads leave free (at least 1)."""
+    setting), but only as many as the CPUs that other processes leave free (at least 1)."""
     limit = torch.get_num_threads() if limit is None else limit
     busy = other_runnable_threads()
     if busy is None:
