@@ -18,3 +18,13 @@ def test_weights_list_names_the_cache_directory(capsys, tmp_path, monkeypatch):
     assert main(["weights", "list"]) == 0
     out = capsys.readouterr().out
     assert str(tmp_path) in out and "sam_vit_b_01ec64.pth" in out and "missing" in out
+
+
+def test_info_prints_the_automatic_precision_and_why(capsys):
+    assert main(["info", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "precision auto -> " in out and "measured now" in out and "GFLOP/s" in out
+    assert main(["info", "--device", "cpu"]) == 0
+    assert "(cached " in capsys.readouterr().out
+    assert main(["info", "--device", "cpu", "--reprobe"]) == 0
+    assert "measured now" in capsys.readouterr().out

@@ -7,6 +7,7 @@ import torch
 from segment_anything import SamPredictor
 
 from napari_clip_guided_sam.inference.predictor import Predictor
+from napari_clip_guided_sam.model.attention import use_fused_attention
 from napari_clip_guided_sam.model.checkpoint import save_checkpoint
 from napari_clip_guided_sam.model.config import TINY_SAM
 from napari_clip_guided_sam.model.factory import build_model
@@ -49,10 +50,14 @@ def test_zero_shot_embedding_is_bit_identical_to_sam_predictor(sam_file, referen
     tensor, _ = prepare_image(image, SIZE)
     with torch.no_grad():
         guide = model.guidance(tensor[None], model.text_features(["nucleus", "cell"]))
+        fused = model.encode_image(tensor[None], guide)
+        use_fused_attention(model, False)  # segment-anything's own attention code
         ours = model.encode_image(tensor[None], guide)
     reference.set_image(image)
     assert torch.equal(ours[0], reference.features[0])
     assert torch.equal(ours[1], reference.features[0])  # every class: the same embedding
+    # The default fused attention keeps the fidelity the model tests guarantee.
+    torch.testing.assert_close(fused, ours, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("clicks", [False, True])

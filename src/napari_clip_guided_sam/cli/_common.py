@@ -62,7 +62,8 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         default="auto",
         choices=PRECISION_CHOICES,
-        help="auto (default: bf16 where supported), fp32, bf16 or fp16 (GPU only)",
+        help="auto (the faster precision measured on this machine, see `clip-guided-sam "
+        "info --system`), fp32, bf16 or fp16 (GPU only)",
     )
 
 

@@ -38,6 +38,7 @@ from ..model.factory import build_model
 from ..model.guide import validate_class_names
 from ..model.preprocess import InputFrame, prepare_image, validate_rgb
 from ..model.runtime import autocast, resolve_device, resolve_precision
+from ..model.threads import cpu_threads, threads_for_short_work
 
 __all__ = [
     "InferenceMemoryError",
@@ -121,6 +122,7 @@ class _ImageState:
 class _ClassEntry:
     embedding: torch.Tensor  # [C, g, g] adapted SAM image embedding
     similarity_map: torch.Tensor  # [S, S] float32 in the SAM frame
+    similarity_original: np.ndarray | None = None  # float32 [H, W], made at the first decode
 
 
 def image_key(rgb: np.ndarray) -> str:
@@ -142,11 +144,13 @@ class Predictor:
     cache_size: image x class embeddings kept (LRU); CLIP tokens of as many images.
     encoder_batch_size: image x class pairs encoded together; None: 1 on the CPU (batching
     gains ~5% there and doubles peak memory), 2 on accelerators.
-    decoder_threads: CPU threads for the prompt encoder + mask decoder (None: torch's
-    setting). Their operations are small, so extra threads mostly add synchronisation, and
-    on a busy CPU each parallel region waits for a descheduled thread (2 cores, one taken by
-    another job: 1.29 s with 2 threads, 85 ms with 1; docs/performance.md). The setting is
-    restored after each decode (it is process-wide meanwhile).
+    decoder_threads: CPU threads for the prompt encoder + mask decoder. None: torch's
+    setting, reduced to the CPUs other processes leave free at the moment of the click
+    (`model.threads.threads_for_short_work`): the decoder's operations are small, and on a
+    busy CPU each of them waits for a descheduled thread (2 cores, one taken by another
+    job: 1.29 s with 2 threads, 85 ms with 1), while on an idle one 2 threads are about
+    twice as fast as 1. The setting is restored after each decode (it is process-wide
+    meanwhile).
     """
 
     def __init__(
@@ -158,7 +162,7 @@ class Predictor:
         *,
         cache_size: int = DEFAULT_CACHE_SIZE,
         encoder_batch_size: int | None = None,
-        decoder_threads: int | None = 1,
+        decoder_threads: int | None = None,
     ):
         self.device = resolve_device(device)
         if encoder_batch_size is None:
@@ -474,7 +478,10 @@ class Predictor:
         """Prompt encoder + mask decoder for every class, then back to the original frame."""
         frame = self._require_image().frame
         maps = torch.stack([e.similarity_map for e in entries])  # [K, S, S]
-        with self._compute(), _cpu_threads(self.decoder_threads):
+        threads = self.decoder_threads
+        if threads is None and self.device.type == "cpu":
+            threads = threads_for_short_work()
+        with self._compute(), cpu_threads(threads):
             dense = self.model.dense_prompt(maps)
             if user_points is None:
                 # One seeded draw per class: a class's points do not depend on the others.
@@ -488,15 +495,17 @@ class Predictor:
             logits, ious = self.model.decode(
                 embeddings, dense, coords.to(self.device), labels.to(self.device)
             )
-            probabilities = torch.sigmoid(frame.logits_to_original(logits.float()))
-            similarity = frame.logits_to_original(maps).clamp(0.0, 1.0)
-            best, index = probabilities.max(dim=0)
-            label_image = torch.where(best > threshold, index + 1, torch.zeros_like(index))
+            probabilities = frame.logits_to_original(logits.float()).sigmoid_()
+            label_image = _label_image(probabilities, threshold)
+            for entry in entries:  # the maps do not change with the prompts: resized once
+                if entry.similarity_original is None:
+                    resized = frame.logits_to_original(entry.similarity_map).clamp_(0.0, 1.0)
+                    entry.similarity_original = resized.cpu().numpy()
         self.stats.decoder_calls += len(names)
         return Prediction(
-            labels=label_image.to(torch.int32).cpu().numpy(),
-            probabilities=probabilities.cpu().numpy().astype(np.float32, copy=False),
-            similarity_maps=similarity.cpu().numpy().astype(np.float32, copy=False),
+            labels=label_image.cpu().numpy(),
+            probabilities=probabilities.cpu().numpy(),
+            similarity_maps=np.stack([_resized_map(e) for e in entries]),
             class_names=list(names),
             iou_predictions=ious.float().cpu().numpy(),
         )
@@ -530,18 +539,13 @@ class Predictor:
             ) from error
 
 
-@contextlib.contextmanager
-def _cpu_threads(count: int | None):
-    """Temporarily use `count` intra-op CPU threads (None: leave torch's setting)."""
-    if count is None or count == torch.get_num_threads():
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+def _label_image(probabilities: torch.Tensor, threshold: float) -> torch.Tensor:
+    """[K, H, W] probabilities -> int32 [H, W]: k + 1 where class k is the most probable
+    and above `threshold`, else 0."""
+    if probabilities.shape[0] == 1:
+        return (probabilities[0] > threshold).to(torch.int32)
+    best, index = probabilities.max(dim=0)
+    return torch.where(best > threshold, index.to(torch.int32) + 1, 0)
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -581,3 +585,10 @@ def _user_points(
         raise ValueError("Point labels must be 1 (positive) or 0 (negative).")
     coords = frame.points_to_input(points)
     return torch.from_numpy(coords).float(), torch.from_numpy(point_labels.astype(np.int64))
+
+
+def _resized_map(entry: _ClassEntry) -> np.ndarray:
+    """The class's similarity map in the original frame (resized by `_decode`)."""
+    if entry.similarity_original is None:
+        raise RuntimeError("The similarity map was not resized to the image frame.")
+    return entry.similarity_original

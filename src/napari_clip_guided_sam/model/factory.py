@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 
+from .attention import use_fused_attention
 from .base_weights import ROLES, BaseSource, BaseWeights, identify, official_file
 from .clip_guided_sam import CLIPGuidedSAM
 from .config import ModelConfig, get_preset
@@ -44,6 +45,7 @@ def build_model(
     "random" keeps a seeded random initialisation (`tiny`, tests, parameter counting).
     The global RNG state is left untouched. Build under `torch.device("meta")` to count
     parameters only. The model starts zero-shot (`CLIPGuidedSAM.fine_tuned` is False).
+    Attention runs fused (`model.attention.use_fused_attention(model, False)` switches it off).
     """
     if isinstance(config, str):
         config = get_preset(config)
@@ -79,4 +81,5 @@ def build_model(
         file = files[role]
         sources[role] = BaseSource("random") if file is None else identify(role, config, file)
     model.base = BaseWeights(sources["sam"], sources["clip"], seed)
+    use_fused_attention(model)
     return model.eval()

@@ -90,28 +90,35 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(batch, length, heads * dim)
 
 
-def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v, written out as CLIP Surgery does (not fused), so results
-    match the released code to the last bits that decide the thresholded prompts."""
+def _attend(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, fused: bool = False
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v. Unfused, it is written out as CLIP Surgery does, so
+    results match the released code to the last bits that decide the thresholded prompts;
+    fused (`scaled_dot_product_attention`) it agrees to about 1e-6 and is several times
+    faster on the CPU."""
+    if fused:
+        return F.scaled_dot_product_attention(query, key, value)
     weights = (query @ key.transpose(-2, -1)) * query.shape[-1] ** -0.5
     return weights.softmax(dim=-1) @ value
 
 
 def surgery_block(
-    block: ResidualAttentionBlock, x_ori: torch.Tensor, x_new: torch.Tensor
+    block: ResidualAttentionBlock, x_ori: torch.Tensor, x_new: torch.Tensor, fused: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One dual-path block: the original block on `x_ori`, and v-v attention added to `x_new`.
 
     Both paths share the block's `in_proj`/`out_proj`; the v-v path replaces q and k by v,
     reads `ln_1` of the *original* path's input, and has no MLP and no LayerNorm of its own.
-    x_ori, x_new: [B, L, C] -> the updated pair, same shapes.
+    x_ori, x_new: [B, L, C] -> the updated pair, same shapes. fused: attention through
+    `scaled_dot_product_attention`.
     """
     attn: nn.MultiheadAttention = block.attn
     hidden = block.ln_1(x_ori)
     q, k, v = F.linear(hidden, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
     q, k, v = (_split_heads(t, attn.num_heads) for t in (q, k, v))
-    original = _merge_heads(_attend(q, k, v))
-    value_value = _merge_heads(_attend(v, v, v))
+    original = _merge_heads(_attend(q, k, v, fused))
+    value_value = _merge_heads(_attend(v, v, v, fused))
     x_ori = x_ori + block.ls_1(attn.out_proj(original))
     x_ori = x_ori + block.ls_2(block.mlp(block.ln_2(x_ori)))
     x_new = x_new + attn.out_proj(value_value)
@@ -136,6 +143,8 @@ class SemanticGuide(nn.Module):
                 f"text_gradient must be 'redundant' or 'class', got {guide_config.text_gradient!r}."
             )
         self._redundant: torch.Tensor | None = None
+        # Runtime switch (model.attention.use_fused_attention), not part of the architecture.
+        self.fused_attention = False
 
     @property
     def embed_dim(self) -> int:
@@ -160,7 +169,7 @@ class SemanticGuide(nn.Module):
             x = block(x)
         x_ori, x_new = x, x
         for block in blocks[first_surgery:]:
-            x_ori, x_new = surgery_block(block, x_ori, x_new)
+            x_ori, x_new = surgery_block(block, x_ori, x_new, self.fused_attention)
         tokens = torch.cat([x_ori[:, :1], x_new[:, 1:]], dim=1)
         return visual.ln_post(tokens) @ visual.proj
 

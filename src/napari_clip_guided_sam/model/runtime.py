@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI lists these choices fast
     import torch
 
+
 DeviceName = Literal["auto", "cuda", "mps", "cpu"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # The choices offered by the CLI and the widgets, in the order they are listed.
@@ -35,19 +36,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for `precision` on `device` (None = plain fp32).
 
-    "auto": bf16 on CUDA with bf16 support and on CPUs with native bf16, else fp32.
+    "auto": the fastest precision a short timed probe found on this machine (cached; see
+    `model.precision_probe`).
     """
     import torch
 
@@ -61,11 +54,9 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return torch.float16
     if precision != "auto":
         raise ValueError(f"Unknown precision {precision!r}; use {', '.join(PRECISION_CHOICES)}.")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_supports_bf16():
-        return torch.bfloat16
-    return None
+    from .precision_probe import probe_precision  # imports torch
+
+    return probe_precision(device).dtype
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -73,7 +73,7 @@ class TrainingConfig:
     val_fraction: float = 0.2  # used when splitting one dataset (`split_dataset`)
     seed: int = 0
     device: str = "auto"
-    precision: str = "auto"  # "auto" = bf16 autocast where supported
+    precision: str = "auto"  # "auto" = the precision measured fastest on the device
     output_dir: str | None = None  # None: train without writing checkpoints
     best_name: str = "best.safetensors"
     last_name: str = "last.safetensors"

@@ -1,0 +1,17 @@
+"""Optional `torch.compile` of SAM's image encoder, the stage that dominates every run.
+
+Off by default: on a CPU, compiling the ViT-B encoder takes minutes before the first
+result, more than it saves over the first few images (benchmarks/inference.py measures
+both; docs/performance.md). The adapters' hooks and the fused attention are traced into
+the compiled graph; a new CLIP guidance per call does not recompile it.
+"""
+
+from __future__ import annotations
+
+from .clip_guided_sam import CLIPGuidedSAM
+
+
+def compile_image_encoder(model: CLIPGuidedSAM, backend: str = "inductor") -> None:
+    """Compile `model.sam.image_encoder` in place . Compilation happens
+    at the first call for each input shape; `backend` is torch.compile's."""
+    model.sam.image_encoder.compile(backend=backend, dynamic=False)
