@@ -34,6 +34,7 @@ SEGMENT, TRAIN = "Segment (text + clicks)", "Train (fine-tune)"
 SCREEN = (1280, 800)
 MAX_DOCK_HEIGHT = 700
 TIMEOUT_MS = 60_000
+LONG_ERROR = "Missing:\n  url: https://example.org/" + "a" * 300 + "\n  sha256: " + "0" * 64
 INPUTS = (QAbstractButton, QComboBox, QLineEdit, QAbstractSpinBox, QListWidget)
 
 
@@ -92,6 +93,11 @@ def test_every_dock_widget_fits_a_1280x800_window_with_its_actions_visible(
         assert widget.content.minimumSizeHint().width() <= MAX_DOCK_WIDTH, name
         window = _show_in_screen(qtbot, widget)
         assert (window.width(), window.height()) == SCREEN  # no dock makes it grow
+        for button in _primary_actions(name, widget):
+            assert _visible_without_scrolling(widget, button), (name, button.text())
+        widget.messages.show_error(LONG_ERROR)  # long unbreakable words wrap, too
+        qtbot.wait(50)
+        assert not widget.scroll.horizontalScrollBar().isVisible(), name
         for button in _primary_actions(name, widget):
             assert _visible_without_scrolling(widget, button), (name, button.text())
 

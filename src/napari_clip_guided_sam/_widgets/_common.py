@@ -16,10 +16,10 @@ from typing import Any
 
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ._messages import MessagePanel, error_message, first_line
+from ._panels import text_label
 
 
 # ---------------------------------------------------------------------------- notifications
@@ -117,9 +117,7 @@ class JobPanel(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setToolTip("Progress of the job running in the background")
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status = text_label("", "How the last job went")
         self.status.setVisible(False)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)

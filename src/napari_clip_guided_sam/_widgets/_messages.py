@@ -12,13 +12,15 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QSize, Qt
+from qtpy.QtGui import QTextOption
 from qtpy.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QPushButton,
+    QSizePolicy,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -26,6 +28,32 @@ from qtpy.QtWidgets import (
 
 ERROR, NOTE = "Error", "Note"
 ERROR_COLOR = "#e57373"  # readable on napari's dark and light themes
+MAX_TEXT_HEIGHT = 240  # px; a longer message scrolls inside the panel
+MAX_DETAILS_HEIGHT = 160
+
+
+class FittedText(QPlainTextEdit):
+    """Read-only, selectable text as tall as its lines (up to `max_height`), wrapped at the
+    widget's width even inside long words (URLs, hashes), so it never widens the dock."""
+
+    def __init__(self, max_height: int, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.max_height = max_height
+        self.setReadOnly(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.document().documentLayout().documentSizeChanged.connect(self._fit)
+
+    def _fit(self, *_) -> None:
+        lines = self.document().documentLayout().documentSize().height()  # in lines
+        line_height = self.fontMetrics().lineSpacing()
+        margins = 2 * (self.document().documentMargin() + self.frameWidth()) + 2
+        self.setFixedHeight(int(min(self.max_height, lines * line_height + margins)))
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(60, super().minimumSizeHint().height())
 
 
 def error_message(error: BaseException) -> str:
@@ -65,10 +93,8 @@ class MessagePanel(QFrame):
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.kind = ""
         self.title = QLabel()
-        self.text = QLabel()
-        self.text.setWordWrap(True)
-        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.text.setToolTip("Select the text to copy it")
+        self.text = FittedText(MAX_TEXT_HEIGHT)
+        self.text.setToolTip("The whole message: select the text to copy it")
         self.details_button = QToolButton()
         self.details_button.setText("Details")
         self.details_button.setCheckable(True)
@@ -78,9 +104,7 @@ class MessagePanel(QFrame):
         self.close_button.setText("Dismiss")
         self.close_button.setToolTip("Hide this message")
         self.close_button.clicked.connect(self.clear)
-        self.details = QPlainTextEdit()
-        self.details.setReadOnly(True)
-        self.details.setMaximumHeight(140)
+        self.details = FittedText(MAX_DETAILS_HEIGHT)
         self.details.setToolTip("The exception and where it happened")
         self.remedy_row = QHBoxLayout()
         self.remedy_row.setContentsMargins(0, 0, 0, 0)
@@ -91,8 +115,8 @@ class MessagePanel(QFrame):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 4, 6, 4)
         layout.addLayout(top)
-        layout.addWidget(self.text)
         layout.addLayout(self.remedy_row)
+        layout.addWidget(self.text)
         layout.addWidget(self.details)
         self._remedies: list[Remedy] = []
         self._remedy_buttons: list[QPushButton] = []
@@ -101,7 +125,7 @@ class MessagePanel(QFrame):
     @property
     def message(self) -> str:
         """The text shown (empty when there is none)."""
-        return self.text.text()
+        return self.text.toPlainText()
 
     def add_remedy(
         self, kind: type[BaseException], label: str, action: Callable[[], object], tip: str = ""
@@ -124,7 +148,7 @@ class MessagePanel(QFrame):
     def clear(self) -> None:
         """Hide the message (at the user's next action)."""
         self.kind = ""
-        self.text.setText("")
+        self.text.setPlainText("")
         self.details.setPlainText("")
         self._offer([])
         self.setVisible(False)
@@ -135,7 +159,7 @@ class MessagePanel(QFrame):
         color = f"color: {ERROR_COLOR}; " if kind == ERROR else ""
         self.title.setStyleSheet(f"{color}font-weight: bold;")
         self.title.setText(kind)
-        self.text.setText(text)
+        self.text.setPlainText(text)
         self.details.setPlainText(details)
         self.details_button.setVisible(bool(details))
         self.details_button.setChecked(False)

@@ -12,13 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFormLayout, QGroupBox, QLabel, QLineEdit, QPlainTextEdit, QToolButton
+from qtpy.QtWidgets import QFormLayout, QGroupBox, QLineEdit, QPlainTextEdit, QToolButton
 
 from ..model.card import ModelCard
 from ..model.checkpoint import CheckpointHeader, read_checkpoint_header
 from ..model.config import PRESETS
 from ._forms import WEIGHTS_FILTER, browse_row, choose_checkpoint, choose_file, combo, line_edit
 from ._messages import ERROR_COLOR, error_message
+from ._panels import text_label
 
 TINY = "tiny"
 ZERO_SHOT = "zero-shot (no fine-tuned adapters)"
@@ -65,10 +66,7 @@ class ModelChoice(QGroupBox):
         self.header: CheckpointHeader | None = None
         self.preset_combo = combo(list(PRESETS), PRESET_TIP)
         self.checkpoint_edit = line_edit(CHECKPOINT_TIP, "none: the base model, zero-shot")
-        self.summary = QLabel()
-        self.summary.setWordWrap(True)
-        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.summary.setToolTip("What the chosen model is")
+        self.summary = text_label("", "What the chosen model is")
         self.card_button = QToolButton()
         self.card_button.setText("Model card")
         self.card_button.setCheckable(True)
@@ -79,6 +77,8 @@ class ModelChoice(QGroupBox):
         self.card_text.setReadOnly(True)
         self.card_text.setMaximumHeight(180)
         self.card_text.setToolTip("The model card stored in the checkpoint file")
+        self.card_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.card_button.setArrowType(Qt.ArrowType.RightArrow)
         self.card_button.toggled.connect(self._show_card)
         form = QFormLayout(self)
         form.addRow("Preset", self.preset_combo)
@@ -156,6 +156,7 @@ class ModelChoice(QGroupBox):
         self._show_card(self.card_button.isChecked())
 
     def _show_card(self, shown: bool) -> None:
+        self.card_button.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
         self.card_text.setVisible(shown and bool(self.card_text.toPlainText()))
 
     def _browse(self) -> None:

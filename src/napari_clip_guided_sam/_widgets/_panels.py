@@ -10,13 +10,14 @@ the plugin, per widget).
 
 from __future__ import annotations
 
-from qtpy.QtCore import QSettings, Qt
+from qtpy.QtCore import QSettings, QSize, Qt
 from qtpy.QtWidgets import (
     QFormLayout,
     QFrame,
     QLabel,
     QScrollArea,
     QSizePolicy,
+    QStyle,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -24,6 +25,20 @@ from qtpy.QtWidgets import (
 
 ORGANIZATION = APPLICATION = "napari-clip-guided-sam"
 MAX_DOCK_WIDTH = 420  # the widest minimum width a dock widget may ask for (px)
+MIN_DOCK_HEIGHT = 160  # the content scrolls below this
+SCROLL_BAR_ALLOWANCE = 4  # px beyond the style's scroll bar width (napari's theme is wider)
+
+
+def text_label(text: str = "", tip: str = "") -> QLabel:
+    """A wrapped, selectable line of text that never widens its dock (a word longer than
+    the dock, such as a long path, is cut at the edge instead)."""
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    label.setMinimumWidth(1)  # layouts then ignore the longest word's width
+    if tip:
+        label.setToolTip(tip)
+    return label
 
 
 def stored_settings() -> QSettings:
@@ -54,6 +69,24 @@ class DockPanel(QWidget):
     def finish(self) -> None:
         """Push the content to the top (call after adding the parts)."""
         self.content_layout.addStretch(1)
+
+    def minimumSizeHint(self) -> QSize:
+        """As narrow as the content allows (no sideways scrolling), as low as a few rows:
+        the content scrolls vertically."""
+        return QSize(self._content_width(self.content.minimumSizeHint()), MIN_DOCK_HEIGHT)
+
+    def sizeHint(self) -> QSize:
+        hint = self.content.sizeHint()
+        return QSize(self._content_width(hint), hint.height())
+
+    def _content_width(self, hint: QSize) -> int:
+        """`hint`'s width plus room for a vertical scroll bar (themes draw it wider than its
+        size hint) and the frame."""
+        bar = max(
+            self.scroll.verticalScrollBar().sizeHint().width(),
+            self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent),
+        )
+        return hint.width() + bar + 2 * self.scroll.frameWidth() + SCROLL_BAR_ALLOWANCE
 
 
 class AdvancedSection(QWidget):
@@ -101,8 +134,7 @@ class AdvancedSection(QWidget):
 
     def add_note(self, text: str) -> QLabel:
         """A small explanatory line under the previous row."""
-        note = QLabel(text)
-        note.setWordWrap(True)
+        note = text_label(text)
         note.setStyleSheet("font-size: small;")
         self.form.addRow(note)
         return note

@@ -9,11 +9,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout
 
 from ..training.engine import EpochEvent, PreparingEvent, StepEvent
 from ._common import Progress
+from ._panels import text_label
 from ._training_job import RunRecord, format_seconds
 from ._training_plot import TrainingPlot
 
@@ -83,17 +83,16 @@ class RunPanel(QGroupBox):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setToolTip("Slices prepared, then training steps done")
-        self.phase_label = QLabel("")
-        self.phase_label.setWordWrap(True)
-        self.phase_label.setToolTip("What the run is doing now")
-        self.time_label = QLabel("")
-        self.time_label.setToolTip(
+        self.phase_label = text_label("", "What the run is doing now")
+        self.time_label = text_label(
+            "",
             "Time since Train was pressed, and the time left once the steps run at a steady "
-            "rate (from the last few steps)"
+            "rate (from the last few steps)",
         )
-        self.status_label = QLabel("Choose an image and its labels, type a class name, Train.")
-        self.status_label.setWordWrap(True)
-        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status_label = text_label(
+            "Choose an image and its labels, type a class name, Train.",
+            "How the run goes or ended, and the checkpoint it left",
+        )
         self.plot = TrainingPlot()
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
@@ -174,20 +173,25 @@ class RunPanel(QGroupBox):
         if left_s is not None:
             text += f", about {format_seconds(left_s)} left"
         if self._budget_s is not None:
-            text += f" (time limit {format_seconds(self._budget_s)} of training)"
+            text += f" (limit: {format_seconds(self._budget_s)} of training)"
         self._set(self.time_label, text)
 
-    def show_finished(self, run: RunRecord, note: str) -> None:
+    def show_finished(self, run: RunRecord) -> None:
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if run.result is not None else 0)
         self._set(self.phase_label, "")
-        self.status_label.setText(summary(run) + "\n" + note)
+        self._set(self.time_label, "")
+        self.status_label.setText(summary(run))
 
 
 def summary(run: RunRecord) -> str:
     """How a run ended, and which checkpoint it left."""
     checkpoint = run.checkpoint
-    kept = f"checkpoint: {checkpoint}" if checkpoint else "no checkpoint was written yet"
+    kept = (
+        f"checkpoint: {checkpoint.name} (in the 'Save to' folder)"
+        if checkpoint
+        else "no checkpoint was written yet"
+    )
     if run.failed:
         return f"Training failed (see the message below); {kept}."
     if run.cancelled:

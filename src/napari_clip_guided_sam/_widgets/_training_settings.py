@@ -32,10 +32,7 @@ from ._model_choice import PRESET_TIP, SAM_WEIGHTS_NOTE, sam_weights_field
 from ._panels import AdvancedSection
 from ._training_job import default_output_dir
 
-MODES = {
-    "from the class name (recommended)": "text",
-    "from points on the labels": "manual",
-}
+MODES = {"class name": "text", "points on labels": "manual"}
 
 
 class TrainingSettings(QGroupBox):
@@ -135,7 +132,7 @@ class TrainingSettings(QGroupBox):
 
     def add_advanced_rows(self, advanced: AdvancedSection) -> None:
         """Put this box's advanced inputs into the widget's Advanced section."""
-        advanced.add_row("Prompts", self.mode_combo)
+        advanced.add_row("Prompts from", self.mode_combo)
         advanced.add_row("Learning rate", self.lr_edit)
         advanced.add_row("CLIP learning rate", self.clip_lr_edit)
         advanced.add_row("Validation share", self.val_spin)

@@ -18,7 +18,6 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QGroupBox,
     QHBoxLayout,
-    QLabel,
     QListWidget,
     QPushButton,
     QVBoxLayout,
@@ -32,7 +31,7 @@ from ..training.export import AnnotatedStack, annotated_pairs, training_dataset
 from ._common import guarded, notify_info
 from ._forms import browse_row, choose_folder, combo, form_panel, line_edit, refill
 from ._layers import full_resolution, is_plugin_output, layer_named
-from ._panels import AdvancedSection
+from ._panels import AdvancedSection, text_label
 
 LAYERS, FOLDERS = "layers in the viewer", "folders on disk"
 PAIR_SEPARATOR = "  ←  "  # between image and labels names in the list of pairs
@@ -84,11 +83,10 @@ class TrainingSources(QWidget):
         )
         self.pair_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.pair_list.setVisible(False)
-        self.count_label = QLabel("")
-        self.count_label.setWordWrap(True)
-        self.count_label.setToolTip(
+        self.count_label = text_label(
+            "",
             "Only slices with a nonzero label are used for training; labels of another "
-            "shape than their image count as none."
+            "shape than their image count as none.",
         )
         pair_buttons = QHBoxLayout()
         pair_buttons.addWidget(self.add_pair_button)

@@ -347,11 +347,17 @@ class SegmentStackPanel(_BatchPanel):
                 )
         job = stack_job(self.session, self.settings, image, options, output)
 
+        self.summary = ""
+
         def on_event(event) -> None:
             if isinstance(event, StackResult):
                 self.result_layer = open_labels(self.viewer, layer, event, f"{name} labels")
+                where = self.result_layer.name
                 if event.output is not None:
                     notify_info(f"Labels written to {event.output}")
+                    self.summary = f"Done: layer '{where}', saved as {event.output.name}"
+                else:
+                    self.summary = f"Done: layer '{where}' (in memory only, not saved)"
 
         return self._start(job, on_event)
 
@@ -410,7 +416,8 @@ class SegmentFolderPanel(_BatchPanel):
             self.finished = event
             message = (
                 f"{event.n_done} done, {event.n_skipped} skipped, {event.n_failed} "
-                f"failed; report: {event.report_path.with_suffix('.csv')}"
+                f"failed; report: {event.report_path.with_suffix('.csv').name} in the "
+                "output folder"
             )
             if event.stopped:
                 notify_warning(f"Stopped early: {event.stopped}. {message}")

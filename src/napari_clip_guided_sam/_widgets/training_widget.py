@@ -252,9 +252,7 @@ class TrainingWidget(DockPanel):
         plan = request.plan
         self.run = RunRecord(plan.output, plan.preset)
         verb = "Resuming" if plan.resume else "Starting"
-        self.run_panel.show_start(
-            f"{verb}: {request.description} -> {plan.output}", plan.config.time_budget_s
-        )
+        self.run_panel.show_start(f"{verb}: {request.description}", plan.config.time_budget_s)
         if request.note:
             self.messages.show_note(request.note)
         worker = create_worker(iterate, job.generator, _start_thread=False, _ignore_errors=True)
@@ -302,7 +300,7 @@ class TrainingWidget(DockPanel):
         self.job, self.worker = None, None
         self.probe_summary = self.probe.stop()
         self.run_panel.set_running(False)
-        self.run_panel.show_finished(self.run, self.probe_summary.describe())
+        self.run_panel.show_finished(self.run)
         self._update_result_buttons()
 
     def _update_result_buttons(self) -> None:
