@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..inference.session import PredictorSettings
+from ..model.preprocess import validate_rgb
 from ..model.weights import MissingWeightsError
 from ..training.engine import CheckpointEvent, FinishedEvent
 from ..training.export import annotated_pairs, export_training_folder
@@ -218,6 +219,8 @@ class TrainingWidget(DockPanel):
     def _request(self, plan, dataset, description: str) -> TrainingRequest:
         """The run's request, with its split; says before training when there is no
         validation and why (the rule the CLI prints)."""
+        if len(dataset):  # the model's input check, before anything starts
+            validate_rgb(dataset[0].image)
         train_data, val_data = plan.split(dataset)
         note = plan.validation_note(dataset, val_data)
         description += f" ({len(train_data)} to train on, {len(val_data)} to validate)"
