@@ -135,8 +135,8 @@ class SegmentWidget(DockPanel):
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setSingleShot(True)
         self._refresh_timer.setInterval(REFRESH_DELAY_MS)
-        self._refresh_timer.timeout.connect(self._refresh_from_points)
         self._build()
+        self._refresh_timer.timeout.connect(user_action(self.messages, self._refresh_from_points))
         layers = self.viewer.layers.events
         for event in (layers.inserted, layers.removed, layers.reordered):
             event.connect(self._update_image_choices)
@@ -359,7 +359,6 @@ class SegmentWidget(DockPanel):
         if self.mode_combo.currentText() == TEXT_AND_POINTS:
             self._refresh_timer.start()
 
-    @guarded
     def _refresh_from_points(self) -> None:
         """Re-segment the current slice after a click (decoder only: embedding cached)."""
         if not self.session.is_loaded(self.settings()):
