@@ -1,8 +1,11 @@
-"""npe2 reader: label TIFFs written by this plugin open as Labels with their pixel size.
+"""npe2 reader: label TIFFs written by this plugin open as Labels on their image's grid.
 
-napari's built-in TIFF reader ignores physical pixel sizes, so a stack segmented by
-`clip-guided-sam segment` would open at scale 1. Only files named like our outputs
-(`*_labels.tif`…) are claimed; napari lets the user choose between readers for those.
+A label file `cells_labels.tif` belongs to the image `cells.*`. When that image is open in
+the viewer, the labels take its layer's scale, translate and units, so they overlay it
+however it was opened (napari's own TIFF reader opens images at scale 1, other readers at
+their pixel size). Without the image, the labels open at the pixel size stored in the file.
+Only files named like our outputs (`*_labels.tif`…) are claimed; napari offers this reader
+first in its "choose reader" dialog for those.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ EAGER_LOAD_BYTES = 512 * 2**20  # larger label outputs open lazily (memory-mappe
 
 
 def get_label_output_reader(path: str | list[str]):
-    """npe2 reader: label files written by `segment` open as Labels with their pixel size."""
+    """npe2 reader: label files written by `segment` open as Labels on their image's grid."""
     if isinstance(path, list) or not is_label_output(path):
         return None
     return read_label_output
@@ -31,13 +34,17 @@ def is_label_output(path: str) -> bool:
 
 
 def read_label_output(path: str) -> list[tuple]:
-    """``[(labels, {"scale", "units", "name"}, "labels")]`` for one label TIFF."""
+    """``[(labels, {"scale", "translate", "units", "name"}, "labels")]`` for one label TIFF."""
     image = read_label_file(path)
-    scale = [image.pixel_size_of(a) or 1.0 for a in image.axes]
-    attributes: dict[str, Any] = {"scale": scale, "name": Path(path).name.split(".")[0]}
-    unit = length_unit(image.unit)
-    if unit is not None and set(image.axes) <= set(SPATIAL_AXES):
-        attributes["units"] = unit.name
+    attributes: dict[str, Any] = {"name": Path(path).name.split(".")[0]}
+    grid = _open_image_grid(path, tuple(image.array.shape))
+    if grid is not None:
+        attributes.update(grid)
+    else:
+        attributes["scale"] = [image.pixel_size_of(a) or 1.0 for a in image.axes]
+        unit = length_unit(image.unit)
+        if unit is not None and set(image.axes) <= set(SPATIAL_AXES):
+            attributes["units"] = unit.name
     return [(image.array, attributes, "labels")]
 
 
@@ -45,3 +52,33 @@ def read_label_file(path: str | Path):
     """The label file as ImageData: in memory when small, memory-mapped when large."""
     small = Path(path).stat().st_size < EAGER_LOAD_BYTES
     return read_image(path) if small else read_image_lazy(path)
+
+
+def _open_image_grid(path: str | Path, shape: tuple[int, ...]) -> dict[str, Any] | None:
+    """Scale, translate and units of the image the labels were made from, when it is open
+    in the current viewer (same name stem, its last axes of the labels' shape)."""
+    import napari
+    from napari.layers import Image
+
+    viewer = napari.current_viewer()
+    if viewer is None:
+        return None
+    stem = image_stem(path)[: -len(LABEL_SUFFIX)]
+    for layer in viewer.layers:
+        if not isinstance(layer, Image) or not _named(layer, stem):
+            continue
+        data_shape = tuple(layer.data[0].shape if layer.multiscale else layer.data.shape)
+        grid = data_shape[:-1] if layer.rgb else data_shape
+        if len(grid) >= len(shape) and grid[len(grid) - len(shape) :] == shape:
+            last = slice(len(grid) - len(shape), None)
+            return {
+                "scale": list(layer.scale[last]),
+                "translate": list(layer.translate[last]),
+                "units": [str(unit) for unit in layer.units[last]],
+            }
+    return None
+
+
+def _named(layer, stem: str) -> bool:
+    source = layer.source.path
+    return layer.name == stem or (bool(source) and image_stem(source) == stem)

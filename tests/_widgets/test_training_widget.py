@@ -218,3 +218,109 @@ def test_format_seconds():
     assert training_widget.format_seconds(None) == "?"
     assert training_widget.format_seconds(75) == "1 min 15 s"
     assert training_widget.format_seconds(3 * 3600 + 120) == "3 h 02 min"
+
+
+# ---------------------------------------------------------------------------- issue 12
+def test_labels_of_another_shape_count_as_not_annotated(viewer, widget):
+    viewer.add_image(np.zeros((4, 64, 64), np.uint8), name="cells")
+    viewer.add_labels(np.ones((4, 64, 60), np.uint8), name="cells labels")
+    widget.sources.update_count()
+    text = widget.sources.count_label.text()
+    assert "0 of 4 slice(s) usable" in text and "Shape mismatch" in text
+    assert "annotated" not in text
+
+
+def test_time_limit_and_own_sam_weights_reach_the_run(viewer, widget, tmp_path, monkeypatch):
+    _add_stack(viewer)
+    widget.sources.class_name_edit.setText("nucleus")
+    widget.settings.time_limit_spin.setValue(2.0)  # minutes
+    own = tmp_path / "my_sam.pth"
+    own.write_bytes(b"not read before training starts")
+    widget.settings.sam_weights_edit.setText(str(own))
+    monkeypatch.setattr(widget, "_start", lambda request: request)
+    request = widget.start_training()
+    assert request.plan.config.time_budget_s == 120.0
+    assert request.plan.sam_weights == str(own)
+    widget.settings.time_limit_spin.setValue(0.0)
+    assert widget.settings.time_limit_spin.text() == "no limit"
+    assert widget.start_training().plan.config.time_budget_s is None
+
+
+def test_the_run_box_names_the_phase_and_shows_time_left_only_once_steady(widget):
+    from napari_clip_guided_sam._widgets._training_run import STEADY_STEPS
+    from napari_clip_guided_sam.training.engine import PreparingEvent, StepEvent
+
+    panel = widget.run_panel
+    panel.show_start("Starting", time_budget_s=None)
+    panel.show_event(PreparingEvent(40, 312))
+    assert panel.phase_label.text() == "Preparing 312 slice(s): 40/312"
+    assert (panel.progress.maximum(), panel.progress.value()) == (312, 40)
+    assert "left" not in panel.time_label.text()
+    # The first step is slow (warm-up), the next ones take 2 s each.
+    times = [30.0 + 2.0 * k for k in range(STEADY_STEPS + 1)]
+    for step, elapsed in enumerate(times, start=1):
+        assert "left" not in panel.time_label.text()
+        panel.show_event(StepEvent(1, step, 100, 0.5, elapsed, eta_s=9999.0))
+    assert panel.phase_label.text().startswith("Training: epoch 1, step 5 of 100")
+    assert "about 3 min 10 s left" in panel.time_label.text()  # 95 steps x 2 s
+    assert panel.time_label.text().startswith("Elapsed ")
+
+
+def test_the_time_left_respects_the_time_limit():
+    from napari_clip_guided_sam._widgets._training_run import TimeLeft
+
+    left = TimeLeft()
+    for step in range(1, 7):
+        left.add(step, 10.0 * step)
+    assert left.seconds(100) == pytest.approx(940.0)
+    assert left.seconds(100, budget_left_s=30.0) == 30.0
+
+
+def test_a_single_image_run_with_a_time_limit_through_the_plugin_dock(
+    make_napari_viewer, qtbot, tmp_path, notes
+):
+    """The user's path: the widget docked by napari (which hands plugins a viewer that warns
+    on private API), one annotated image, a time limit, then the result in the segment
+    widget, shown."""
+    import warnings
+
+    viewer = make_napari_viewer(show=True)
+    rows, cols = np.mgrid[:64, :64]
+    disk = (rows - 30) ** 2 + (cols - 30) ** 2 < 120
+    viewer.add_image(np.where(disk, 200, 20).astype(np.uint8), name="cells")
+    viewer.add_labels(disk.astype(np.uint8), name="cells labels")
+    _, widget = viewer.window.add_plugin_dock_widget(training_widget.PLUGIN, "Train (fine-tune)")
+    settings = widget.settings
+    settings.preset_combo.setCurrentText("tiny")
+    settings.device_combo.setCurrentText("cpu")
+    settings.epochs_spin.setValue(100_000)
+    settings.time_limit_spin.setValue(0.1)  # 6 s of training
+    settings.output_edit.setText(str(tmp_path / "run"))
+    widget.sources.class_name_edit.setText("nucleus")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        widget.run_panel.train_button.click()
+        assert widget.running
+        assert "No validation: 1 annotated slice is too few" in widget.messages.message
+        qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+        segment = widget.load_into_segment_widget()
+    assert not [w for w in caught if "Private attribute access" in str(w.message)]
+    assert notes["error"] == []
+    result = widget.run.result
+    assert result.stopped == "time_budget" and result.best_path is None
+    assert "time limit reached" in widget.run_panel.status_label.text()
+    assert widget.checkpoint().name == "last.safetensors"
+
+    assert segment.settings().checkpoint == str(widget.checkpoint())
+    assert segment.preset_combo.currentText() == "tiny" and not segment.preset_combo.isEnabled()
+    assert segment.classes_edit.text() == "nucleus"
+    window = segment.window()
+    segment_dock, training_dock = segment.parent(), widget.parent()
+    assert training_dock in window.tabifiedDockWidgets(segment_dock)  # tabbed together...
+    qtbot.waitUntil(  # ...with the segment widget's tab on top
+        lambda: not segment.visibleRegion().isEmpty() and widget.visibleRegion().isEmpty()
+    )
+    training_dock.raise_()  # the training tab on top: loading again brings the segment one up
+    qtbot.waitUntil(lambda: segment.visibleRegion().isEmpty())
+    assert widget.load_into_segment_widget() is segment
+    qtbot.waitUntil(lambda: not segment.visibleRegion().isEmpty())

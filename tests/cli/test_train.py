@@ -195,3 +195,14 @@ def test_a_device_typo_is_a_usage_error_before_any_work(tmp_path, capsys):
         main(args)
     assert exit_info.value.code == EXIT_USAGE
     assert "invalid choice: 'gpu'" in capsys.readouterr().err
+
+
+def test_a_single_image_says_there_is_no_validation_and_shows_preparation(tmp_path, capsys):
+    write_pair(tmp_path, "only")
+    code = main(train_args(tmp_path / "images", tmp_path / "labels", tmp_path / "run",
+                           "--max-steps", "1"))  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == EXIT_OK, captured.err
+    assert "No validation: 1 annotated slice is too few" in captured.out
+    assert "preparing slices" in captured.err
+    assert "best checkpoint:" not in captured.out

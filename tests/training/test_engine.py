@@ -14,6 +14,7 @@ from napari_clip_guided_sam.training import (
     CheckpointEvent,
     EpochEvent,
     FinishedEvent,
+    PreparingEvent,
     StepEvent,
     TrainingConfig,
     train,
@@ -48,7 +49,14 @@ def test_events_come_in_order_and_loss_decreases(tiny_model, disks_train, disks_
 
     kinds = [type(e).__name__ for e in events]
     first_epoch = kinds[: kinds.index("EpochEvent") + 1]
-    assert first_epoch == ["StepEvent"] * len(disks_train) + ["EpochEvent"]
+    n_samples = len(disks_train) + len(disks_val)
+    assert first_epoch == ["PreparingEvent"] * n_samples + ["StepEvent"] * len(disks_train) + [
+        "EpochEvent"
+    ]
+    preparing = [e for e in events if isinstance(e, PreparingEvent)]
+    assert [(e.done, e.total) for e in preparing] == [
+        (k, n_samples) for k in range(1, n_samples + 1)
+    ]
     assert isinstance(events[-1], FinishedEvent) and events[-1].result == result
     steps = [e for e in events if isinstance(e, StepEvent)]
     total = 3 * len(disks_train)

@@ -59,3 +59,20 @@ def test_overwrite_removes_the_earlier_run_when_training_starts(tmp_path, disks_
         "last.state.safetensors",
         "notes.txt",
     }
+
+
+def test_the_no_validation_note_says_why(tmp_path):
+    """One rule for CLI and widget: one annotated slice, or a zero validation share."""
+    images = [np.zeros((32, 32, 3), np.uint8)] * 3
+    labels = [np.ones((32, 32), np.uint8)] * 3
+    one = SliceDataset(list(zip(images[:1], labels[:1], strict=True)), ClassMap.single_class("a"))
+    three = SliceDataset(list(zip(images, labels, strict=True)), ClassMap.single_class("a"))
+    plan = plan_run(tmp_path / "run", preset="tiny", settings=CPU)
+    _, val_data = plan.split(one)
+    assert len(val_data) == 0
+    assert "1 annotated slice is too few" in plan.validation_note(one, val_data)
+    _, val_data = plan.split(three)
+    assert len(val_data) == 1 and plan.validation_note(three, val_data) is None
+    no_share = plan_run(tmp_path / "run", preset="tiny", settings={**CPU, "val_fraction": 0.0})
+    _, val_data = no_share.split(three)
+    assert "the validation fraction is 0" in no_share.validation_note(three, val_data)

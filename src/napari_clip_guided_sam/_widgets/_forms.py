@@ -1,4 +1,5 @@
-"""Small Qt form pieces shared by the plugin's widgets: spin boxes, browse rows, form boxes."""
+"""Small Qt form pieces shared by the plugin's widgets: inputs (each with the tooltip a
+biologist reads to know what it changes), browse rows, form boxes."""
 
 from __future__ import annotations
 
@@ -21,6 +22,25 @@ from qtpy.QtWidgets import (
 from ._common import on_click
 
 CHECKPOINT_FILTER = "Checkpoints (*.safetensors);;All files (*)"
+WEIGHTS_FILTER = "SAM weights (*.pth *.pt *.safetensors);;All files (*)"
+MIN_COMBO_CHARACTERS = 12  # long layer names must not widen the dock
+
+
+def combo(items: list[str], tip: str) -> QComboBox:
+    """A drop-down list that stays narrow whatever its items."""
+    box = QComboBox()
+    box.addItems(items)
+    box.setToolTip(tip)
+    box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    box.setMinimumContentsLength(MIN_COMBO_CHARACTERS)
+    return box
+
+
+def line_edit(tip: str, placeholder: str = "", text: str = "") -> QLineEdit:
+    edit = QLineEdit(text)
+    edit.setPlaceholderText(placeholder)
+    edit.setToolTip(tip)
+    return edit
 
 
 def int_spin(value: int, low: int, high: int, tip: str) -> QSpinBox:
@@ -66,10 +86,15 @@ def refill(combo: QComboBox, names: list[str]) -> None:
 
 # ---------------------------------------------------------------------------- paths
 def browse_row(
-    edit: QLineEdit, browse: Callable[[], None], text: str = "…", width: int | None = 32
+    edit: QLineEdit,
+    browse: Callable[[], None],
+    tip: str = "Choose in a file dialog",
+    text: str = "…",
+    width: int | None = 32,
 ) -> QWidget:
     """A path field with a button beside it that runs `browse`."""
     button = QPushButton(text)
+    button.setToolTip(tip)
     if width is not None:
         button.setMaximumWidth(width)
     button.clicked.connect(on_click(browse))
@@ -89,12 +114,17 @@ def choose_folder(parent: QWidget, edit: QLineEdit, title: str) -> str:
     return folder
 
 
-def choose_checkpoint(parent: QWidget, edit: QLineEdit) -> str:
-    """Ask for a fine-tuned checkpoint file and put it in `edit`; '' if none."""
-    path, _ = QFileDialog.getOpenFileName(parent, "Fine-tuned checkpoint", "", CHECKPOINT_FILTER)
+def choose_file(parent: QWidget, edit: QLineEdit, title: str, filters: str) -> str:
+    """Ask for a file (starting at the field's folder) and put it in `edit`; '' if none."""
+    path, _ = QFileDialog.getOpenFileName(parent, title, edit.text(), filters)
     if path:
         edit.setText(path)
     return path
+
+
+def choose_checkpoint(parent: QWidget, edit: QLineEdit) -> str:
+    """Ask for a fine-tuned checkpoint file and put it in `edit`; '' if none."""
+    return choose_file(parent, edit, "Fine-tuned checkpoint", CHECKPOINT_FILTER)
 
 
 # ---------------------------------------------------------------------------- forms

@@ -1,10 +1,12 @@
 """The segment widget: class names (+ clicks) -> a labels layer, for a slice or a whole stack.
 
-The model lives in the viewer's `PredictorSession`, shared with the plugin's other widgets
-(one model per viewer); every computation runs in a
-napari worker (`JobPanel`), and results are written to the plugin's own output layers on
-the GUI thread. Moving a click re-runs only SAM's prompt encoder and mask decoder: the
-predictor caches the image embedding per (slice, class).
+The primary flow comes first (image, classes, mode and clicks, model, the two segment
+buttons, progress and the last message); thresholds, channels, device, precision and the
+base weights file sit in a remembered "Advanced" section. The model lives in the viewer's
+`PredictorSession`, shared with the plugin's other widgets (one model per viewer); every
+computation runs in a napari worker (`JobPanel`), and results are written to the plugin's
+own output layers on the GUI thread. Moving a click re-runs only SAM's prompt encoder and
+mask decoder: the predictor caches the image embedding per (slice, class).
 """
 
 from __future__ import annotations
@@ -18,30 +20,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 from napari.layers import Image, Points
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QHBoxLayout,
-    QLineEdit,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QWidget
 
 from ..data.class_map import parse_class_names
 from ..inference.predictor import Prediction
 from ..inference.session import PredictorSession, PredictorSettings
-from ..model.config import PRESETS
+from ..model.guide import validate_class_names
+from ..model.preprocess import validate_rgb
 from ..model.runtime import DEVICE_CHOICES, PRECISION_CHOICES
-from ._common import (
-    JobPanel,
-    Notice,
-    Progress,
-    guarded,
-    notify_info,
-    on_click,
-)
-from ._forms import browse_row, choose_checkpoint, double_spin, form_box, int_spin, refill
+from ..model.weights import MissingWeightsError
+from ._common import JobPanel, Notice, Progress, guarded, notify_info, user_action
+from ._forms import combo, double_spin, form_box, int_spin, line_edit, refill
 from ._layers import (
     NEGATIVE,
     POSITIVE,
@@ -55,14 +44,18 @@ from ._layers import (
     write_labels_slice,
     write_similarity_slices,
 )
+from ._messages import MessagePanel
+from ._model_choice import SAM_WEIGHTS_NOTE, ModelChoice, sam_weights_field
+from ._panels import AdvancedSection, DockPanel
 from ._shared_model import viewer_session
 
 if TYPE_CHECKING:
     import napari
 
-TEXT_ONLY, TEXT_AND_POINTS = "text only", "text + points"
+TEXT_ONLY, TEXT_AND_POINTS = "class name only", "class name + clicks"
 REFRESH_DELAY_MS = 100  # debounce of point edits before the decoder-only refresh
 TOGGLE_KEY = "t"
+SETTINGS_KEY = "segment_widget"
 
 
 @dataclass
@@ -129,7 +122,7 @@ def parse_channels(text: str) -> tuple[int, ...] | None:
         raise ValueError(f"Channels must be numbers like '0' or '0, 2', got {text!r}.") from None
 
 
-class SegmentWidget(QWidget):
+class SegmentWidget(DockPanel):
     """Dock widget: segment an image layer by class names, optionally steered by clicks."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
@@ -142,8 +135,8 @@ class SegmentWidget(QWidget):
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setSingleShot(True)
         self._refresh_timer.setInterval(REFRESH_DELAY_MS)
-        self._refresh_timer.timeout.connect(self._refresh_from_points)
         self._build()
+        self._refresh_timer.timeout.connect(user_action(self.messages, self._refresh_from_points))
         layers = self.viewer.layers.events
         for event in (layers.inserted, layers.removed, layers.reordered):
             event.connect(self._update_image_choices)
@@ -151,95 +144,136 @@ class SegmentWidget(QWidget):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
-        self.image_combo = QComboBox()
+        self.messages = MessagePanel()
+        self.image_combo = combo(
+            [], "The image to segment: a 2D image, or a stack (Z, time…) of 2D slices."
+        )
         self.image_combo.currentIndexChanged.connect(self._update_channel_choices)
-        self.channel_axis_combo = QComboBox()
-        self.channel_axis_combo.setToolTip(
-            "For multichannel (non-RGB) images: the axis that holds the channels."
-        )
-        self.channels_edit = QLineEdit()
-        self.channels_edit.setPlaceholderText("all (up to 3), or e.g. 0, 2")
-        image_box = form_box(
-            "Image",
-            [
-                ("Image layer", self.image_combo),
-                ("Channel axis", self.channel_axis_combo),
-                ("Channels", self.channels_edit),
-            ],
-        )
+        image_box = form_box("Image", [("Image layer", self.image_combo)])
 
-        self.classes_edit = QLineEdit()
-        self.classes_edit.setPlaceholderText("e.g. nucleus, mitochondrion")
-        self.mode_combo = QComboBox()
-        self.mode_combo.addItems([TEXT_ONLY, TEXT_AND_POINTS])
+        self.classes_edit = line_edit(
+            "What to find, in plain words: one or more class names separated by commas "
+            "(e.g. 'nucleus, mitochondrion'). Each class gets its own label value.",
+            "e.g. nucleus, mitochondrion",
+        )
+        self.mode_combo = combo(
+            [TEXT_ONLY, TEXT_AND_POINTS],
+            "Class name only: the model finds the objects from the name alone. Class name + "
+            "clicks: your clicks on the click layer also steer it (green: is the object, "
+            "red: is not); each click updates the mask within a second.",
+        )
         self.points_button = QPushButton("Add click layer")
         self.points_button.setToolTip(
             "Create (or select) the points layer for clicks on this image; press "
             f"{TOGGLE_KEY.upper()} in it to switch between positive and negative clicks."
         )
-        self.points_button.clicked.connect(on_click(self.add_points_layer))
-        self.click_label_combo = QComboBox()
-        self.click_label_combo.addItems([POSITIVE, NEGATIVE])
-        self.click_label_combo.setToolTip(f"Label of new clicks (toggle: {TOGGLE_KEY.upper()})")
+        self.points_button.clicked.connect(user_action(self.messages, self.add_points_layer))
+        self.click_label_combo = combo(
+            [POSITIVE, NEGATIVE],
+            "Whether new clicks mark the object (positive, green) or the background "
+            f"(negative, red); {TOGGLE_KEY.upper()} on the click layer switches.",
+        )
+        self.click_label_combo.setMinimumContentsLength(8)
         self.click_label_combo.currentTextChanged.connect(guarded(self._apply_click_label))
         clicks = QHBoxLayout()
         clicks.addWidget(self.points_button)
         clicks.addWidget(self.click_label_combo)
         prompt_box = form_box(
-            "Prompt",
+            "What to segment",
             [("Classes", self.classes_edit), ("Mode", self.mode_combo), ("Clicks", clicks)],
         )
 
-        self.preset_combo = QComboBox()
-        self.preset_combo.addItems(list(PRESETS))
-        self.checkpoint_edit = QLineEdit()
-        self.checkpoint_edit.setPlaceholderText("optional fine-tuned .safetensors")
-        checkpoint_row = browse_row(self.checkpoint_edit, self._browse_checkpoint)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(list(DEVICE_CHOICES))
-        self.precision_combo = QComboBox()
-        self.precision_combo.addItems(list(PRECISION_CHOICES))
-        model_box = form_box(
-            "Model",
-            [
-                ("Preset", self.preset_combo),
-                ("Checkpoint", checkpoint_row),
-                ("Device", self.device_combo),
-                ("Precision", self.precision_combo),
-            ],
-        )
-
-        self.guide_threshold_spin = double_spin(0.8, 0.01, 0.99, "Similarity threshold tau")
-        self.n_points_spin = int_spin(
-            5, 1, 50, "Points sampled from the similarity map (text only)"
-        )
-        self.mask_threshold_spin = double_spin(0.5, 0.0, 0.99, "Mask probability threshold")
-        self.similarity_check = QCheckBox("Show similarity map")
-        options_box = form_box(
-            "Options",
-            [
-                ("Similarity threshold", self.guide_threshold_spin),
-                ("Sampled points", self.n_points_spin),
-                ("Mask threshold", self.mask_threshold_spin),
-                ("", self.similarity_check),
-            ],
-        )
+        self.model = ModelChoice()
+        self.preset_combo = self.model.preset_combo
+        self.checkpoint_edit = self.model.checkpoint_edit
 
         self.segment_button = QPushButton("Segment current slice")
-        self.segment_button.clicked.connect(on_click(self.segment_current_slice))
+        self.segment_button.setToolTip("Segment the slice on screen (updates the labels layer)")
+        self.segment_button.clicked.connect(user_action(self.messages, self.segment_current_slice))
         self.stack_button = QPushButton("Segment whole stack")
-        self.stack_button.clicked.connect(on_click(self.segment_stack))
+        self.stack_button.setToolTip("Segment every slice of the image, in the background")
+        self.stack_button.clicked.connect(user_action(self.messages, self.segment_stack))
         buttons = QHBoxLayout()
         buttons.addWidget(self.segment_button)
         buttons.addWidget(self.stack_button)
-        self.jobs = JobPanel()
+        self.jobs = JobPanel(self.messages)
+        self.messages.add_remedy(
+            MissingWeightsError,
+            "Use the tiny preset for now",
+            self.model.use_tiny,
+            "Switch to 'tiny' (random weights, no download) to try the workflow; its masks "
+            "are noise",
+        )
 
-        layout = QVBoxLayout(self)
-        for box in (image_box, prompt_box, model_box, options_box):
-            layout.addWidget(box)
+        self.advanced = AdvancedSection(SETTINGS_KEY)
+        self._build_advanced(self.advanced)
+
+        layout = self.content_layout
+        for part in (image_box, prompt_box, self.model):
+            layout.addWidget(part)
         layout.addLayout(buttons)
         layout.addWidget(self.jobs)
-        layout.addStretch(1)
+        layout.addWidget(self.messages)
+        layout.addWidget(self.advanced)
+        self.finish()
+
+    def _build_advanced(self, advanced: AdvancedSection) -> None:
+        self.channel_axis_combo = combo(
+            ["none"],
+            "Only for multichannel images that are not RGB: the axis that holds the "
+            "channels. Leave 'none' for grey, RGB images and plain stacks.",
+        )
+        self.channels_edit = line_edit(
+            "Only with a channel axis: 1 to 3 channel numbers used as red, green, blue "
+            "(e.g. '0, 2'). Blank: all channels, up to three.",
+            "all (up to 3), or e.g. 0, 2",
+        )
+        self.guide_threshold_spin = double_spin(
+            0.8,
+            0.01,
+            0.99,
+            "How similar to the class name a region must look to prompt SAM (0.8 in the "
+            "paper). Lower it when objects are missed, raise it when background is taken.",
+        )
+        self.n_points_spin = int_spin(
+            5,
+            1,
+            50,
+            "How many prompt points are drawn from the similar regions in 'class name only' "
+            "mode (5 in the paper; the draw is seeded, so a result repeats exactly).",
+        )
+        self.mask_threshold_spin = double_spin(
+            0.5,
+            0.0,
+            0.99,
+            "How sure the model must be to label a pixel (0-1; 0.5 by default). Lower: "
+            "larger masks; higher: only confident pixels.",
+        )
+        self.similarity_check = QCheckBox("Show similarity map")
+        self.similarity_check.setToolTip(
+            "Also add an image layer per class with CLIP's similarity map (0-1), to see "
+            "where the class name 'looks'."
+        )
+        self.device_combo = combo(
+            list(DEVICE_CHOICES),
+            "Where the model runs: auto picks a CUDA GPU, then Apple's GPU (MPS), then the CPU.",
+        )
+        self.precision_combo = combo(
+            list(PRECISION_CHOICES),
+            "Number format of the computation: auto uses 16-bit (bf16) where the hardware "
+            "supports it (faster, same masks to the eye), else 32-bit (fp32).",
+        )
+        self.sam_weights_edit, sam_row = sam_weights_field(self)
+        advanced.add_row("Channel axis", self.channel_axis_combo)
+        advanced.add_row("Channels", self.channels_edit)
+        advanced.add_row("Similarity threshold", self.guide_threshold_spin)
+        advanced.add_row("Prompt points", self.n_points_spin)
+        advanced.add_row("Mask threshold", self.mask_threshold_spin)
+        advanced.add_row("", self.similarity_check)
+        advanced.add_row("Device", self.device_combo)
+        advanced.add_row("Precision", self.precision_combo)
+        advanced.add_row("Own SAM weights", sam_row)
+        advanced.add_note(SAM_WEIGHTS_NOTE)
 
     # ------------------------------------------------------------------ choices
     def _image_layers(self) -> list[Image]:
@@ -267,30 +301,25 @@ class SegmentWidget(QWidget):
         return layer_named(self.viewer, self.image_combo.currentText(), Image)
 
     def settings(self) -> PredictorSettings:
-        """The model settings chosen in the widget."""
+        """The model settings chosen in the widget (a checkpoint brings its own preset)."""
         return PredictorSettings(
-            preset=self.preset_combo.currentText(),
-            checkpoint=self.checkpoint_edit.text() or None,
+            preset=self.model.preset,
+            checkpoint=self.model.checkpoint,
             device=self.device_combo.currentText(),
             precision=self.precision_combo.currentText(),
+            sam_weights=self.sam_weights_edit.text(),
         )
 
-    def _browse_checkpoint(self) -> None:
-        choose_checkpoint(self, self.checkpoint_edit)
-
-    def load_checkpoint(self, path: str | Path, preset: str | None = None) -> None:
-        """Use a fine-tuned checkpoint from now on (e.g. from the training widget).
-
-        `preset` defaults to the one stored in the checkpoint; its class names fill an empty
-        class field. The model is reloaded at the next segmentation if the file changed
-        (training rewrites it every epoch).
-        """
-        from ..model.checkpoint import read_checkpoint
-
-        header = read_checkpoint(path)
-        self.preset_combo.setCurrentText(preset or header.config.name)
-        self.checkpoint_edit.setText(str(path))
-        if not parse_class_names(self.classes_edit.text()) and header.class_names:
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Use a fine-tuned checkpoint from now on (e.g. from the training widget): its
+        preset is set and locked, and its class names fill the class field. The model is
+        reloaded at the next segmentation if the file changed (training rewrites it every
+        epoch)."""
+        self.model.set_checkpoint(path)
+        header = self.model.header
+        if header is None:
+            raise ValueError(self.model.summary.text())
+        if header.class_names:
             self.classes_edit.setText(", ".join(header.class_names))
 
     # ------------------------------------------------------------------ clicks
@@ -330,7 +359,6 @@ class SegmentWidget(QWidget):
         if self.mode_combo.currentText() == TEXT_AND_POINTS:
             self._refresh_timer.start()
 
-    @guarded
     def _refresh_from_points(self) -> None:
         """Re-segment the current slice after a click (decoder only: embedding cached)."""
         if not self.session.is_loaded(self.settings()):
@@ -373,13 +401,12 @@ class SegmentWidget(QWidget):
         """Gather and check the inputs on the GUI thread (errors leave layers untouched)."""
         image = self._require_image()
         class_names = parse_class_names(self.classes_edit.text())
-        if not class_names:
-            raise ValueError(
-                "Type at least one class name, e.g. 'nucleus' (separate several with commas)."
-            )
+        validate_class_names(class_names)
         settings = self.settings()
         if settings.checkpoint and not Path(settings.checkpoint).is_file():
             raise ValueError(f"Checkpoint not found: {settings.checkpoint}")
+        if settings.sam_weights and not Path(settings.sam_weights).is_file():
+            raise ValueError(f"SAM weights file not found: {settings.sam_weights}")
         geometry = ImageGeometry.of(image, self.channel_axis_combo.currentData())
         channels = parse_channels(self.channels_edit.text())
         if whole_stack:
@@ -387,6 +414,8 @@ class SegmentWidget(QWidget):
         else:
             self._check_2d_view(image, geometry)
             indices = [geometry.current_index(image, self.viewer.dims.point)]
+        first_rgb = geometry.slice_rgb(image, indices[0], channels)
+        validate_rgb(first_rgb)
         return SegmentRequest(
             image=image,
             geometry=geometry,
@@ -397,7 +426,7 @@ class SegmentWidget(QWidget):
             n_points=self.n_points_spin.value(),
             mask_threshold=self.mask_threshold_spin.value(),
             indices=indices,
-            first_rgb=geometry.slice_rgb(image, indices[0], channels),
+            first_rgb=first_rgb,
             points=self._clicks(image, geometry, indices),
         )
 

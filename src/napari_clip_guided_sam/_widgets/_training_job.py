@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.datasets import SliceDataset
 from ..training.engine import FinishedEvent, TrainingResult
 from ..training.run import RunPlan
 from ._common import Progress, failsafe
@@ -42,11 +41,13 @@ def format_seconds(seconds: float | None) -> str:
 # ---------------------------------------------------------------------------- the job
 @dataclass
 class TrainingRequest:
-    """What a run needs, gathered on the GUI thread (data already copied)."""
+    """What a run needs, gathered on the GUI thread (data already copied and split)."""
 
     plan: RunPlan
-    dataset: SliceDataset
+    train_data: Sequence
+    val_data: Sequence
     description: str = ""
+    note: str | None = None  # why the run has no validation, if it has none
 
 
 @dataclass
@@ -82,12 +83,11 @@ class TrainingJob:
         self.generator.close()
 
     def _run(self) -> Generator[Any, None, None]:
-        plan = self.request.plan
+        request = self.request
+        plan = request.plan
         yield Progress(f"Building the {plan.preset} model…")
         model = plan.build_model()
-        train_data, val_data = plan.split(self.request.dataset)
-        yield Progress(f"Training on {len(train_data)} sample(s), validating on {len(val_data)}…")
-        events = plan.train(model, train_data, val_data)
+        events = plan.train(model, request.train_data, request.val_data)
         try:
             step = 0
             for event in events:

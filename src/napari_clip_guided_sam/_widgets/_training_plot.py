@@ -24,7 +24,7 @@ class TrainingPlot(QWidget):
         self.losses: list[tuple[int, float]] = []
         self.mious: list[tuple[int, float]] = []
         self.total_steps = 0
-        self.setMinimumHeight(110)
+        self.setMinimumHeight(90)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setToolTip("Blue: training loss per step. Orange: validation mIoU per epoch (0-1).")
 

@@ -1,7 +1,9 @@
 """Where the training data come from: (image, labels) layer pairs or folders, and the classes.
 
 The pairs are read from the viewer when training starts (annotated slices only, copied); a
-label count, refreshed shortly after each paint stroke, says how many slices are annotated.
+label count, refreshed shortly after each paint stroke, says how many slices are annotated
+(labels that do not fit their image count as none). Class names go through the model's
+shared check (`model.guide.validate_class_names`), as on the command line.
 """
 
 from __future__ import annotations
@@ -11,14 +13,11 @@ import weakref
 
 import numpy as np
 from napari.layers import Image, Labels
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QGroupBox,
     QHBoxLayout,
-    QLabel,
-    QLineEdit,
     QListWidget,
     QPushButton,
     QVBoxLayout,
@@ -27,17 +26,20 @@ from qtpy.QtWidgets import (
 
 from ..data.class_map import ClassMap, parse_class_map
 from ..data.datasets import SliceDataset
+from ..model.guide import validate_class_names
 from ..training.export import AnnotatedStack, annotated_pairs, training_dataset
-from ._common import guarded, notify_info, on_click
-from ._forms import browse_row, choose_folder, form_box, form_panel, refill
+from ._common import guarded, notify_info
+from ._forms import browse_row, choose_folder, combo, form_panel, line_edit, refill
 from ._layers import full_resolution, is_plugin_output, layer_named
+from ._panels import AdvancedSection, text_label
 
 LAYERS, FOLDERS = "layers in the viewer", "folders on disk"
 PAIR_SEPARATOR = "  ←  "  # between image and labels names in the list of pairs
+PAIR_ROWS_SHOWN = 4  # the list of pairs grows up to this many rows, then scrolls
 
 
 class TrainingSources(QWidget):
-    """The "Training data" and "Classes" boxes: what to train on, as a dataset."""
+    """The "Training data" box (what to train on, as a dataset) and its Advanced rows."""
 
     def __init__(self, viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -47,46 +49,68 @@ class TrainingSources(QWidget):
         self._count_timer.setSingleShot(True)
         self._count_timer.setInterval(300)
         self._count_timer.timeout.connect(guarded(self.update_count))
+        self._build_class_inputs()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self._data_box())
-        layout.addWidget(self._class_box())
 
     # ------------------------------------------------------------------ layout
     def _data_box(self) -> QGroupBox:
-        self.source_combo = QComboBox()
-        self.source_combo.addItems([LAYERS, FOLDERS])
+        self.source_combo = combo(
+            [LAYERS, FOLDERS],
+            "Train on layers open in napari (an image and the labels you painted on it), "
+            "or on folders of image files and label files paired by name (as the CLI does).",
+        )
         self.source_combo.currentTextChanged.connect(guarded(self._on_source_changed))
-        self.image_combo = QComboBox()
-        self.labels_combo = QComboBox()
-        for combo in (self.image_combo, self.labels_combo):
-            combo.currentIndexChanged.connect(self.schedule_count)
+        self.image_combo = combo([], "The image whose objects you annotated")
+        self.labels_combo = combo(
+            [],
+            "The labels layer painted on that image (same size and slices); 0 is "
+            "background, every other value an object. Only slices with a label are used.",
+        )
+        for box in (self.image_combo, self.labels_combo):
+            box.currentIndexChanged.connect(self.schedule_count)
         self.add_pair_button = QPushButton("Add pair")
-        self.add_pair_button.setToolTip("Train on several (image, labels) pairs at once")
-        self.add_pair_button.clicked.connect(on_click(self.add_pair))
+        self.add_pair_button.setToolTip(
+            "Add the chosen image and labels to the list, to train on several images at once"
+        )
         self.remove_pair_button = QPushButton("Remove")
-        self.remove_pair_button.clicked.connect(on_click(self._remove_pair))
+        self.remove_pair_button.setToolTip("Remove the selected pair from the list")
+        self.remove_pair_button.clicked.connect(guarded(lambda *_: self._remove_pair()))
         self.pair_list = QListWidget()
-        self.pair_list.setMaximumHeight(70)
-        self.pair_list.setToolTip("Pairs to train on; empty: the pair chosen above")
-        self.count_label = QLabel("")
-        self.count_label.setWordWrap(True)
+        self.pair_list.setToolTip(
+            "The (image, labels) pairs to train on. Empty: the pair chosen above."
+        )
+        self.pair_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.pair_list.setVisible(False)
+        self.count_label = text_label(
+            "",
+            "Only slices with a nonzero label are used for training; labels of another "
+            "shape than their image count as none.",
+        )
         pair_buttons = QHBoxLayout()
         pair_buttons.addWidget(self.add_pair_button)
         pair_buttons.addWidget(self.remove_pair_button)
-        self.images_dir_edit, images_row = self._folder_row("images folder")
-        self.labels_dir_edit, labels_row = self._folder_row("label images, same names")
-        self.label_suffix_edit = QLineEdit()
-        self.label_suffix_edit.setPlaceholderText("e.g. _labels for a.png <-> a_labels.tif")
+        self.images_dir_edit, images_row = self._folder_row(
+            "images folder", "The folder of images to train on"
+        )
+        self.labels_dir_edit, labels_row = self._folder_row(
+            "label images, same names",
+            "The folder of label images, one per image, paired by file name",
+        )
+        self.label_suffix_edit = line_edit(
+            "If label files carry a suffix: e.g. '_labels' pairs a.png with a_labels.tif.",
+            "e.g. _labels for a.png <-> a_labels.tif",
+        )
         self.layers_panel = form_panel(
             [
                 ("Image layer", self.image_combo),
                 ("Labels layer", self.labels_combo),
                 ("", pair_buttons),
-                ("Pairs", self.pair_list),
-                ("", self.count_label),
             ]
         )
+        self.layers_panel.layout().addRow(self.pair_list)
+        self.layers_panel.layout().addRow(self.count_label)
         self.folders_panel = form_panel(
             [
                 ("Images folder", images_row),
@@ -96,37 +120,42 @@ class TrainingSources(QWidget):
         )
         box = QGroupBox("Training data")
         layout = QVBoxLayout(box)
-        source_row = QHBoxLayout()
-        source_row.addWidget(QLabel("Source"))
-        source_row.addWidget(self.source_combo, 1)
-        layout.addLayout(source_row)
+        layout.addWidget(
+            form_panel([("Source", self.source_combo), ("Class name", self.class_name_edit)])
+        )
         layout.addWidget(self.layers_panel)
         layout.addWidget(self.folders_panel)
         self._on_source_changed(LAYERS)
         return box
 
-    def _folder_row(self, placeholder: str) -> tuple[QLineEdit, QWidget]:
-        edit = QLineEdit()
-        edit.setPlaceholderText(placeholder)
-        return edit, browse_row(edit, lambda: choose_folder(self, edit, "Choose a folder"))
+    def _folder_row(self, placeholder: str, tip: str):
+        edit = line_edit(tip, placeholder)
+        return edit, browse_row(edit, lambda: choose_folder(self, edit, tip), tip)
 
-    def _class_box(self) -> QGroupBox:
-        self.one_class_check = QCheckBox("All labels are one class (e.g. instance labels)")
+    def _build_class_inputs(self) -> None:
+        self.class_name_edit = line_edit(
+            "What the labelled objects are, in plain words (e.g. 'nucleus'): the name you "
+            "will type to segment them. Every nonzero label is this class.",
+            "e.g. nucleus",
+        )
+        self.one_class_check = QCheckBox("All labels are one class")
+        self.one_class_check.setToolTip(
+            "On: every nonzero label value is the class named above (right for instance "
+            "labels). Off: give each label value its class in the class map."
+        )
         self.one_class_check.setChecked(True)
         self.one_class_check.toggled.connect(guarded(self._on_one_class_toggled))
-        self.class_name_edit = QLineEdit()
-        self.class_name_edit.setPlaceholderText("e.g. nucleus")
-        self.class_map_edit = QLineEdit()
-        self.class_map_edit.setPlaceholderText("label value = class, e.g. 1=nucleus, 2=cell")
-        self.class_map_edit.setEnabled(False)
-        return form_box(
-            "Classes",
-            [
-                ("", self.one_class_check),
-                ("Class name", self.class_name_edit),
-                ("Class map", self.class_map_edit),
-            ],
+        self.class_map_edit = line_edit(
+            "Several classes: which label value is which class, e.g. '1=nucleus, 2=cell'. "
+            "Label values not in the map are refused.",
+            "e.g. 1=nucleus, 2=cell",
         )
+        self.class_map_edit.setEnabled(False)
+
+    def add_advanced_rows(self, advanced: AdvancedSection) -> None:
+        """Put the several-classes inputs into the widget's Advanced section."""
+        advanced.add_row("", self.one_class_check)
+        advanced.add_row("Class map", self.class_map_edit)
 
     # ------------------------------------------------------------------ choices
     def update_layer_choices(self) -> list[str]:
@@ -150,6 +179,9 @@ class TrainingSources(QWidget):
     def _on_one_class_toggled(self, checked: bool) -> None:
         self.class_name_edit.setEnabled(checked)
         self.class_map_edit.setEnabled(not checked)
+        self.class_name_edit.setPlaceholderText(
+            "e.g. nucleus" if checked else "see the class map (Advanced)"
+        )
 
     def schedule_count(self, *args) -> None:
         try:
@@ -164,12 +196,23 @@ class TrainingSources(QWidget):
         text = self.image_combo.currentText() + PAIR_SEPARATOR + self.labels_combo.currentText()
         if text not in [self.pair_list.item(i).text() for i in range(self.pair_list.count())]:
             self.pair_list.addItem(text)
+        self._fit_pair_list()
         self._count_timer.start()
 
     def _remove_pair(self) -> None:
         for item in self.pair_list.selectedItems():
             self.pair_list.takeItem(self.pair_list.row(item))
+        self._fit_pair_list()
         self._count_timer.start()
+
+    def _fit_pair_list(self) -> None:
+        """Show the list only when it has pairs, as tall as its rows (up to a few)."""
+        count = self.pair_list.count()
+        self.pair_list.setVisible(count > 0)
+        if count:
+            rows = min(count, PAIR_ROWS_SHOWN)
+            height = self.pair_list.sizeHintForRow(0) * rows + 2 * self.pair_list.frameWidth()
+            self.pair_list.setFixedHeight(height + 4)
 
     def pair_names(self) -> list[tuple[str, str]]:
         """(image, labels) layer names to train on: the list, else the pair chosen."""
@@ -179,19 +222,29 @@ class TrainingSources(QWidget):
         return [(self.image_combo.currentText(), self.labels_combo.currentText())]
 
     def update_count(self) -> None:
-        """Show how many slices are annotated (only those are used)."""
+        """Show how many slices are annotated (only those are used; labels that do not fit
+        their image count as none)."""
         parts = []
-        for _, labels_name in self.pair_names():
-            layer = layer_named(self.viewer, labels_name, Labels)
-            if layer is None:
+        for image_name, labels_name in self.pair_names():
+            labels_layer = layer_named(self.viewer, labels_name, Labels)
+            if labels_layer is None:
                 continue
-            labels = np.asarray(layer.data)
-            total = int(np.prod(labels.shape[:-2], dtype=np.int64))
+            labels = np.asarray(full_resolution(labels_layer))
+            total = int(np.prod(labels.shape[:-2], dtype=np.int64)) if labels.ndim >= 2 else 0
+            image_layer = layer_named(self.viewer, image_name, Image)
+            problem = None
+            if image_layer is not None:
+                stack = AnnotatedStack(
+                    image_layer.name, full_resolution(image_layer), labels, bool(image_layer.rgb)
+                )
+                problem = stack.shape_problem()
+            if problem is not None or labels.ndim < 2:
+                parts.append(f"{labels_name}: 0 of {total} slice(s) usable. {problem or ''}")
+                continue
             flat = labels.reshape(-1, *labels.shape[-2:])
             annotated = int(flat.any(axis=(1, 2)).sum())
             parts.append(f"{labels_name}: {annotated} of {total} slice(s) annotated")
-        note = "Only slices with a nonzero label are used for training."
-        self.count_label.setText("; ".join(parts) + ("\n" if parts else "") + note)
+        self.count_label.setText("\n".join(parts))
 
     # ------------------------------------------------------------------ gathering input
     def required_layer(self, name: str, kind: type, what: str):
@@ -221,8 +274,11 @@ class TrainingSources(QWidget):
             name = " ".join(self.class_name_edit.text().split())
             if not name:
                 raise ValueError("Type a class name, e.g. 'nucleus' (what the labels show).")
+            validate_class_names([name])
             return ClassMap.single_class(name)
-        return parse_class_map(self.class_map_edit.text())
+        class_map = parse_class_map(self.class_map_edit.text())
+        validate_class_names(list(class_map.class_names))
+        return class_map
 
     def dataset(self) -> tuple[SliceDataset, str]:
         """The training data and a one-line description (same code path as the CLI)."""

@@ -17,15 +17,7 @@ from typing import Any
 import napari
 import numpy as np
 from napari.layers import Image
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFormLayout,
-    QLineEdit,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QLineEdit, QPushButton, QWidget
 
 from .._reader import read_label_file
 from ..data.axes import stack_axes
@@ -38,11 +30,15 @@ from ..data.units import length_unit
 from ..inference import batch
 from ..inference.instances import INSTANCE_METHODS, InstanceConfig
 from ..inference.session import PredictorSession, PredictorSettings
-from ..model.config import PRESETS
+from ..model.guide import validate_class_names
 from ..model.runtime import DEVICE_CHOICES
-from ._common import JobPanel, Progress, notify_info, notify_warning, on_click
-from ._forms import browse_row, choose_checkpoint, choose_folder, refill
+from ..model.weights import MissingWeightsError
+from ._common import JobPanel, Progress, notify_info, notify_warning, user_action
+from ._forms import browse_row, choose_folder, combo, line_edit, refill
 from ._layers import full_resolution, layer_named, output_metadata
+from ._messages import MessagePanel
+from ._model_choice import SAM_WEIGHTS_NOTE, ModelChoice, sam_weights_field
+from ._panels import AdvancedSection, DockPanel
 from ._shared_model import viewer_session
 
 STACK_PANEL = "Segment stack (CLIP-Guided SAM)"
@@ -191,47 +187,79 @@ def open_labels(viewer, image: Image, result: StackResult, name: str):
 
 
 # ---------------------------------------------------------------------------- panels
-class _BatchPanel(QWidget):
-    """Shared form: classes, checkpoint, preset, device, instances, output folder."""
+class _BatchPanel(DockPanel):
+    """Shared form: input, classes, model (checkpoint decides the preset), output, Run,
+    progress, the last message, and an Advanced section (device, own SAM weights)."""
+
+    settings_key = "batch"
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = viewer
         self.session = viewer_session(viewer)
-        self.form = QFormLayout()
-        self.classes = QLineEdit("nucleus")
-        self.classes.setToolTip("Class names, separated by commas (label k = k-th name)")
-        self.checkpoint = QLineEdit()
-        self.checkpoint.setPlaceholderText("none: base model")
-        self.preset = QComboBox()
-        self.preset.addItems(list(PRESETS))
-        self.device = QComboBox()
-        self.device.addItems(list(DEVICE_CHOICES))
-        self.instances = QComboBox()
-        self.instances.addItems([NO_INSTANCES, *INSTANCE_METHODS])
-        self.output_dir = QLineEdit()
+        self.messages = MessagePanel()
+        self.input_form = QFormLayout()
+        self.classes = line_edit(
+            "What to find: class names separated by commas; label k in the output is the "
+            "k-th name (0 is background). Choosing a checkpoint fills in its classes.",
+            "e.g. nucleus, cell",
+            "nucleus",
+        )
+        self.input_form.addRow("Class names", self.classes)
+        self.model = ModelChoice()
+        self.preset = self.model.preset_combo
+        self.checkpoint = self.model.checkpoint_edit
+        self.model.checkpoint_edit.textChanged.connect(self._fill_classes_from_checkpoint)
+        self.instances = combo(
+            [NO_INSTANCES, *INSTANCE_METHODS],
+            "Class labels: every pixel of a class has the same value. connected: each "
+            "separate object gets its own number. watershed: also cuts touching objects "
+            "apart (best for crowded nuclei).",
+        )
+        self.output_dir = line_edit("The folder the label files are written to")
+        self.output_form = QFormLayout()
+        self.output_form.addRow("Objects", self.instances)
+        self.output_form.addRow(
+            "Output folder",
+            _browse_row(self.output_dir, self._browse_output, "Choose the output folder"),
+        )
         self.run_button = QPushButton("Run")
-        self.run_button.clicked.connect(on_click(self.run))
-        self.jobs = JobPanel()
+        self.run_button.setToolTip("Start segmenting in the background")
+        self.run_button.clicked.connect(user_action(self.messages, self.run))
+        self.jobs = JobPanel(self.messages)
+        self.messages.add_remedy(
+            MissingWeightsError,
+            "Use the tiny preset for now",
+            self.model.use_tiny,
+            "Switch to 'tiny' (random weights, no download) to try the workflow",
+        )
+        self.device = combo(
+            list(DEVICE_CHOICES),
+            "Where the model runs: auto picks a CUDA GPU, then Apple's GPU (MPS), then the CPU.",
+        )
+        self.sam_weights_edit, sam_row = sam_weights_field(self)
+        self.advanced = AdvancedSection(self.settings_key)
+        self.advanced.add_row("Device", self.device)
+        self.advanced.add_row("Own SAM weights", sam_row)
+        self.advanced.add_note(SAM_WEIGHTS_NOTE)
         self._job: Generator | None = None
         self.summary = ""  # the last run's outcome, kept in the status line
 
-    def _layout(self, rows: list[tuple[str, QWidget]]) -> None:
-        for label, widget in rows:
-            self.form.addRow(label, widget)
-        self.form.addRow("Class names", self.classes)
-        self.form.addRow("Checkpoint", _browse_row(self.checkpoint, self._browse_checkpoint))
-        self.form.addRow("Model preset", self.preset)
-        self.form.addRow("Device", self.device)
-        self.form.addRow("Instances", self.instances)
-        self.form.addRow("Output folder", _browse_row(self.output_dir, self._browse_output))
-        layout = QVBoxLayout(self)
-        layout.addLayout(self.form)
-        layout.addWidget(self.run_button)
-        layout.addWidget(self.jobs)
+    def _layout(self) -> None:
+        layout = self.content_layout
+        inputs = QGroupBox("Input")
+        inputs.setLayout(self.input_form)
+        outputs = QGroupBox("Output")
+        outputs.setLayout(self.output_form)
+        for part in (inputs, self.model, outputs, self.run_button, self.jobs, self.messages):
+            layout.addWidget(part)
+        layout.addWidget(self.advanced)
+        self.finish()
 
-    def _browse_checkpoint(self) -> None:
-        choose_checkpoint(self, self.checkpoint)
+    def _fill_classes_from_checkpoint(self, *_) -> None:
+        header = self.model.header
+        if header is not None and header.class_names:
+            self.classes.setText(", ".join(header.class_names))
 
     def _browse_output(self) -> None:
         choose_folder(self, self.output_dir, "Output folder")
@@ -239,15 +267,19 @@ class _BatchPanel(QWidget):
     @property
     def settings(self) -> PredictorSettings:
         return PredictorSettings(
-            preset=self.preset.currentText(),
-            checkpoint=self.checkpoint.text() or None,
+            preset=self.model.preset,
+            checkpoint=self.model.checkpoint,
             device=self.device.currentText(),
+            sam_weights=self.sam_weights_edit.text(),
         )
 
     def options(self, **changes: Any) -> batch.SegmentOptions:
+        """The batch options (class names through the model's shared check)."""
+        names = parse_class_names(self.classes.text())
+        validate_class_names(names)
         method = self.instances.currentText()
         return batch.SegmentOptions(
-            class_names=tuple(parse_class_names(self.classes.text())),
+            class_names=tuple(names),
             instances=InstanceConfig(method) if method != NO_INSTANCES else None,
             normalize=NormalizeConfig(),
             **changes,
@@ -266,17 +298,20 @@ class _BatchPanel(QWidget):
             self._job.close()  # a cancelled stack removes its temporary files now
             self._job = None
         if self.summary:
-            self.jobs.status.setText(self.summary)
+            self.jobs.show_status(self.summary)
 
 
 class SegmentStackPanel(_BatchPanel):
     """Segment every slice of an image layer; the result opens as a Labels layer."""
 
+    settings_key = "segment_stack"
+
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(viewer, parent)
-        self.layer_choice = QComboBox()
+        self.layer_choice = combo([], "The image (2D, or a Z/T stack) to segment slice by slice")
+        self.input_form.insertRow(0, "Image layer", self.layer_choice)
         self.output_dir.setPlaceholderText("empty: keep the labels in memory only")
-        self._layout([("Image layer", self.layer_choice)])
+        self._layout()
         self.result_layer = None
         viewer.layers.events.inserted.connect(self._refresh_layers)
         viewer.layers.events.removed.connect(self._refresh_layers)
@@ -298,8 +333,7 @@ class SegmentStackPanel(_BatchPanel):
         name = self.layer_choice.currentText()
         layer = layer_named(self.viewer, name, Image)
         if layer is None:
-            notify_warning("Choose an image layer to segment.")
-            return False
+            raise ValueError("Choose an image layer to segment (open an image first).")
         image = image_data_of(layer)
         options = self.options()
         output = None
@@ -308,15 +342,22 @@ class SegmentStackPanel(_BatchPanel):
             stem = image.path.name if image.path is not None else f"{_safe_name(name)}.tif"
             output = batch.output_path_for(Path(stem), folder, options)
             if output.exists():
-                notify_warning(f"{output} exists; choose another output folder or delete it.")
-                return False
+                raise ValueError(
+                    f"{output} exists; choose another output folder or delete the file."
+                )
         job = stack_job(self.session, self.settings, image, options, output)
+
+        self.summary = ""
 
         def on_event(event) -> None:
             if isinstance(event, StackResult):
                 self.result_layer = open_labels(self.viewer, layer, event, f"{name} labels")
+                where = self.result_layer.name
                 if event.output is not None:
                     notify_info(f"Labels written to {event.output}")
+                    self.summary = f"Done: layer '{where}', saved as {event.output.name}"
+                else:
+                    self.summary = f"Done: layer '{where}' (in memory only, not saved)"
 
         return self._start(job, on_event)
 
@@ -324,14 +365,30 @@ class SegmentStackPanel(_BatchPanel):
 class SegmentFolderPanel(_BatchPanel):
     """Segment every image of a folder into label files, with a report."""
 
+    settings_key = "segment_folder"
+
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(viewer, parent)
-        self.input_dir = QLineEdit()
+        self.input_dir = line_edit("The folder of images to segment", "folder of images")
+        self.input_form.insertRow(
+            0,
+            "Input folder",
+            _browse_row(self.input_dir, self._browse_input, "Choose the folder of images"),
+        )
+        self.output_dir.setPlaceholderText("empty: 'segmented' inside the input folder")
         self.overwrite = QCheckBox("Redo files already segmented")
+        self.overwrite.setToolTip(
+            "Off: images whose label file exists are skipped, so a stopped run resumes. "
+            "On: segment them again and replace their label files."
+        )
         self.same_folder = QCheckBox("Allow writing into the input folder")
-        self._layout([("Input folder", _browse_row(self.input_dir, self._browse_input))])
-        self.form.addRow("", self.overwrite)
-        self.form.addRow("", self.same_folder)
+        self.same_folder.setToolTip(
+            "Off: the input folder is refused as output folder, so label files never mix "
+            "with your images. Earlier label files are never taken as inputs."
+        )
+        self.output_form.addRow(self.overwrite)
+        self.output_form.addRow(self.same_folder)
+        self._layout()
         self.finished: batch.BatchFinished | None = None
 
     def _browse_input(self) -> None:
@@ -342,8 +399,7 @@ class SegmentFolderPanel(_BatchPanel):
     def run(self) -> bool:
         source = Path(self.input_dir.text().strip())
         if not self.input_dir.text().strip() or not source.is_dir():
-            notify_warning("Choose an existing input folder.")
-            return False
+            raise ValueError("Choose an existing input folder (the folder of images).")
         output = self.output_dir.text().strip()
         output_dir = Path(output) if output else source / "segmented"
         options = self.options(overwrite=self.overwrite.isChecked())
@@ -360,10 +416,12 @@ class SegmentFolderPanel(_BatchPanel):
             self.finished = event
             message = (
                 f"{event.n_done} done, {event.n_skipped} skipped, {event.n_failed} "
-                f"failed; report: {event.report_path.with_suffix('.csv')}"
+                f"failed; report: {event.report_path.with_suffix('.csv').name} in the "
+                "output folder"
             )
             if event.stopped:
                 notify_warning(f"Stopped early: {event.stopped}. {message}")
+                self.messages.show_error(f"Stopped early: {event.stopped}. {message}")
             else:
                 notify_info(message)
             self.summary = message
@@ -374,5 +432,5 @@ def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_. " else "_" for c in name).strip() or "image"
 
 
-def _browse_row(line: QLineEdit, browse) -> QWidget:
-    return browse_row(line, browse, text="Browse…", width=None)
+def _browse_row(line: QLineEdit, browse, tip: str) -> QWidget:
+    return browse_row(line, browse, tip, text="Browse…", width=None)

@@ -1,15 +1,21 @@
 """The training widget: fine-tune CLIP-Guided SAM on annotated layers or folders, in a worker.
 
-Inputs are gathered and checked on the GUI thread (bad input: a notification, no training,
-layers untouched); the annotated slices are copied, so painting during training changes
-nothing. A run goes through the same path as `clip-guided-sam train` (the same
-`SliceDataset`, and `training.run` for the output folder, settings, model and split), so the
-GUI and the CLI write the same checkpoint for the same data and seed. The engine's generator
-runs in a napari worker; cancelling (or closing the viewer) stops it at its next event, and
-the last checkpoint on disk, written atomically, stays valid.
+Inputs are gathered and checked on the GUI thread (bad input: a notification and a message
+in the panel, no training, layers untouched); the annotated slices are copied, so painting
+during training changes nothing. A run goes through the same path as `clip-guided-sam
+train` (the same `SliceDataset`, and `training.run` for the output folder, settings,
+model, split and the no-validation note), so the GUI and the CLI write the same checkpoint
+for the same data and seed. The engine's generator runs in a napari worker; cancelling (or
+closing the viewer) stops it at its next event, and the last checkpoint on disk, written
+atomically, stays valid.
+
+Closing the window while a run goes: napari's `create_worker` registers every worker with
+the window's task list, so napari asks first and then quits the worker; its `aborted` signal
+closes the job in the worker thread. The plugin itself uses only public napari API.
 
 The parts: `TrainingSources` (what to train on), `TrainingSettings` (how), the run box and
-its events (here), and `CheckpointPreview` (trying the result).
+its events (`RunPanel`), `CheckpointPreview` (trying the result), the `MessagePanel` and a
+remembered Advanced section.
 """
 
 from __future__ import annotations
@@ -22,17 +28,15 @@ from napari.layers import Image
 from napari.qt.threading import create_worker
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QComboBox,
     QFileDialog,
-    QGroupBox,
-    QHBoxLayout,
     QMessageBox,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
 from ..inference.session import PredictorSettings
+from ..model.preprocess import validate_rgb
+from ..model.weights import MissingWeightsError
 from ..training.engine import CheckpointEvent, FinishedEvent
 from ..training.export import annotated_pairs, export_training_folder
 from ..training.run import has_run, next_free_folder, plan_run
@@ -43,9 +47,11 @@ from ._common import (
     guarded,
     notify_error,
     notify_info,
-    on_click,
+    user_action,
 )
-from ._forms import refill
+from ._layers import is_plugin_output
+from ._messages import MessagePanel
+from ._panels import AdvancedSection, DockPanel
 from ._shared_model import viewer_session
 from ._training_job import (
     PLUGIN,
@@ -68,12 +74,13 @@ if TYPE_CHECKING:
 __all__ = ["NEW_NAME", "TrainingWidget", "format_seconds"]
 
 SEGMENT_WIDGET_NAME = "Segment (text + clicks)"
+SETTINGS_KEY = "training_widget"
 OVERWRITE, NEW_NAME, CANCEL = "overwrite", "new name", "cancel"
-CLOSE_WAIT_S = 10.0  # how long closing the viewer waits for the current step to finish
+CLOSE_WAIT_S = 10.0  # how long quitting napari waits for the current step to finish
 
 
 # ---------------------------------------------------------------------------- the widget
-class TrainingWidget(QWidget):
+class TrainingWidget(DockPanel):
     """Dock widget: fine-tune on annotated (image, labels) layers or folders."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
@@ -84,7 +91,6 @@ class TrainingWidget(QWidget):
         self.run: RunRecord | None = None
         self.probe = EventLoopProbe(50, self)
         self.probe_summary: ProbeSummary | None = None
-        self._task_id = None
         self._build()
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.reordered):
@@ -94,47 +100,69 @@ class TrainingWidget(QWidget):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
+        self.messages = MessagePanel()
         self.sources = TrainingSources(self.viewer)
+        self.sources.add_pair_button.clicked.connect(
+            user_action(self.messages, self.sources.add_pair)
+        )
         self.settings = TrainingSettings()
-        self.run_panel = RunPanel(self.start_training, self.resume_training, self.cancel)
-        layout = QVBoxLayout(self)
-        for part in (self.sources, self.settings, self.run_panel, self._result_box()):
+        self.run_panel = RunPanel(
+            user_action(self.messages, self.start_training),
+            user_action(self.messages, self.resume_training),
+            user_action(self.messages, self.cancel),
+        )
+        self.messages.add_remedy(
+            MissingWeightsError,
+            "Use the tiny preset for now",
+            self._use_tiny,
+            "Switch to 'tiny' (random weights, no download) to try the workflow",
+        )
+        self.advanced = AdvancedSection(SETTINGS_KEY)
+        self.sources.add_advanced_rows(self.advanced)
+        self.settings.add_advanced_rows(self.advanced)
+        self._result_buttons()
+        layout = self.content_layout
+        for part in (self.sources, self.settings, self.run_panel, self.messages, self.advanced):
             layout.addWidget(part)
-        layout.addStretch(1)
+        self.finish()
 
-    def _result_box(self) -> QGroupBox:
+    def _result_buttons(self) -> None:
+        """Load / Preview / Export, under the run (the result is used where it appears)."""
         self.load_button = QPushButton("Load in segment widget")
-        self.load_button.setToolTip("Use the newest checkpoint (best, else last) for segmenting")
-        self.load_button.clicked.connect(on_click(self.load_into_segment_widget))
-        self.preview_image_combo = QComboBox()
-        self.preview_button = QPushButton("Preview on current slice")
+        self.load_button.setToolTip(
+            "Open the segment widget with the newest checkpoint (best, else last), its "
+            "preset and its classes"
+        )
+        self.load_button.clicked.connect(user_action(self.messages, self.load_into_segment_widget))
+        self.preview_button = QPushButton("Preview")
         self.preview_button.setToolTip(
-            "Segment the slice on screen with the newest checkpoint, into '<image> preview'"
+            "Segment the slice on screen with the newest checkpoint, into '<image> preview' "
+            "(the selected image layer, else the training image; your layers never change)"
         )
-        self.preview_button.clicked.connect(on_click(self.preview_current_slice))
-        self.export_button = QPushButton("Save annotated slices as training folder…")
+        self.preview_button.clicked.connect(user_action(self.messages, self.preview_current_slice))
+        self.export_button = QPushButton("Export…")
         self.export_button.setToolTip(
-            "images/ + labels/ + class_map.json, to train with `clip-guided-sam train`"
+            "Save the annotated slices as a training folder (images/, labels/, "
+            "class_map.json) to train with `clip-guided-sam train`, e.g. on a GPU machine"
         )
-        self.export_button.clicked.connect(on_click(self._export_dialog))
-        self.preview_jobs = JobPanel()
+        self.export_button.clicked.connect(user_action(self.messages, self._export_dialog))
+        self.preview_jobs = JobPanel(self.messages)
         self.preview = CheckpointPreview(self.preview_jobs, viewer_session(self.viewer))
-        preview_row = QHBoxLayout()
-        preview_row.addWidget(self.preview_image_combo, 1)
-        preview_row.addWidget(self.preview_button)
-        box = QGroupBox("Use the result")
-        layout = QVBoxLayout(box)
-        layout.addWidget(self.load_button)
-        layout.addLayout(preview_row)
-        layout.addWidget(self.preview_jobs)
-        layout.addWidget(self.export_button)
+        row = self.run_panel.result_row
+        row.addWidget(self.load_button, 1)
+        row.addWidget(self.preview_button)
+        row.addWidget(self.export_button)
+        self.run_panel.layout().addWidget(self.preview_jobs)
         self._update_result_buttons()
-        return box
+
+    def _use_tiny(self) -> None:
+        self.settings.preset_combo.setCurrentText("tiny")
+        notify_info("Preset 'tiny': random weights, to try the workflow (not for results).")
 
     # ------------------------------------------------------------------ choices
     @guarded
     def _update_layer_choices(self, event=None) -> None:
-        refill(self.preview_image_combo, self.sources.update_layer_choices())
+        self.sources.update_layer_choices()
 
     # ------------------------------------------------------------------ training
     @property
@@ -161,8 +189,9 @@ class TrainingWidget(QWidget):
             preset=self.settings.preset,
             settings=self.settings.values(),
             overwrite=overwrite,
+            sam_weights=self.settings.sam_weights,
         )
-        return self._start(TrainingRequest(plan, dataset, description))
+        return self._start(self._request(plan, dataset, description))
 
     def resume_training(self) -> bool:
         """Continue the run saved in the output folder with its saved settings."""
@@ -178,8 +207,24 @@ class TrainingWidget(QWidget):
             ) from None
         self.settings.show_resumed(resumed.preset, resumed.config)
         dataset, description = self.sources.dataset()
-        plan = plan_run(output, preset=resumed.preset, settings=self.settings.values(), resume=True)
-        return self._start(TrainingRequest(plan, dataset, description))
+        plan = plan_run(
+            output,
+            preset=resumed.preset,
+            settings=self.settings.values(),
+            resume=True,
+            sam_weights=self.settings.sam_weights,
+        )
+        return self._start(self._request(plan, dataset, description))
+
+    def _request(self, plan, dataset, description: str) -> TrainingRequest:
+        """The run's request, with its split; says before training when there is no
+        validation and why (the rule the CLI prints)."""
+        if len(dataset):  # the model's input check, before anything starts
+            validate_rgb(dataset[0].image)
+        train_data, val_data = plan.split(dataset)
+        note = plan.validation_note(dataset, val_data)
+        description += f" ({len(train_data)} to train on, {len(val_data)} to validate)"
+        return TrainingRequest(plan, train_data, val_data, description, note)
 
     def _refuse_if_running(self) -> bool:
         if self.running:
@@ -210,7 +255,9 @@ class TrainingWidget(QWidget):
         plan = request.plan
         self.run = RunRecord(plan.output, plan.preset)
         verb = "Resuming" if plan.resume else "Starting"
-        self.run_panel.show_start(f"{verb}: {request.description} -> {plan.output}")
+        self.run_panel.show_start(f"{verb}: {request.description}", plan.config.time_budget_s)
+        if request.note:
+            self.messages.show_note(request.note)
         worker = create_worker(iterate, job.generator, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(guarded(self._on_event))
         worker.finished.connect(functools.partial(self._on_finished, job))
@@ -219,7 +266,6 @@ class TrainingWidget(QWidget):
         self.job, self.worker = job, worker
         self.run_panel.set_running(True)
         self.probe.start()
-        self._register_task()
         worker.start()
         return True
 
@@ -249,6 +295,7 @@ class TrainingWidget(QWidget):
         elif isinstance(event, JobFailed):
             run.failed = True
             notify_error(error_message(event.error))
+            self.messages.show_error(event.error)
 
     def _on_finished(self, job: TrainingJob, *args) -> None:
         if job is not self.job or _deleted(self):
@@ -256,8 +303,7 @@ class TrainingWidget(QWidget):
         self.job, self.worker = None, None
         self.probe_summary = self.probe.stop()
         self.run_panel.set_running(False)
-        self._finish_task()
-        self.run_panel.show_finished(self.run, self.probe_summary.describe())
+        self.run_panel.show_finished(self.run)
         self._update_result_buttons()
 
     def _update_result_buttons(self) -> None:
@@ -271,25 +317,6 @@ class TrainingWidget(QWidget):
 
         QApplication.instance().aboutToQuit.connect(self.stop_and_wait)
         self.destroyed.connect(functools.partial(_stop_job, self))
-
-    def _register_task(self) -> None:
-        """Tell napari a run is going: closing the window asks first, then cancels it."""
-        register = getattr(self.viewer.window, "_register_task_status", None)
-        if register is None:
-            return
-        from napari.utils.task_status import Status
-
-        self._task_id = register(
-            PLUGIN, Status.BUSY, "training a model", cancel_callback=self.stop_and_wait
-        )
-
-    def _finish_task(self) -> None:
-        update = getattr(self.viewer.window, "_update_task_status", None)
-        if self._task_id is not None and update is not None:
-            from napari.utils.task_status import Status
-
-            update(self._task_id, Status.COMPLETED, "")
-        self._task_id = None
 
     def stop_and_wait(self, timeout_s: float = CLOSE_WAIT_S) -> bool:
         """Cancel a run and wait (up to `timeout_s`) for its worker to stop; True if stopped."""
@@ -310,11 +337,18 @@ class TrainingWidget(QWidget):
         return path
 
     def load_into_segment_widget(self):
-        """Open (or find) the segment widget and point it at the newest checkpoint."""
-        path, preset = self.checkpoint(), self.run.preset
+        """Show the segment widget (tabbed with this one, or raised if it is open) with the
+        newest checkpoint, its preset and its classes."""
+        path = self.checkpoint()
         widget = self._segment_widget()
-        widget.load_checkpoint(path, preset)
-        notify_info(f"The segment widget now uses {path.name} ({preset}).")
+        widget.load_checkpoint(path)
+        if not widget.sam_weights_edit.text():
+            widget.sam_weights_edit.setText(self.settings.sam_weights_edit.text())
+        dock = widget.parent()  # napari's dock around the widget (public: `dock_widgets` doc)
+        if dock is not None:
+            dock.show()
+            dock.raise_()
+        notify_info(f"The segment widget now uses {path.name} ({widget.model.preset}).")
         return widget
 
     def _segment_widget(self):
@@ -323,20 +357,30 @@ class TrainingWidget(QWidget):
         for widget in self.viewer.window.dock_widgets.values():
             if isinstance(widget, SegmentWidget):
                 return widget
-        _, widget = self.viewer.window.add_plugin_dock_widget(PLUGIN, SEGMENT_WIDGET_NAME)
+        _, widget = self.viewer.window.add_plugin_dock_widget(
+            PLUGIN, SEGMENT_WIDGET_NAME, tabify=True
+        )
         return widget
 
     def preview_current_slice(self) -> bool:
         """Segment the slice on screen with the newest checkpoint, into '<image> preview'."""
         path = self.checkpoint()
-        image = self.sources.required_layer(self.preview_image_combo.currentText(), Image, "image")
+        image = self._preview_image()
         settings = PredictorSettings(
             preset=self.run.preset,
             checkpoint=str(path),
             device=self.settings.device_combo.currentText(),
             precision=self.settings.precision_combo.currentText(),
+            sam_weights=self.settings.sam_weights,
         )
         return self.preview.start(self.viewer, image, settings)
+
+    def _preview_image(self) -> Image:
+        """The selected image layer, else the training image layer."""
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Image) and not is_plugin_output(active):
+            return active
+        return self.sources.required_layer(self.sources.image_combo.currentText(), Image, "image")
 
     def _export_dialog(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for the training data")

@@ -188,20 +188,39 @@ def run(args: argparse.Namespace) -> int:
     )
     for line in custom_base_lines(model):
         print(line)
+    note = plan.validation_note(dataset, val_data)
+    if note:
+        print(note)
     return _consume_training(plan.train(model, train_data, val_data), skipped)
 
 
 def _consume_training(events, skipped) -> int:
     from tqdm import tqdm
 
-    from ..training.engine import CheckpointEvent, EpochEvent, FinishedEvent, StepEvent
+    from ..training.engine import (
+        CheckpointEvent,
+        EpochEvent,
+        FinishedEvent,
+        PreparingEvent,
+        StepEvent,
+    )
 
-    bar = None
+    bar = preparing = None
     last_checkpoint = None
     result = None
     try:
         for event in events:
-            if isinstance(event, StepEvent):
+            if isinstance(event, PreparingEvent):
+                if preparing is None:
+                    preparing = tqdm(
+                        total=event.total, desc="preparing slices", unit="slice",
+                        dynamic_ncols=True, file=sys.stderr,
+                    )  # fmt: skip
+                preparing.update(event.done - preparing.n)
+            elif isinstance(event, StepEvent):
+                if preparing is not None:
+                    preparing.close()
+                    preparing = None
                 if bar is None:  # resumed runs start part-way
                     bar = tqdm(
                         total=event.total_steps, initial=event.step - 1, unit="step",
@@ -217,8 +236,9 @@ def _consume_training(events, skipped) -> int:
                 result = event.result
     except KeyboardInterrupt:
         events.close()
-        if bar is not None:
-            bar.close()
+        for open_bar in (preparing, bar):
+            if open_bar is not None:
+                open_bar.close()
         where = (
             f"the last checkpoint {last_checkpoint.path} (step {last_checkpoint.step}) is intact"
             if last_checkpoint is not None

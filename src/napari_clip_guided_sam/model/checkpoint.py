@@ -103,15 +103,28 @@ def save_checkpoint(
     return path
 
 
-def read_checkpoint(path: str | Path) -> Checkpoint:
-    """Read and validate a checkpoint file without building a model."""
+@dataclass
+class CheckpointHeader:
+    """What a checkpoint is, from its header alone (no tensor read): for showing a file."""
+
+    config: ModelConfig
+    base: BaseWeights
+    class_names: list[str] = field(default_factory=list)
+    base_weights: str = "official"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    fine_tuned: bool = True
+    card: ModelCard | None = None
+
+
+def read_checkpoint_header(path: str | Path) -> CheckpointHeader:
+    """Read and validate a checkpoint's header (config, classes, base, card); fast, because
+    no tensor is loaded."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
-        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(
             f"{path} is not a readable checkpoint (corrupt, truncated or another format): {error}"
@@ -124,26 +137,41 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         )
     try:
         config = ModelConfig.from_dict(json.loads(header["config"]))
-        class_names = json.loads(header.get("class_names", "[]"))
-        metadata = json.loads(header.get("metadata", "{}"))
         tag = header.get("base_weights", "official")
         record = json.loads(header["base"]) if "base" in header else None
-        base = BaseWeights.recorded(record, tag, config)
-        fine_tuned = bool(json.loads(header.get("fine_tuned", "true")))
-        card = ModelCard.from_json(header["card"]) if "card" in header else None
+        return CheckpointHeader(
+            config=config,
+            base=BaseWeights.recorded(record, tag, config),
+            class_names=json.loads(header.get("class_names", "[]")),
+            base_weights=tag,
+            metadata=json.loads(header.get("metadata", "{}")),
+            fine_tuned=bool(json.loads(header.get("fine_tuned", "true"))),
+            card=ModelCard.from_json(header["card"]) if "card" in header else None,
+        )
     except (KeyError, ValueError, TypeError) as error:
         raise CheckpointError(f"{path} has a damaged header: {error}") from error
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and validate a checkpoint file without building a model."""
+    header = read_checkpoint_header(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (corrupt, truncated or another format): {error}"
+        ) from error
     text_features = tensors.pop(TEXT_FEATURES_KEY, None)
     return Checkpoint(
-        config=config,
+        config=header.config,
         tensors=tensors,
-        class_names=class_names,
+        class_names=header.class_names,
         text_features=text_features,
-        base_weights=tag,
-        metadata=metadata,
-        base=base,
-        fine_tuned=fine_tuned,
-        card=card,
+        base_weights=header.base_weights,
+        metadata=header.metadata,
+        base=header.base,
+        fine_tuned=header.fine_tuned,
+        card=header.card,
     )
 
 

@@ -1,6 +1,7 @@
 """The training engine: a generator that trains a model and yields progress events.
 
-`train(...)` yields `StepEvent` after every optimiser step, `EpochEvent` with validation
+`train(...)` yields `PreparingEvent` while it prepares the samples (once per run, before
+the first step), `StepEvent` after every optimiser step, `EpochEvent` with validation
 metrics after every epoch, `CheckpointEvent` for every file written, and finally
 `FinishedEvent`; the generator's return value is the same `TrainingResult`. A consumer
 cancels by no longer iterating (`generator.close()`): checkpoints are written atomically at
@@ -122,6 +123,14 @@ _RESUME_KEYS = ("seed", "batch_size", "grad_accumulation", "mode", "augment")
 
 # --------------------------------------------------------------------------- events
 @dataclass(frozen=True)
+class PreparingEvent:
+    """Before the first step: `done` of `total` samples read, converted and resized."""
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
 class StepEvent:
     """One optimiser step done; `step` counts steps of the whole run (1-based)."""
 
@@ -174,7 +183,7 @@ class FinishedEvent:
     result: TrainingResult
 
 
-Event = StepEvent | EpochEvent | CheckpointEvent | FinishedEvent
+Event = PreparingEvent | StepEvent | EpochEvent | CheckpointEvent | FinishedEvent
 
 
 # --------------------------------------------------------------------------- helpers
@@ -247,6 +256,16 @@ def _prepared(data: Sequence, model_config: ModelConfig, cache_mb: int) -> Prepa
             raise ValueError("The prepared data were made for another input frame.")
         return data
     return PreparedCache(data, model_config, cache_mb * 2**20)
+
+
+def _prepare_samples(*caches: PreparedCache | None) -> Generator[PreparingEvent, None, None]:
+    """Prepare the samples up front (before the training clock starts), saying how far."""
+    ready = [cache for cache in caches if cache is not None]
+    total, done = sum(len(cache) for cache in ready), 0
+    for cache in ready:
+        for count in cache.fill():
+            yield PreparingEvent(done + count, total)
+        done += len(cache)
 
 
 def _class_names(data: Sequence, cache: PreparedCache, given: Sequence[str] | None) -> list[str]:
@@ -337,6 +356,7 @@ def train(
         config = _with_restored_weight_decays(config, optimizer)
         info["training_config"] = config.to_dict()
         state = loaded.state
+    yield from _prepare_samples(train_cache, val_cache)
     run = _Run(model, optimizer, config, device, dtype, train_cache, val_cache, names, info, state)
     return (yield from run.loop())
 

@@ -57,23 +57,30 @@ class AnnotatedStack:
     labels: np.ndarray
     rgb: bool = False
 
-    def check(self) -> None:
-        """Raise ValueError when shapes differ, labels are not integers or have no label."""
+    def shape_problem(self) -> str | None:
+        """Why the labels cannot belong to the image (None when their shapes fit)."""
         image_shape, labels_shape = tuple(np.shape(self.image)), tuple(np.shape(self.labels))
         spatial = image_shape[:-1] if self.rgb else image_shape
         if self.rgb and image_shape[-1:] not in ((3,), (4,)):
-            raise ValueError(
+            return (
                 f"{self.name!r} is marked RGB but its last axis has {image_shape[-1:]} values; "
                 "expected 3 or 4 colour channels."
             )
         if spatial != labels_shape:
-            raise ValueError(
+            return (
                 f"Shape mismatch: image {self.name!r} is {_shape_text(spatial)}"
                 f"{' (RGB)' if self.rgb else ''} but its labels are {_shape_text(labels_shape)}; "
                 "pick a labels layer drawn on this image (same size and number of slices)."
             )
         if len(labels_shape) < 2:
-            raise ValueError(f"{self.name!r} is not an image (shape {image_shape}).")
+            return f"{self.name!r} is not an image (shape {image_shape})."
+        return None
+
+    def check(self) -> None:
+        """Raise ValueError when shapes differ, labels are not integers or have no label."""
+        problem = self.shape_problem()
+        if problem is not None:
+            raise ValueError(problem)
         dtype = np.asarray(self.labels).dtype
         if dtype.kind not in "iub":
             raise ValueError(f"The labels of {self.name!r} are {dtype}; expected integers.")

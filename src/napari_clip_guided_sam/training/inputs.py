@@ -8,7 +8,7 @@ prepared tensors, so each file is read, normalised and resized once per run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -106,6 +106,15 @@ class PreparedCache:
             self._items[index] = prepared
             self._bytes += prepared.nbytes
         return prepared
+
+    def fill(self) -> Iterator[int]:
+        """Prepare samples in order while they fit in memory (the others are prepared when
+        used); yields how many are ready after each one."""
+        for index in range(len(self)):
+            self[index]
+            if index not in self._items:
+                return
+            yield index + 1
 
     def original_mask(self, index: int) -> np.ndarray:
         """The ground truth at the original size, bool [H, W] (for validation metrics)."""

@@ -114,6 +114,26 @@ class RunPlan:
         """The training and validation items of `dataset` (slices stay on one side)."""
         return split_dataset(dataset, self.config.val_fraction, self.config.seed)
 
+    def validation_note(self, dataset: Sequence, val_data: Sequence) -> str | None:
+        """Why this run has no validation, in words for the user (None when it has one).
+        The CLI prints it; the widget shows it before training starts."""
+        if len(val_data):
+            return None
+        keys = getattr(dataset, "slice_keys", None)
+        n_slices = len(dict.fromkeys(keys)) if keys is not None else len(dataset)
+        if self.config.val_fraction <= 0:
+            why = "the validation fraction is 0"
+        else:
+            why = (
+                f"{n_slices} annotated slice{'s' if n_slices != 1 else ''} "
+                f"{'are' if n_slices != 1 else 'is'} too few (at least 2 are needed: one "
+                "to train on, one to validate)"
+            )
+        return (
+            f"No validation: {why}. No mIoU is measured and no best checkpoint is chosen; "
+            "the result is the last checkpoint (last.safetensors)."
+        )
+
     def train(
         self, model: CLIPGuidedSAM, train_data: Sequence, val_data: Sequence
     ) -> Generator[Event, None, TrainingResult]:
