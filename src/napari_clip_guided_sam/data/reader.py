@@ -52,7 +52,10 @@ def read_image(path: str | Path) -> ImageData:
     except ImageReadError:
         raise
     except Exception as exc:  # tifffile/Pillow raise many types for bad files
-        raise ImageReadError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+        raise ImageReadError(
+            f"cannot read {path}: {type(exc).__name__}: {exc}; the file is corrupt, truncated "
+            "or not an image: copy or export it again"
+        ) from exc
 
 
 def _read_tiff(path: Path) -> ImageData:
@@ -131,8 +134,11 @@ class _MappedPages:
         self.shape, self.dtype, self.ndim = mapped.shape, mapped.dtype, mapped.ndim
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        mapped = np.memmap(self._file, self.dtype, "r", self._offset, self.shape)
-        return np.array(mapped[key])
+        try:
+            mapped = np.memmap(self._file, self.dtype, "r", self._offset, self.shape)
+            return np.array(mapped[key])
+        except (OSError, ValueError) as error:  # truncated or changed since it was opened
+            raise _unreadable_pixels(self._file, error) from error
 
 
 class _TiffPageStore:
@@ -168,15 +174,32 @@ class _TiffPageStore:
             range(n)[k] if isinstance(k, slice) else [int(k)]
             for k, n in zip(lead_key, self.lead_shape, strict=True)
         ]
-        pages = [
-            tifffile.imread(self.path, series=0, key=_flat_index(lead, self.lead_shape))[page_key]
-            for lead in itertools.product(*lead_ranges)
-        ]
+        try:
+            pages = [
+                tifffile.imread(self.path, series=0, key=_flat_index(lead, self.lead_shape))[
+                    page_key
+                ]
+                for lead in itertools.product(*lead_ranges)
+            ]
+        except FileNotFoundError as error:
+            raise FileNotFoundError(
+                f"image file not found (moved or deleted?): {self.path}"
+            ) from error
+        except Exception as error:  # tifffile and its codecs raise many types for bad data
+            raise _unreadable_pixels(self.path, error) from error
         out_lead = [
             len(r) for r, k in zip(lead_ranges, lead_key, strict=True) if isinstance(k, slice)
         ]
         page_out = pages[0].shape if pages else ()
         return np.asarray(pages, dtype=self.dtype).reshape(tuple(out_lead) + page_out)
+
+
+def _unreadable_pixels(path: str | Path, error: BaseException) -> ImageReadError:
+    """The error for pixels that cannot be read from a file whose header could be."""
+    return ImageReadError(
+        f"cannot read the pixels of {path}: {type(error).__name__}: {error}; the file is "
+        "corrupt or truncated (e.g. an interrupted copy): copy or export it again"
+    )
 
 
 def _flat_index(index: tuple[int, ...], shape: tuple[int, ...]) -> int:
