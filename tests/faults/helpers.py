@@ -91,9 +91,10 @@ class Result:
 
     @property
     def error_line(self) -> str:
-        """The first line of the error message: ours start with ``error:``, argparse's with
-        ``clip-guided-sam COMMAND: error:``."""
-        return next((line for line in self.err.splitlines() if "error:" in line), "")
+        """The first line of the error message: ours start with ``error:`` (or ``FAILED``
+        for one file of a batch), argparse's with ``clip-guided-sam COMMAND: error:``."""
+        lines = self.err.splitlines()
+        return next((x for x in lines if "error:" in x or x.startswith("FAILED ")), "")
 
 
 def train_args(images, labels, output, *extra, classes=("--class", "nucleus")) -> list:

@@ -8,6 +8,7 @@ which the CLI and the training widget both build).
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from napari_clip_guided_sam.training.engine import TrainingConfig
@@ -18,9 +19,11 @@ from .helpers import (
     assert_unchanged,
     check_user_error,
     run_cli,
+    segment_args,
     snapshot,
     train_args,
     write_pairs,
+    write_png,
 )
 
 BAD_TRAINING_NUMBERS = [  # option, value, how the message shows the value
@@ -83,6 +86,7 @@ def test_the_training_widget_and_api_share_the_same_check(field, value):
         (["-c", "x" * 101], ["101 characters", "at most 100"]),
         (["-c", "nucleus", "nucleus"], ["given twice", "each class once"]),
         (["-c", "nu\tcleus"], ["control characters", "one line"]),
+        (["--suffix", "/../../evil"], ["suffix", "inside the output folder only"]),
     ],
     ids=[
         "nan-threshold",
@@ -92,6 +96,7 @@ def test_the_training_widget_and_api_share_the_same_check(field, value):
         "long-name",
         "duplicate",
         "tab",
+        "suffix-traversal",
     ],
 )
 def test_bad_segment_option_is_a_usage_error(images, tmp_path, args, words):
@@ -112,3 +117,37 @@ def test_unknown_preset_names_the_presets(images, tmp_path):
 def test_a_device_typo_is_refused_by_the_parser(images, tmp_path):
     result = run_cli("segment", images, "-c", "nucleus", "--device", "gpu")
     check_user_error(result, 2, "invalid choice: 'gpu'", "choose from")
+
+
+POINTS = [
+    ("x,y\nnan,5\n", ["line 2", "not finite"]),
+    ("x,y\n3,inf\n", ["line 2", "not finite"]),
+    ("x,y,slice\n3,5,inf\n", ["line 2", "not a number"]),
+    ("x,y,slice\n3,5,-2\n", ["line 2", "count from 0"]),
+    ("x,y,label\n3,5,2\n", ["point labels must be 1", "or 0"]),
+    ("x,y,file\n3,5,other.png\n", ["names other.png", "not among the images"]),
+    ("x,y,slice\n3,5,4\n", ["slice 4 of a.png", "has 1 slice"]),
+    ("", ["is empty", "header like x,y"]),
+    ("\x00\xff\xfe", ["not a CSV text file", "save the clicks as CSV"]),
+]
+
+
+@pytest.mark.parametrize("text, words", POINTS)
+def test_clicks_that_cannot_be_used_are_refused_before_any_work(tmp_path, text, words):
+    """Defect 6: NaN clicks passed the in-frame check and gave NaN masks with exit 0."""
+    image = write_png(tmp_path / "in" / "a.png")
+    points = tmp_path / "clicks.csv"
+    points.write_bytes(text.encode("latin-1"))
+    before = snapshot(tmp_path)
+    result = run_cli(*segment_args(image, tmp_path / "out", "--points", points))
+    check_user_error(result, 1, *words)
+    assert not list(tmp_path.glob("out/*.tif"))
+    assert_unchanged(before)
+
+
+@pytest.mark.parametrize("xy", [[np.nan, 5.0], [3.0, np.inf], [-np.inf, 1.0]])
+def test_clicks_that_are_not_finite_are_refused_by_the_api(predictor, xy):
+    """Defect 6 through the Python API (the segment widget's path)."""
+    rgb = np.zeros((40, 48, 3), np.uint8)
+    with pytest.raises(ValueError, match="not numbers"):
+        predictor.segment(rgb, ["nucleus"], np.array([xy]), np.array([1]))

@@ -52,32 +52,42 @@ def test_the_minimum_side_itself_is_segmented(tmp_path):
     assert (tmp_path / "out" / "edge_labels.tif").is_file()
 
 
-def _truncated_tiff(path: Path, compression: str | None) -> Path:
+def _truncated_tiff(path: Path, compression: str | None, keep: float | int) -> Path:
+    """A 3-page TIFF cut short: to a fraction `keep` of its bytes, or by `keep` bytes."""
     data = np.random.default_rng(0).integers(0, 255, (3, 48, 48), dtype=np.uint8)
     tifffile.imwrite(path, data, compression=compression, photometric="minisblack")
     raw = path.read_bytes()
-    path.write_bytes(raw[: len(raw) // 2])
+    path.write_bytes(raw[: int(len(raw) * keep)] if isinstance(keep, float) else raw[:-keep])
     return path
 
 
-@pytest.mark.parametrize("compression", [None, "zlib"])
-def test_a_truncated_tiff_fails_with_its_path_and_the_others_finish(images, tmp_path, compression):
-    """Defect 10: the pixels of a TIFF whose header reads fine fail later, lazily; the
-    message names the file and says what to do."""
-    broken = _truncated_tiff(images / "broken.tif", compression)
-    before = snapshot(images)
-    result = segment(images, tmp_path / "out")
+@pytest.mark.parametrize(
+    "compression, keep", [(None, 0.5), ("zlib", 0.5), ("zlib", 100)], ids=["raw", "zlib", "tail"]
+)
+def test_a_truncated_tiff_fails_with_its_path_and_the_others_finish(tmp_path, compression, keep):
+    """Defect 10: the message named no path. A cut page table (which tifffile reads around,
+    opening a truncated stack as its first pages) and pixels that fail later, lazily, are
+    both refused with the path and the fix."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(
+        folder / "good.tif", np.full((3, 48, 48), 9, np.uint8), photometric="minisblack"
+    )
+    broken = _truncated_tiff(folder / "broken.tif", compression, keep)
+    before = snapshot(folder)
+    result = segment(folder, tmp_path / "out")
     assert result.code == 1 and "Traceback" not in result.err
     rows = {Path(r["input"]).name: r for r in report_rows(tmp_path / "out")}
-    assert rows["a.png"]["status"] == rows["b.png"]["status"] == "done"
+    assert rows["good.tif"]["status"] == "done"
     reason = rows["broken.tif"]["reason"]
-    assert str(broken) in reason and "corrupt or truncated" in reason and "again" in reason
+    assert str(broken) in reason and "truncated" in reason and "again" in reason
     assert_unchanged(before)
 
 
-def test_a_truncated_tiff_read_through_the_api_names_the_path(tmp_path):
-    broken = _truncated_tiff(tmp_path / "broken.tif", None)
-    image = read_image_lazy(broken)
+def test_pixels_that_fail_lazily_name_the_file(tmp_path):
+    broken = _truncated_tiff(tmp_path / "broken.tif", "zlib", 100)
+    image = read_image_lazy(broken)  # the page table is intact
+    np.asarray(image.array[0])
     with pytest.raises(ValueError, match="broken.tif") as raised:
         np.asarray(image.array[2])
     assert "corrupt or truncated" in str(raised.value)

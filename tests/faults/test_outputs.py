@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
 
 from napari_clip_guided_sam.model.checkpoint import read_checkpoint
@@ -167,3 +168,10 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_run_resumable(tmp_path)
         assert run_cli(*args, "--max-steps", "2", "--resume").code == 0
         assert read_checkpoint(run / "last.safetensors").metadata["step"] == 2
         assert read_state_info(run / "last.state.safetensors")["n_train"] == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_an_input_that_is_neither_file_nor_folder_is_named(tmp_path):
+    fifo = tmp_path / "pipe.tif"
+    os.mkfifo(fifo)
+    check_user_error(segment(fifo, tmp_path / "out"), 1, "pipe.tif", "neither a file nor a folder")

@@ -124,3 +124,13 @@ def test_training_where_no_pair_is_usable_names_every_reason(tmp_path):
         *train_args(images, labels, tmp_path / "run"),
     )
     check_user_error(result, 1, "no usable image/label pair", "shape mismatch")
+
+
+def test_a_validation_fraction_never_leaves_nothing_to_train(tmp_path):
+    images, labels = write_pairs(tmp_path, count=1)
+    output = tmp_path / "run"
+    result = run_cli(
+        *train_args(images, labels, output, "--val-fraction", "0.9", "--max-steps", "1")
+    )
+    assert result.code == 0, result.err
+    assert "1 for training, 0 for validation" in result.out

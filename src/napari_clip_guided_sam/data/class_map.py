@@ -136,8 +136,9 @@ class ClassMap:
         shown = ", ".join(map(str, unknown[:20])) + (" ..." if len(unknown) > 20 else "")
         raise ValueError(
             f"{source} contains label values not in the class map: {shown} (the map covers "
-            f"{sorted(self._mapping)}); add them to the map, or use ClassMap.single_class(name) "
-            "for instance labels"
+            f"{sorted(self._mapping)}); add them to the map, or for instance labels give one "
+            "class to every nonzero value (--class NAME on the command line, "
+            "ClassMap.single_class in Python)"
         )
 
     def _check_class(self, class_name: str) -> None:

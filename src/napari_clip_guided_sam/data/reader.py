@@ -7,8 +7,11 @@ and the metadata worth keeping. :func:`read_image_lazy` opens stacks larger than
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import math
+import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -58,8 +61,39 @@ def read_image(path: str | Path) -> ImageData:
         ) from exc
 
 
+class _DamageLog(logging.Handler):
+    """Collects the errors tifffile logs (and works around) while it opens a file."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+        self._thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self._thread:  # another thread's file is not this one
+            self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _refuse_damaged_tiff(path: Path):
+    """tifffile reads around a damaged page table (a truncated stack opens as its first
+    pages, silently); refuse such a file instead of segmenting part of it."""
+    log = _DamageLog()
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(log)
+    try:
+        yield
+    finally:
+        logger.removeHandler(log)
+    if log.messages:
+        raise ImageReadError(
+            f"cannot read {path}: the file is damaged or truncated ({log.messages[0]}); copy "
+            "or export it again"
+        )
+
+
 def _read_tiff(path: Path) -> ImageData:
-    with tifffile.TiffFile(path) as tif:
+    with _refuse_damaged_tiff(path), tifffile.TiffFile(path) as tif:
         if not tif.series:
             raise ImageReadError(f"cannot read {path}: the TIFF file holds no image series")
         series = tif.series[0]
@@ -86,11 +120,9 @@ def read_image_lazy(path: str | Path) -> ImageData:
     path = Path(path)
     _check_readable(path)
     if not is_tiff(path):
-        image = read_image(path)
-        image.array = da.from_array(image.array, chunks=image.array.shape)
-        return image
+        return _eager_as_lazy(path)
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _refuse_damaged_tiff(path), tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise ImageReadError(f"cannot read {path}: the TIFF file holds no image series")
             series = tif.series[0]
@@ -103,11 +135,26 @@ def read_image_lazy(path: str | Path) -> ImageData:
         chunks = (1,) * (len(store.shape) - len(store.page_shape)) + store.page_shape
         name = f"tiff-{path.resolve()}-{path.stat().st_mtime_ns}"
         array = da.from_array(source, chunks=chunks, name=name, asarray=True, lock=False)
+    except _NotPaged:  # an unusual layout (or a damaged file): read it whole, which says which
+        return _eager_as_lazy(path)
     except (ImageReadError, FileNotFoundError):
         raise
     except Exception as exc:
         raise ImageReadError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
     return ImageData(array, axes, pixel_size, unit, path, metadata)
+
+
+def _eager_as_lazy(path: Path) -> ImageData:
+    """`read_image`, wrapped in one dask chunk for the lazy interface."""
+    import dask.array as da
+
+    image = read_image(path)
+    image.array = da.from_array(image.array, chunks=image.array.shape)
+    return image
+
+
+class _NotPaged(ImageReadError):
+    """A TIFF series that is not a plain stack of pages (read it whole instead)."""
 
 
 def _try_memmap(path: Path, shape: tuple[int, ...]) -> _MappedPages | None:
@@ -161,9 +208,9 @@ class _TiffPageStore:
             or self.shape[n_lead:] != self.page_shape
             or (math.prod(self.lead_shape) != len(series))
         ):
-            raise ImageReadError(
+            raise _NotPaged(
                 f"cannot open {path} lazily: series shape {self.shape} is not a stack of "
-                f"{len(series)} pages of shape {self.page_shape}; use read_image instead"
+                f"{len(series)} pages of shape {self.page_shape}"
             )
 
     def __getitem__(self, key: Any) -> np.ndarray:

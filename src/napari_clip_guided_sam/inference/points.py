@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,38 @@ class PointPrompts:
         if not use.any():
             return None
         return self.xy[use], self.labels[use]
+
+    def check_targets(self, files: Sequence[str | Path], n_slices: dict[str, int]) -> None:
+        """Refuse clicks that can never be used: on a file that is not among `files`, or on
+        a slice beyond the stack they belong to (`n_slices`: slice count by file name).
+
+        A click for every file (no file column) is checked against the slice counts only
+        when there is one file.
+
+        Raises:
+            ValueError: naming the click's file or slice and what exists.
+        """
+        names = {Path(f).name for f in files}
+        stems = {image_stem(n): n for n in names}
+        unknown = sorted({f for f in self.files if f and f not in names and f not in stems})
+        if unknown:
+            raise ValueError(
+                f"the points file names {', '.join(unknown)}, which is not among the images "
+                f"to segment ({', '.join(sorted(names)[:5])}{'...' if len(names) > 5 else ''}); "
+                "correct the file column"
+            )
+        for (
+            file,
+            slice_,
+        ) in zip(self.files, self.slices, strict=True):
+            targets = [stems.get(file, file)] if file else (list(names) if len(names) == 1 else [])
+            for target in targets:
+                count = n_slices.get(target)
+                if count is not None and slice_ >= count:
+                    raise ValueError(
+                        f"a click is on slice {slice_} of {target}, which has {count} "
+                        f"slice(s) (0 to {count - 1}); correct the slice column"
+                    )
 
 
 def read_points_csv(path: str | Path) -> PointPrompts:

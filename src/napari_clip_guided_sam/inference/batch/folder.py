@@ -112,6 +112,8 @@ def collect_inputs(
         if not is_supported(source):
             raise ValueError(f"cannot segment {source}: {UNSUPPORTED}")
         return [source], []
+    if not source.is_dir():
+        raise ValueError(f"cannot segment {source}: it is neither a file nor a folder")
     images, unsupported = [], []
     reports = {f"{REPORT_NAME}.csv", f"{REPORT_NAME}.json"}
     for path in sorted(source.iterdir()):
@@ -196,6 +198,8 @@ def segment_batch(
         )
     options = with_classes(predictor, options)
     images, unsupported = collect_inputs(source, exclude_suffix=options.suffix if same else "")
+    if options.points is not None:
+        options.points.check_targets(images, {})  # clicks on files that are not inputs
     with output_lock(output_dir, "a batch segmentation"):
         remove_stale_temporaries(output_dir)
         report = BatchReport(
@@ -245,6 +249,8 @@ def _segment_files(
         try:
             image = read_image_lazy(path)
             total = n_slices(image)
+            if options.points is not None:
+                options.points.check_targets(images, {path.name: total})
             channels = _channel_count(image)
             if reference is not None and channels != reference[0]:
                 raise ValueError(

@@ -87,6 +87,11 @@ class SegmentOptions:
             )
         if not 0.0 <= self.threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
+        if any(c in self.suffix for c in ("/", "\\", "\0")) or self.suffix in (".", ".."):
+            raise ValueError(
+                f"the suffix {self.suffix!r} must be part of a file name (no / or \\): outputs "
+                "are written inside the output folder only"
+            )
 
     def settings(self) -> dict[str, Any]:
         """The options as plain JSON values, for the report."""
