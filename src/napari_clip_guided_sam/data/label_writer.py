@@ -194,19 +194,20 @@ def write_label_tiff(
 def label_provenance(path: str | Path) -> dict[str, Any] | None:
     """What made a label file (see :func:`label_tiff_kwargs`), or None if it does not say."""
     with tifffile.TiffFile(path) as tif:
-        texts = []
+        texts: list[str] = []
         if tif.is_ome:
             description = ET.fromstring(tif.ome_metadata or "<x/>").find(
                 ".//{*}Image/{*}Description"
             )
-            texts.append(description.text if description is not None else None)
-        if tif.imagej_metadata:
-            texts.append(tif.imagej_metadata.get("Info"))
+            if description is not None and description.text:
+                texts.append(description.text)
+        if tif.imagej_metadata and isinstance(tif.imagej_metadata.get("Info"), str):
+            texts.append(tif.imagej_metadata["Info"])
         shaped = tif.shaped_metadata
         if shaped and PROVENANCE_KEY in shaped[0]:
             return dict(shaped[0][PROVENANCE_KEY])
     for text in texts:
-        with contextlib.suppress(TypeError, ValueError):
+        with contextlib.suppress(ValueError):
             record = json.loads(text)
             if isinstance(record, dict) and isinstance(record.get(PROVENANCE_KEY), dict):
                 return record[PROVENANCE_KEY]

@@ -394,6 +394,8 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
 class _Run:
     """The state of one training run; `loop` is the generator behind `train`."""
 
+    saved_step: int | None = None  # step of the training state on disk, if any
+
     def __init__(self, model, optimizer, config, device, dtype, train, val, names, info, state):
         self.model, self.optimizer, self.config = model, optimizer, config
         self.device, self.dtype = device, dtype
@@ -406,7 +408,6 @@ class _Run:
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
         self.clock = _Clock(state.elapsed_s)
         self.stopped = "completed"
-        self.saved_step: int | None = None  # step of the training state on disk, if any
 
     # ------------------------------------------------------------------ loop
     def loop(self) -> Generator[Event, None, TrainingResult]:
