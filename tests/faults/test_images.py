@@ -20,7 +20,14 @@ from PIL import Image
 from napari_clip_guided_sam.data.reader import read_image_lazy
 from napari_clip_guided_sam.model.preprocess import MIN_IMAGE_SIDE
 
-from .helpers import assert_unchanged, run_cli, segment_args, snapshot, write_png
+from .helpers import (
+    assert_unchanged,
+    run_cli,
+    run_cli_process,
+    segment_args,
+    snapshot,
+    write_png,
+)
 
 
 def segment(source: Path, output: Path, *extra: str):
@@ -155,7 +162,7 @@ def test_a_non_utf8_file_name_is_processed_and_reported_escaped(images, tmp_path
     """Defect 4: the folder run stopped at the name and wrote no report."""
     write_png(images / NON_UTF8, seed=3)
     before = snapshot(images)
-    result = segment(images, tmp_path / "out")
+    result = run_cli_process(*segment_args(images, tmp_path / "out"))  # the real stdout
     assert result.code == 0, result.err
     rows = report_rows(tmp_path / "out")
     assert [Path(r["input"]).name for r in rows] == ["a.png", "b.png", "b\\xff\\xfe.png"]
