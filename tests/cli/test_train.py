@@ -15,6 +15,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+from napari_clip_guided_sam._locking import LOCK_NAME
 from napari_clip_guided_sam.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, main
 from napari_clip_guided_sam.model.checkpoint import load_model, read_checkpoint
 
@@ -50,7 +51,7 @@ def test_train_then_evaluate_on_nuclei(tmp_path, capsys):
     assert code == EXIT_OK, captured.err
     assert "best checkpoint" in captured.out and "epoch 2: train loss" in captured.out
     assert {p.name for p in output.iterdir()} == {
-        "best.safetensors", "last.safetensors", "last.state.safetensors",
+        "best.safetensors", "last.safetensors", "last.state.safetensors", LOCK_NAME,
     }  # fmt: skip
     model, checkpoint = load_model(output / "best.safetensors")
     assert checkpoint.class_names == ["nucleus"] and model.config.name == "tiny"

@@ -48,7 +48,7 @@ def test_text_only_prediction_matches_the_model_forward(predictor, shared_model,
 
 
 def test_multi_class_labels_take_the_most_probable_class_above_threshold(predictor, rgb_image):
-    prediction = predictor.segment(rgb_image, ["nucleus", "cell", "background"])
+    prediction = predictor.segment(rgb_image, ["nucleus", "cell", "membrane"])
     probabilities = prediction.probabilities
     assert probabilities.shape == prediction.similarity_maps.shape == (3, 96, 128)
     assert prediction.iou_predictions.shape == (3,)

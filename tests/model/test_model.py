@@ -5,7 +5,7 @@ from napari_clip_guided_sam.model.trainable import trainable_parameter_names
 
 
 def test_text_only_forward_shapes_and_ranges(tiny_model, sam_input):
-    text = tiny_model.text_features(["nucleus", "cell", "background"])
+    text = tiny_model.text_features(["nucleus", "cell", "membrane"])
     with torch.no_grad():
         out = tiny_model(sam_input, text)
     assert out.low_res_logits.shape == (2, 3, 64, 64)

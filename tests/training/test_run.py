@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_clip_guided_sam._locking import LOCK_NAME
 from napari_clip_guided_sam.data.class_map import ClassMap
 from napari_clip_guided_sam.data.datasets import SliceDataset
 from napari_clip_guided_sam.training.run import (
@@ -58,6 +59,7 @@ def test_overwrite_removes_the_earlier_run_when_training_starts(tmp_path, disks_
         "last.safetensors",
         "last.state.safetensors",
         "notes.txt",
+        LOCK_NAME,
     }
 
 

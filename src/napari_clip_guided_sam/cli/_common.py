@@ -70,18 +70,34 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
 def class_map_from_args(args: argparse.Namespace):
     """--class NAME, or --class-map "1=nucleus,2=cell" or a class_map.json (as exported)."""
     from ..data.class_map import ClassMap, parse_class_map
+    from ..model.guide import validate_class_names
 
-    if args.class_name is not None:
-        return ClassMap.single_class(args.class_name)
+    option = "--class" if args.class_name is not None else "--class-map"
     try:
-        if args.class_map.endswith(".json"):
+        if args.class_name is not None:
+            class_map = ClassMap.single_class(args.class_name)
+        elif args.class_map.endswith(".json"):
             path = Path(args.class_map)
             if not path.is_file():
                 raise UsageError(f"--class-map file not found: {path}")
-            return ClassMap.from_config(json.loads(path.read_text(encoding="utf-8")))
-        return parse_class_map(args.class_map)
-    except (ValueError, KeyError) as error:
-        raise UsageError(f"--class-map: {error}") from None
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise UsageError(f"--class-map: cannot read {path} as text: {error}") from None
+            try:
+                config = json.loads(text)
+            except ValueError as error:
+                raise UsageError(
+                    f"--class-map: {path} is not valid JSON ({error}); write e.g. "
+                    '{"classes": {"1": "nucleus"}}'
+                ) from None
+            class_map = ClassMap.from_config(config)
+        else:
+            class_map = parse_class_map(args.class_map)
+        validate_class_names(list(class_map.class_names))
+    except (ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"{option}: {error}") from None
+    return class_map
 
 
 def load_folders(args: argparse.Namespace, class_map):

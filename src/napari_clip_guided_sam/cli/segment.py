@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
-from ..data.formats import LABEL_SUFFIX
+from ..data.formats import LABEL_SUFFIX, printable
 from ..data.normalize import NORMALIZE_MODES
 from ..inference.batch.options import OUTPUT_FORMATS
 from ..inference.instances import INSTANCE_METHODS
@@ -14,6 +15,7 @@ from ._common import (
     EXIT_FAILED,
     EXIT_OK,
     CommandError,
+    UsageError,
     add_base_weights_arguments,
     add_runtime_arguments,
     model_summary,
@@ -129,24 +131,36 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.points import read_points_csv
     from ..inference.predictor import Predictor
     from ..model.checkpoint import read_checkpoint
+    from ..model.guide import validate_class_names
 
     source = Path(args.input)
     if not source.exists():
-        raise CommandError(f"input not found: {source}")
+        raise CommandError(f"input not found: {printable(source)}")
+    if args.points and not Path(args.points).is_file():
+        raise UsageError(f"--points: file not found: {printable(args.points)}")
+    if args.classes:
+        try:
+            validate_class_names(args.classes)
+        except ValueError as error:
+            raise UsageError(f"-c/--classes: {error}") from None
     folder = source if source.is_dir() else source.parent
     output = Path(args.output) if args.output else folder / "segmented"
-    options = batch.SegmentOptions(
-        class_names=tuple(args.classes),
-        threshold=args.threshold,
-        instances=InstanceConfig(args.instances) if args.instances else None,
-        normalize=NormalizeConfig(
-            mode=args.normalize, channels=tuple(args.channels) if args.channels else None
-        ),
-        points=read_points_csv(args.points) if args.points else None,
-        output_format=args.output_format,
-        suffix=args.suffix,
-        overwrite=args.overwrite,
-    )
+    try:
+        options = batch.SegmentOptions(
+            class_names=tuple(args.classes),
+            threshold=args.threshold,
+            instances=InstanceConfig(args.instances) if args.instances else None,
+            normalize=NormalizeConfig(
+                mode=args.normalize, channels=tuple(args.channels) if args.channels else None
+            ),
+            output_format=args.output_format,
+            suffix=args.suffix,
+            overwrite=args.overwrite,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.points:
+        options = dataclasses.replace(options, points=read_points_csv(args.points))
     preset = args.preset
     if preset is None:
         preset = read_checkpoint(args.checkpoint).config.name if args.checkpoint else "paper"
@@ -159,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         clip_weights=args.clip_weights,
     )
     for line in model_summary(predictor.model, args.checkpoint, predictor.closed_set_classes):
-        print(line)
+        print(printable(line))
     settings = {"preset": preset, "checkpoint": args.checkpoint, "device": str(predictor.device)}
     events = batch.segment_batch(
         predictor,
@@ -179,24 +193,32 @@ def run(args: argparse.Namespace) -> int:
                     total=event.n_slices,
                     unit="slice",
                     disable=args.no_progress,
-                    desc=f"[{event.file_index + 1}/{event.n_files}] {Path(event.path).name}",
+                    desc=f"[{event.file_index + 1}/{event.n_files}] "
+                    f"{printable(Path(event.path).name)}",
                 )
             elif isinstance(event, batch.SliceDone) and bar is not None:
                 bar.update(1)
+            elif isinstance(event, batch.FileDone):
+                tqdm.write(f"done {printable(Path(event.path).name)} -> {printable(event.output)}")
             elif isinstance(event, batch.FileSkipped):
-                tqdm.write(f"skipped {event.path.name}: {event.reason}")
+                tqdm.write(f"skipped {printable(event.path.name)}: {event.reason}")
             elif isinstance(event, batch.FileFailed):
-                tqdm.write(f"FAILED {event.path.name}: {event.reason}", file=sys.stderr)
+                tqdm.write(f"FAILED {printable(event.path.name)}: {event.reason}", file=sys.stderr)
             elif isinstance(event, batch.BatchFinished):
                 finished = event
     finally:
         if bar is not None:
             bar.close()
         events.close()
-    print(
-        f"{finished.n_done} done, {finished.n_skipped} skipped, {finished.n_failed} failed; "
-        f"report: {finished.report_path.with_suffix('.csv')}"
-    )
+    counts = f"{finished.n_done} done, {finished.n_skipped} skipped, {finished.n_failed} failed"
+    report = printable(finished.report_path.with_suffix(".csv"))
+    print(counts if finished.report_error else f"{counts}; report: {report}")
     if finished.stopped:
         print(f"error: stopped early: {finished.stopped}", file=sys.stderr)
-    return EXIT_FAILED if finished.n_failed or finished.stopped else EXIT_OK
+    if finished.report_error:
+        print(
+            f"error: {finished.report_error}; the result of every file is listed above",
+            file=sys.stderr,
+        )
+    failed = finished.n_failed or finished.stopped or finished.report_error
+    return EXIT_FAILED if failed else EXIT_OK

@@ -130,6 +130,21 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+# The option of each TrainingConfig field set on the command line, for messages.
+_OPTIONS = {
+    "epochs": "--epochs",
+    "val_fraction": "--val-fraction",
+    "seed": "--seed",
+    "lr": "--lr",
+    "clip_lr": "--clip-lr",
+    "batch_size": "--batch-size",
+    "grad_accumulation": "--grad-accumulation",
+    "max_steps": "--max-steps",
+    "time_budget_s": "--time-budget",
+    "checkpoint_every": "--checkpoint-every",
+}
+
+
 def _chosen_settings(args: argparse.Namespace) -> dict:
     """The TrainingConfig fields given on the command line (None: not given)."""
     return {
@@ -152,6 +167,7 @@ def _chosen_settings(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from ..training.run import ExistingRunError, plan_run
+    from ..training.settings import SettingError
 
     class_map = class_map_from_args(args)
     output = Path(args.output)
@@ -171,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
             f"{output} already holds checkpoints of a run; add --resume to continue "
             "it, --overwrite to start afresh, or choose another --output."
         ) from None
+    except SettingError as error:
+        raise UsageError(f"{_OPTIONS.get(error.name, error.name)}: {error}") from None
     config = plan.config
     # The model first: missing base weights should fail before a long folder scan.
     model = plan.build_model()

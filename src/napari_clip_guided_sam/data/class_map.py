@@ -50,9 +50,19 @@ class ClassMap:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ClassMap:
         """Inverse of :meth:`to_config`."""
+        if not isinstance(config, Mapping):
+            raise ValueError(
+                f'a class map config is a JSON object like {{"classes": {{"1": "nucleus"}}}} '
+                f'or {{"single_class": "nucleus"}}, got {type(config).__name__} {config!r}'
+            )
         if "single_class" in config:
             return cls.single_class(config["single_class"])
         if "classes" in config:
+            if not isinstance(config["classes"], Mapping):
+                raise ValueError(
+                    f"'classes' of a class map config maps label values to names, e.g. "
+                    f'{{"1": "nucleus"}}, got {config["classes"]!r}'
+                )
             return cls.from_dict(config["classes"])
         raise ValueError(f"class map config needs 'single_class' or 'classes', got {config}")
 
@@ -108,15 +118,27 @@ class ClassMap:
         self.check_values(np.unique(np.asarray(labels)), source)
 
     def check_values(self, values: Iterable[int], source: str = "labels") -> None:
-        """Raise ValueError listing the label ``values`` (found in ``source``) not in the map."""
+        """Raise ValueError listing the label ``values`` (found in ``source``) not in the map.
+
+        Negative values are refused in every map: labels are 0 (background) or positive.
+        """
+        values = {int(v) for v in values}
+        negative = sorted(v for v in values if v < 0)
+        if negative:
+            shown = ", ".join(map(str, negative[:20])) + (" ..." if len(negative) > 20 else "")
+            raise ValueError(
+                f"{source} contains negative label values: {shown}; label values are 0 "
+                "(background) or positive class or object ids: fix the label image"
+            )
         unknown = self.unknown_values(values)
         if not unknown:
             return
         shown = ", ".join(map(str, unknown[:20])) + (" ..." if len(unknown) > 20 else "")
         raise ValueError(
             f"{source} contains label values not in the class map: {shown} (the map covers "
-            f"{sorted(self._mapping)}); add them to the map, or use ClassMap.single_class(name) "
-            "for instance labels"
+            f"{sorted(self._mapping)}); add them to the map, or for instance labels give one "
+            "class to every nonzero value (--class NAME on the command line, "
+            "ClassMap.single_class in Python)"
         )
 
     def _check_class(self, class_name: str) -> None:

@@ -372,8 +372,9 @@ def train_val_split(
 ) -> tuple[list[int], list[int]]:
     """Deterministic train/validation split of item indices, by slice.
 
-    All items of one slice (its classes) land on the same side. With ``val_fraction > 0``
-    and at least two slices there is at least one validation slice and one training slice.
+    All items of one slice (its classes) land on the same side. There is always at least
+    one training slice; with ``val_fraction > 0`` and at least two slices, also at least one
+    validation slice.
 
     Args:
         n_items_or_dataset: a :class:`SliceDataset` (split by ``slice_keys``) or a number
@@ -393,7 +394,8 @@ def train_val_split(
     groups = list(dict.fromkeys(keys))
     n_val = round(val_fraction * len(groups))
     if val_fraction > 0 and len(groups) >= 2:
-        n_val = min(max(1, n_val), len(groups) - 1)
+        n_val = max(1, n_val)
+    n_val = min(n_val, max(len(groups) - 1, 0))  # one slice alone always trains
     order = np.random.default_rng(seed).permutation(len(groups))
     val_groups = {groups[g] for g in order[:n_val]}
     train = [i for i, key in enumerate(keys) if key not in val_groups]

@@ -1,8 +1,9 @@
 """Image file types and names: which files are read, how TIFF and OME-TIFF are told apart,
-and the stem an image's outputs are named after."""
+the stem an image's outputs are named after, and file names as printable text."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "is_ome_tiff",
     "is_supported",
     "is_tiff",
+    "printable",
 ]
 
 OME_SUFFIXES = (".ome.tif", ".ome.tiff")
@@ -54,3 +56,16 @@ def image_stem(path: str | Path) -> str:
         if lower.endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem
+
+
+def printable(text: str | os.PathLike[str]) -> str:
+    """A path (or a text holding paths) as valid Unicode for messages, CSV and JSON.
+
+    Any name the operating system accepts can be processed; bytes of a name that are not
+    UTF-8 (held by Python as surrogate escapes) are written as ``\\xNN``, e.g. ``b\\xff.png``.
+    """
+    text = os.fspath(text)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that no file name produced
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")

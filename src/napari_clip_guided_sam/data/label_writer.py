@@ -10,16 +10,17 @@ segmentation of stacks larger than RAM).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import tempfile
-from collections.abc import Iterator
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tifffile
 
-from .._atomic import atomic_write
+from .._atomic import atomic_write, ensure_folder, temporary_file
 from .axes import CHANNEL_AXES, SPATIAL_AXES, default_axes
 from .formats import is_ome_tiff, is_tiff
 from .image import ImageData
@@ -27,6 +28,7 @@ from .units import IMAGEJ_MICROMETRE, MICROMETRE, length_unit
 
 __all__ = [
     "LabelSpool",
+    "label_provenance",
     "label_tiff_kwargs",
     "smallest_label_dtype",
     "write_label_tiff",
@@ -34,6 +36,7 @@ __all__ = [
 ]
 
 _IMAGEJ_ORDER = "TZCYX"
+PROVENANCE_KEY = "clip_guided_sam"  # the model that made a label file (label_provenance)
 
 
 def smallest_label_dtype(top: int) -> type[np.unsignedinteger]:
@@ -45,7 +48,12 @@ def smallest_label_dtype(top: int) -> type[np.unsignedinteger]:
 
 
 def label_tiff_kwargs(
-    dtype: np.dtype, axes: str, sizes: dict[str, float], unit: str | None, ome: bool
+    dtype: np.dtype,
+    axes: str,
+    sizes: dict[str, float],
+    unit: str | None,
+    ome: bool,
+    provenance: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``tifffile.imwrite`` arguments that keep axes, pixel size and unit readable by
     ``data.reader.read_image``: OME-XML, ImageJ (8/16-bit, TZCYX order) or tifffile's shaped
@@ -57,13 +65,20 @@ def label_tiff_kwargs(
         sizes: physical pixel size per spatial axis present, e.g. ``{"X": 0.5, "Y": 0.5}``.
         unit: unit of ``sizes`` (``"µm"`` for micrometres), None if unknown.
         ome: write OME-TIFF.
+        provenance: what made the labels (the model's preset, adapter state, checkpoint,
+            classes, base weights), stored as JSON where each format keeps free text: the
+            OME image Description, the ImageJ Info, or a ``clip_guided_sam`` entry of tifffile's
+            metadata; :func:`label_provenance` reads it back.
     """
     kwargs: dict[str, Any] = {"photometric": "minisblack", "compression": "zlib"}
+    record = {PROVENANCE_KEY: dict(provenance)} if provenance else None
     if ome:
         meta: dict[str, Any] = {"axes": axes}
         for axis, size in sizes.items():
             meta[f"PhysicalSize{axis}"] = size
             meta[f"PhysicalSize{axis}Unit"] = unit or MICROMETRE
+        if record:
+            meta["Description"] = json.dumps(record)
         return {**kwargs, "ome": True, "metadata": meta}
     resolution = (1.0 / sizes["X"], 1.0 / sizes["Y"]) if "X" in sizes and "Y" in sizes else None
     if dtype in (np.uint8, np.uint16) and _imagej_axes_ok(axes):
@@ -74,8 +89,12 @@ def label_tiff_kwargs(
             meta["unit"] = IMAGEJ_MICROMETRE if unit == MICROMETRE else unit
         if resolution:
             kwargs["resolution"] = resolution
+        if record:
+            meta["Info"] = json.dumps(record)
         return {**kwargs, "imagej": True, "metadata": meta}
     meta = {"axes": axes}
+    if record:
+        meta.update(record)
     spatial = "".join(a for a in axes if a in sizes)
     if sizes and spatial == "".join(a for a in axes if a in SPATIAL_AXES):
         meta.update(pixel_size=[sizes[a] for a in spatial], unit=unit)
@@ -103,14 +122,13 @@ class LabelSpool:
     def __init__(
         self, folder: Path, name: str, shape: tuple[int, ...], dtype: type[np.unsignedinteger]
     ):
-        folder.mkdir(parents=True, exist_ok=True)
+        ensure_folder(folder)
         self.shape = tuple(shape)
         self.slice_shape = self.shape[-2:]
         self.dtype = np.dtype(dtype)
         self.count = 0
         self.max_label = 0
-        handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".spool")
-        self.path = Path(temp)
+        handle, self.path = temporary_file(folder, name, "spool")
         self._file = os.fdopen(handle, "w+b")
 
     def __enter__(self) -> LabelSpool:
@@ -150,6 +168,7 @@ def write_label_tiff(
     sizes: dict[str, float],
     unit: str | None,
     ome: bool,
+    provenance: Mapping[str, Any] | None = None,
 ) -> None:
     """Write labels as one zlib-compressed TIFF (OME-TIFF if ``ome``) at ``path``.
 
@@ -157,19 +176,42 @@ def write_label_tiff(
         labels: an unsigned integer array ``[..., Y, X]``, written as it is; or a
             :class:`LabelSpool`, written page by page with the smallest dtype that holds
             its largest label.
-        axes, sizes, unit, ome: see :func:`label_tiff_kwargs`.
+        axes, sizes, unit, ome, provenance: see :func:`label_tiff_kwargs`.
     """
     if isinstance(labels, np.ndarray):
-        kwargs = label_tiff_kwargs(labels.dtype, axes, sizes, unit, ome)
+        kwargs = label_tiff_kwargs(labels.dtype, axes, sizes, unit, ome, provenance)
         tifffile.imwrite(path, labels, **kwargs)
         return
     dtype = np.dtype(smallest_label_dtype(labels.max_label))
-    kwargs = label_tiff_kwargs(dtype, axes, sizes, unit, ome)
+    kwargs = label_tiff_kwargs(dtype, axes, sizes, unit, ome, provenance)
     pages = labels.slices(dtype)
     if len(labels.shape) == 2:
         tifffile.imwrite(path, next(pages), **kwargs)
     else:
         tifffile.imwrite(path, pages, shape=labels.shape, dtype=dtype, **kwargs)
+
+
+def label_provenance(path: str | Path) -> dict[str, Any] | None:
+    """What made a label file (see :func:`label_tiff_kwargs`), or None if it does not say."""
+    with tifffile.TiffFile(path) as tif:
+        texts: list[str] = []
+        if tif.is_ome:
+            description = ET.fromstring(tif.ome_metadata or "<x/>").find(
+                ".//{*}Image/{*}Description"
+            )
+            if description is not None and description.text:
+                texts.append(description.text)
+        if tif.imagej_metadata and isinstance(tif.imagej_metadata.get("Info"), str):
+            texts.append(tif.imagej_metadata["Info"])
+        shaped = tif.shaped_metadata
+        if shaped and PROVENANCE_KEY in shaped[0]:
+            return dict(shaped[0][PROVENANCE_KEY])
+    for text in texts:
+        with contextlib.suppress(ValueError):
+            record = json.loads(text)
+            if isinstance(record, dict) and isinstance(record.get(PROVENANCE_KEY), dict):
+                return record[PROVENANCE_KEY]
+    return None
 
 
 def write_labels(

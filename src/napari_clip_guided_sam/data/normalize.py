@@ -151,8 +151,9 @@ def _choose_channels(n_source: int, channels: Sequence[int] | None, shape: tuple
     if channels is None:
         if n_source > 3 and n_source != 4:
             raise ValueError(
-                f"the slice has {n_source} channels (shape {shape}, channels last); pass "
-                "channels=[...] with 1-3 channel indices, or the right channel_axis"
+                f"the slice has {n_source} channels (shape {shape}, channels last); choose "
+                "1-3 of them as RGB (--channels on the command line, channels=[...] in Python), "
+                "or give the right channel_axis"
             )
         if n_source == 4:  # RGBA: alpha is not image content
             return [0, 1, 2]

@@ -7,8 +7,11 @@ and the metadata worth keeping. :func:`read_image_lazy` opens stacks larger than
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import math
+import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -52,11 +55,45 @@ def read_image(path: str | Path) -> ImageData:
     except ImageReadError:
         raise
     except Exception as exc:  # tifffile/Pillow raise many types for bad files
-        raise ImageReadError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+        raise ImageReadError(
+            f"cannot read {path}: {type(exc).__name__}: {exc}; the file is corrupt, truncated "
+            "or not an image: copy or export it again"
+        ) from exc
+
+
+class _DamageLog(logging.Handler):
+    """Collects the errors tifffile logs (and works around) while it opens a file."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+        self._thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self._thread:  # another thread's file is not this one
+            self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _refuse_damaged_tiff(path: Path):
+    """tifffile reads around a damaged page table (a truncated stack opens as its first
+    pages, silently); refuse such a file instead of segmenting part of it."""
+    log = _DamageLog()
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(log)
+    try:
+        yield
+    finally:
+        logger.removeHandler(log)
+    if log.messages:
+        raise ImageReadError(
+            f"cannot read {path}: the file is damaged or truncated ({log.messages[0]}); copy "
+            "or export it again"
+        )
 
 
 def _read_tiff(path: Path) -> ImageData:
-    with tifffile.TiffFile(path) as tif:
+    with _refuse_damaged_tiff(path), tifffile.TiffFile(path) as tif:
         if not tif.series:
             raise ImageReadError(f"cannot read {path}: the TIFF file holds no image series")
         series = tif.series[0]
@@ -83,11 +120,9 @@ def read_image_lazy(path: str | Path) -> ImageData:
     path = Path(path)
     _check_readable(path)
     if not is_tiff(path):
-        image = read_image(path)
-        image.array = da.from_array(image.array, chunks=image.array.shape)
-        return image
+        return _eager_as_lazy(path)
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _refuse_damaged_tiff(path), tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise ImageReadError(f"cannot read {path}: the TIFF file holds no image series")
             series = tif.series[0]
@@ -100,11 +135,26 @@ def read_image_lazy(path: str | Path) -> ImageData:
         chunks = (1,) * (len(store.shape) - len(store.page_shape)) + store.page_shape
         name = f"tiff-{path.resolve()}-{path.stat().st_mtime_ns}"
         array = da.from_array(source, chunks=chunks, name=name, asarray=True, lock=False)
+    except _NotPaged:  # an unusual layout (or a damaged file): read it whole, which says which
+        return _eager_as_lazy(path)
     except (ImageReadError, FileNotFoundError):
         raise
     except Exception as exc:
         raise ImageReadError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
     return ImageData(array, axes, pixel_size, unit, path, metadata)
+
+
+def _eager_as_lazy(path: Path) -> ImageData:
+    """`read_image`, wrapped in one dask chunk for the lazy interface."""
+    import dask.array as da
+
+    image = read_image(path)
+    image.array = da.from_array(image.array, chunks=image.array.shape)
+    return image
+
+
+class _NotPaged(ImageReadError):
+    """A TIFF series that is not a plain stack of pages (read it whole instead)."""
 
 
 def _try_memmap(path: Path, shape: tuple[int, ...]) -> _MappedPages | None:
@@ -131,8 +181,11 @@ class _MappedPages:
         self.shape, self.dtype, self.ndim = mapped.shape, mapped.dtype, mapped.ndim
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        mapped = np.memmap(self._file, self.dtype, "r", self._offset, self.shape)
-        return np.array(mapped[key])
+        try:
+            mapped = np.memmap(self._file, self.dtype, "r", self._offset, self.shape)
+            return np.array(mapped[key])
+        except (OSError, ValueError) as error:  # truncated or changed since it was opened
+            raise _unreadable_pixels(self._file, error) from error
 
 
 class _TiffPageStore:
@@ -155,9 +208,9 @@ class _TiffPageStore:
             or self.shape[n_lead:] != self.page_shape
             or (math.prod(self.lead_shape) != len(series))
         ):
-            raise ImageReadError(
+            raise _NotPaged(
                 f"cannot open {path} lazily: series shape {self.shape} is not a stack of "
-                f"{len(series)} pages of shape {self.page_shape}; use read_image instead"
+                f"{len(series)} pages of shape {self.page_shape}"
             )
 
     def __getitem__(self, key: Any) -> np.ndarray:
@@ -168,15 +221,32 @@ class _TiffPageStore:
             range(n)[k] if isinstance(k, slice) else [int(k)]
             for k, n in zip(lead_key, self.lead_shape, strict=True)
         ]
-        pages = [
-            tifffile.imread(self.path, series=0, key=_flat_index(lead, self.lead_shape))[page_key]
-            for lead in itertools.product(*lead_ranges)
-        ]
+        try:
+            pages = [
+                tifffile.imread(self.path, series=0, key=_flat_index(lead, self.lead_shape))[
+                    page_key
+                ]
+                for lead in itertools.product(*lead_ranges)
+            ]
+        except FileNotFoundError as error:
+            raise FileNotFoundError(
+                f"image file not found (moved or deleted?): {self.path}"
+            ) from error
+        except Exception as error:  # tifffile and its codecs raise many types for bad data
+            raise _unreadable_pixels(self.path, error) from error
         out_lead = [
             len(r) for r, k in zip(lead_ranges, lead_key, strict=True) if isinstance(k, slice)
         ]
         page_out = pages[0].shape if pages else ()
         return np.asarray(pages, dtype=self.dtype).reshape(tuple(out_lead) + page_out)
+
+
+def _unreadable_pixels(path: str | Path, error: BaseException) -> ImageReadError:
+    """The error for pixels that cannot be read from a file whose header could be."""
+    return ImageReadError(
+        f"cannot read the pixels of {path}: {type(error).__name__}: {error}; the file is "
+        "corrupt or truncated (e.g. an interrupted copy): copy or export it again"
+    )
 
 
 def _flat_index(index: tuple[int, ...], shape: tuple[int, ...]) -> int:

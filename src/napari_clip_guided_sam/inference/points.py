@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +43,38 @@ class PointPrompts:
             return None
         return self.xy[use], self.labels[use]
 
+    def check_targets(self, files: Sequence[str | Path], n_slices: dict[str, int]) -> None:
+        """Refuse clicks that can never be used: on a file that is not among `files`, or on
+        a slice beyond the stack they belong to (`n_slices`: slice count by file name).
+
+        A click for every file (no file column) is checked against the slice counts only
+        when there is one file.
+
+        Raises:
+            ValueError: naming the click's file or slice and what exists.
+        """
+        names = {Path(f).name for f in files}
+        stems = {image_stem(n): n for n in names}
+        unknown = sorted({f for f in self.files if f and f not in names and f not in stems})
+        if unknown:
+            raise ValueError(
+                f"the points file names {', '.join(unknown)}, which is not among the images "
+                f"to segment ({', '.join(sorted(names)[:5])}{'...' if len(names) > 5 else ''}); "
+                "correct the file column"
+            )
+        for (
+            file,
+            slice_,
+        ) in zip(self.files, self.slices, strict=True):
+            targets = [stems.get(file, file)] if file else (list(names) if len(names) == 1 else [])
+            for target in targets:
+                count = n_slices.get(target)
+                if count is not None and slice_ >= count:
+                    raise ValueError(
+                        f"a click is on slice {slice_} of {target}, which has {count} "
+                        f"slice(s) (0 to {count - 1}); correct the slice column"
+                    )
+
 
 def read_points_csv(path: str | Path) -> PointPrompts:
     """Read clicks from a CSV file.
@@ -54,15 +88,22 @@ def read_points_csv(path: str | Path) -> PointPrompts:
       are y, x; for a stack, ``axis-0`` is the slice index.
 
     Raises:
-        ValueError: missing columns or values that are not numbers, with the line number.
+        ValueError: missing columns or values that are not numbers (NaN and infinities
+            included), with the line number.
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames:
-            raise ValueError(f"points file {path} is empty; expected a header like x,y,label")
-        fields = {name.strip().lower(): name for name in reader.fieldnames}
-        rows = list(reader)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames:
+                raise ValueError(f"points file {path} is empty; expected a header like x,y,label")
+            fields = {name.strip().lower(): name for name in reader.fieldnames}
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(
+            f"points file {path} is not a CSV text file ({error}); save the clicks as CSV "
+            "with columns x,y[,label][,slice][,file]"
+        ) from None
     axis_columns = sorted((f for f in fields if f.startswith("axis-")), key=lambda f: int(f[5:]))
     if "x" in fields and "y" in fields:
         x_col, y_col, slice_col = fields["x"], fields["y"], fields.get("slice")
@@ -82,13 +123,21 @@ def read_points_csv(path: str | Path) -> PointPrompts:
     xy, labels, slices, files = [], [], [], []
     for line, row in enumerate(rows, start=2):
         try:
-            xy.append((float(row[x_col]), float(row[y_col])))
+            point = (float(row[x_col]), float(row[y_col]))
+            if not all(math.isfinite(v) for v in point):
+                raise ValueError(f"x, y = {point} are not finite pixel positions")
+            xy.append(point)
             label = row.get(fields["label"], "1") if "label" in fields else "1"
             labels.append(int(float(label or 1)))
             value = row.get(slice_col, "") if slice_col else ""
             slices.append(int(round(float(value))) if value not in ("", None) else -1)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{path} line {line}: not a number ({error})") from error
+            if value not in ("", None) and slices[-1] < 0:
+                raise ValueError(f"slice {value} is negative; slices count from 0")
+        except (TypeError, ValueError, OverflowError) as error:
+            raise ValueError(
+                f"{path} line {line}: not a number ({error}); x and y must be pixel "
+                "positions, label 1 or 0, slice a slice index"
+            ) from error
         files.append((row.get(fields["file"], "") or "").strip() if "file" in fields else "")
     if not xy:
         raise ValueError(f"points file {path} has a header but no points")

@@ -108,8 +108,13 @@ class BaseWeights:
     @classmethod
     def from_tag(cls, tag: str, config: ModelConfig) -> BaseWeights:
         """The sources behind a short tag (checkpoints written before sources were recorded)."""
-        kind, _, seed = tag.partition(":")
+        kind, _, seed = str(tag).partition(":")
         if kind == "random":
+            if not seed.isdigit():
+                raise ValueError(
+                    f"The base-weights tag {tag!r} is malformed: a random base is written "
+                    "'random:<seed>' with a whole-number seed, e.g. 'random:0'."
+                )
             return cls(BaseSource("random"), BaseSource("random"), int(seed))
         if kind == "official":
             return cls.official(config)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,23 @@ class Checkpoint:
     metadata: dict[str, Any] = field(default_factory=dict)  # training info (step, metrics…)
     fine_tuned: bool = True  # False: saved from a zero-shot model (adapters bypassed)
     card: ModelCard | None = None  # None in checkpoints written before cards existed
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], header: dict[str, str]) -> Path:
+    """Write a safetensors file atomically; a failure of the disk (full, read-only) is an
+    OSError with its errno, as for any other file, and `path` keeps its earlier content."""
+
+    def write(temp: Path) -> None:
+        try:
+            save_file(tensors, str(temp), metadata=header)
+        except SafetensorError as error:  # safetensors reports I/O errors as its own type
+            found = re.search(r"os error (\d+)", str(error))
+            if found is None:
+                raise
+            number = int(found.group(1))
+            raise OSError(number, os.strerror(number)) from error
+
+    return atomic_write(path, write)
 
 
 def save_checkpoint(
@@ -99,8 +118,7 @@ def save_checkpoint(
         "card": card.to_json(),
         "metadata": json.dumps(metadata or {}),
     }
-    atomic_write(path, lambda temp: save_file(tensors, str(temp), metadata=header))
-    return path
+    return write_safetensors(path, tensors, header)
 
 
 @dataclass
@@ -120,6 +138,11 @@ def read_checkpoint_header(path: str | Path) -> CheckpointHeader:
     """Read and validate a checkpoint's header (config, classes, base, card); fast, because
     no tensor is loaded."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"{path} is a folder, not a checkpoint file; choose the file in it, e.g. "
+            f"{path / 'best.safetensors'}"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint not found: {path}")
     try:
@@ -148,8 +171,12 @@ def read_checkpoint_header(path: str | Path) -> CheckpointHeader:
             fine_tuned=bool(json.loads(header.get("fine_tuned", "true"))),
             card=ModelCard.from_json(header["card"]) if "card" in header else None,
         )
-    except (KeyError, ValueError, TypeError) as error:
-        raise CheckpointError(f"{path} has a damaged header: {error}") from error
+    except (KeyError, ValueError, TypeError, AttributeError) as error:
+        detail = f"missing entry {error}" if isinstance(error, KeyError) else str(error)
+        raise CheckpointError(
+            f"{path} has a damaged header ({detail}); the file was changed after training "
+            "wrote it: use the original file, or export the model again."
+        ) from error
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
@@ -205,6 +232,14 @@ def apply_checkpoint(model: CLIPGuidedSAM, checkpoint: Checkpoint) -> None:
         raise CheckpointError(
             f"Checkpoint tensors do not match the model: missing {missing[:3]}"
             f"{'…' if len(missing) > 3 else ''}, unknown {unknown[:3]}."
+        )
+    diverged = [name for name, tensor in checkpoint.tensors.items() if not tensor.isfinite().all()]
+    if diverged:
+        raise CheckpointError(
+            f"This checkpoint holds weights that are not finite numbers (NaN or infinite, in "
+            f"{diverged[0]}{' and others' if len(diverged) > 1 else ''}): the training that "
+            "wrote it diverged. Use an earlier checkpoint, or train again with a lower "
+            "learning rate."
         )
     with torch.no_grad():
         for name, tensor in checkpoint.tensors.items():

@@ -21,6 +21,10 @@ from torch import nn
 
 from .config import ClipConfig, GuideConfig
 
+# Class prompts: longer names are not names (CLIP reads 77 tokens, prompt templates included).
+MAX_CLASS_NAME_LENGTH = 100
+RESERVED_CLASS_NAMES = ("background",)  # label 0 of every output, compared case-blind
+
 
 def build_clip(config: ClipConfig) -> open_clip.CLIP:
     """An open_clip CLIP with random weights and QuickGELU, as OpenAI trained it."""
@@ -279,7 +283,14 @@ def feature_surgery_similarity(tokens: torch.Tensor, text: torch.Tensor) -> torc
 
 
 def validate_class_names(class_names) -> None:
-    """Class prompts must be a non-empty list of non-blank strings."""
+    """Class prompts must be a non-empty list of distinct, printable, non-blank strings of at
+    most `MAX_CLASS_NAME_LENGTH` characters, none of them reserved ("background" is label 0
+    of every output, not a class to prompt for).
+
+    The one check of class names: the CLI, batch runs, training and the widgets all pass
+    through it, and every failure is a ValueError (TypeError for non-strings) that says what
+    to type instead.
+    """
     if isinstance(class_names, str) or not isinstance(class_names, list | tuple):
         raise TypeError(f"Class names must be a list of strings, got {type(class_names).__name__}.")
     if not class_names:
@@ -287,5 +298,27 @@ def validate_class_names(class_names) -> None:
     for name in class_names:
         if not isinstance(name, str):
             raise TypeError(f"Class names must be strings, got {name!r}.")
-        if not name.strip():
+        text = name.strip()
+        if not text:
             raise ValueError("A class name is empty or only whitespace; type e.g. 'nucleus'.")
+        if len(text) > MAX_CLASS_NAME_LENGTH:
+            raise ValueError(
+                f"The class name {text[:40]!r}... has {len(text)} characters; use at most "
+                f"{MAX_CLASS_NAME_LENGTH}, a short name of what to segment, e.g. 'nucleus'."
+            )
+        if not text.isprintable():
+            raise ValueError(
+                f"The class name {text!r} holds control characters (new line, tab...); type "
+                "the name on one line, e.g. 'nucleus'."
+            )
+        if text.casefold() in RESERVED_CLASS_NAMES:
+            raise ValueError(
+                f"{text!r} cannot be a class name: label 0 of every output is the background; "
+                "name what to segment instead, e.g. 'nucleus'."
+            )
+    names = [name.strip() for name in class_names]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(
+            f"Class name(s) given twice: {', '.join(duplicates)}; give each class once."
+        )

@@ -12,9 +12,14 @@ from PIL import Image
 from .config import ResizeMode
 from .sam import PIXEL_MEAN, PIXEL_STD
 
+# The smallest image side the model segments: SAM and CLIP see the image in 16-pixel
+# patches; a smaller image holds less than one patch of detail and gives no useful mask.
+MIN_IMAGE_SIDE = 16
+
 
 def validate_rgb(image: np.ndarray) -> None:
-    """The model's input contract: a uint8 array of shape [H, W, 3]."""
+    """The model's input contract: a uint8 array of shape [H, W, 3], both sides at least
+    `MIN_IMAGE_SIDE` pixels. The CLI, batch runs, training and the widgets all pass here."""
     if not isinstance(image, np.ndarray):
         raise TypeError(f"Expected a numpy array, got {type(image).__name__}.")
     if image.ndim != 3 or image.shape[-1] != 3:
@@ -29,6 +34,12 @@ def validate_rgb(image: np.ndarray) -> None:
         )
     if min(image.shape[:2]) < 1:
         raise ValueError(f"Image is empty: shape {image.shape}.")
+    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+        height, width = image.shape[:2]
+        raise ValueError(
+            f"The image is {width} x {height} pixels, too small to segment: both sides must "
+            f"be at least {MIN_IMAGE_SIDE} pixels; use a larger image."
+        )
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,12 @@ class InputFrame:
     def points_to_input(self, points_xy: np.ndarray) -> np.ndarray:
         """Original-image (x, y) points [n, 2] -> input-frame coordinates [n, 2]."""
         points_xy = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+        if not np.isfinite(points_xy).all():
+            bad = points_xy[~np.isfinite(points_xy).all(axis=1)].tolist()
+            raise ValueError(
+                f"Point(s) {bad} have coordinates that are not numbers (NaN or infinite); "
+                "give each click as finite x, y pixel positions."
+            )
         height, width = self.original_size
         outside = (
             (points_xy[:, 0] < 0)

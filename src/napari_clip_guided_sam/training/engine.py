@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import math
+import os
 import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,17 +28,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._atomic import ensure_folder, os_error, temporary_file
 from ..evaluation.modes import check_mode
 from ..evaluation.scoring import evaluate_model
 from ..model import prompts
 from ..model.base_weights import BaseWeights
 from ..model.checkpoint import same_architecture, save_checkpoint
 from ..model.config import ModelConfig
+from ..model.guide import validate_class_names
 from ..model.runtime import autocast, resolve_device, resolve_precision
 from ..model.trainable import parameter_groups
 from .inputs import Batch, PreparedCache, collate, mask_to_logit_size
 from .losses import segmentation_loss
 from .model_card import summarize_data, training_card
+from .settings import check_settings
 from .state import (
     TrainingState,
     load_state,
@@ -87,23 +92,7 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
-        positive = {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "grad_accumulation": self.grad_accumulation,
-        }
-        for name, value in positive.items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        for name in ("lr", "clip_lr", "weight_decay", "clip_weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}.")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be at least 1, got {self.max_steps}.")
-        if self.time_budget_s is not None and self.time_budget_s <= 0:
-            raise ValueError(f"time_budget_s must be positive, got {self.time_budget_s}.")
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be at least 1, got {self.checkpoint_every}.")
+        check_settings(self)  # every numeric setting finite and in range (training.settings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -236,15 +225,30 @@ def _emit(clock: _Clock, event):
 def check_writable(folder: Path) -> None:
     """Fail early (before any training) when checkpoints cannot be written to `folder`."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        ensure_folder(folder)
     except OSError as error:
-        raise OSError(
+        raise os_error(error.errno, f"Cannot write checkpoints: {error}") from error
+    try:
+        handle, probe = temporary_file(folder, "write-test")
+        try:
+            os.write(handle, b"ok")
+        finally:
+            os.close(handle)
+            probe.unlink()
+    except OSError as error:
+        raise os_error(
+            error.errno,
             f"Cannot write checkpoints to {folder}: {error.strerror or error}. "
-            "Choose a writable output folder with free space."
+            "Choose a writable output folder with free space.",
         ) from error
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the weights stopped being finite numbers; nothing was saved from them."""
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint or the training state could not be written (disk full, read-only...)."""
 
 
 def _prepared(data: Sequence, model_config: ModelConfig, cache_mb: int) -> PreparedCache:
@@ -337,6 +341,7 @@ def train(
     train_cache = _prepared(train_data, model.config, config.cache_mb)
     val_cache = _prepared(val_data, model.config, config.cache_mb) if val_data else None
     names = _class_names(train_data, train_cache, class_names)
+    validate_class_names(names)
     info = {
         "model_config": model.config.to_dict(),
         "base_weights": model.base_weights,
@@ -358,6 +363,7 @@ def train(
         state = loaded.state
     yield from _prepare_samples(train_cache, val_cache)
     run = _Run(model, optimizer, config, device, dtype, train_cache, val_cache, names, info, state)
+    run.saved_step = state.step if resume_from is not None else None
     return (yield from run.loop())
 
 
@@ -407,6 +413,8 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
 
 class _Run:
     """The state of one training run; `loop` is the generator behind `train`."""
+
+    saved_step: int | None = None  # step of the training state on disk, if any
 
     def __init__(self, model, optimizer, config, device, dtype, train, val, names, info, state):
         self.model, self.optimizer, self.config = model, optimizer, config
@@ -474,6 +482,9 @@ class _Run:
                     derived_seed(seed, epoch, index, _STREAM_POINTS)
                 )
                 loss = training_loss(model, batch, config.mode, points, self.device, self.dtype)
+                if not torch.isfinite(loss):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    raise self._diverged(f"the loss became {loss.item()}", state.step + 1)
                 (loss / len(group)).backward()
             total += loss.item()
         self.optimizer.step()
@@ -481,6 +492,29 @@ class _Run:
         state.step += 1
         state.batch = group[-1] + 1
         return total / len(group)
+
+    def _diverged(self, what: str, step: int) -> TrainingDivergedError:
+        """The error that stops a run whose numbers are no longer finite at `step`."""
+        config = self.config
+        kept = (
+            f"the last checkpoint and training state (step {self.saved_step}) are kept"
+            if self.saved_step is not None
+            else "no checkpoint of this run was saved"
+        )
+        return TrainingDivergedError(
+            f"Training stopped at step {step}: {what}, so the model stopped learning "
+            f"(diverged). The learning rate is probably too high (lr {config.lr:g}, CLIP lr "
+            f"{config.clip_lr:g}): start again with a lower one, e.g. lr {config.lr / 10:g}; "
+            f"{kept}, nothing was saved from the diverged weights."
+        )
+
+    def _check_finite_weights(self) -> None:
+        """Never save weights that are not finite numbers (a diverged step made them)."""
+        for name, parameter in self.model.named_parameters():
+            if parameter.requires_grad and not torch.isfinite(parameter).all():
+                raise self._diverged(
+                    f"the weights of {name} are no longer finite numbers", self.state.step
+                )
 
     def _limit_reason(self) -> str:
         config = self.config
@@ -550,7 +584,12 @@ class _Run:
         if path is not None:
             event = self._write_checkpoint(path, "last", metrics)
             self.state.elapsed_s = self.clock.elapsed()
-            save_state(state_path_for(path), self.model, self.optimizer, self.state, self.info)
+            state_path = state_path_for(path)
+            try:
+                save_state(state_path, self.model, self.optimizer, self.state, self.info)
+            except OSError as error:
+                raise self._save_failed(state_path, error) from error
+            self.saved_step = self.state.step
         # A checkpoint moment refreshes the cached redundant text feature whether or not a
         # file is written, so a resumed run (fresh cache) computes exactly the same values.
         self.model.guide.reset_text_cache()
@@ -560,6 +599,7 @@ class _Run:
     def _write_checkpoint(
         self, path: Path, kind: str, metrics: Mapping[str, Any] | None
     ) -> CheckpointEvent:
+        self._check_finite_weights()
         model = self.model
         model.eval()
         with torch.no_grad():
@@ -586,17 +626,38 @@ class _Run:
             progress,
             self.state.history,
         )
-        save_checkpoint(
-            model,
-            path,
-            class_names=self.class_names,
-            text_features=features,
-            metadata=metadata,
-            overwrite=True,
-            card=card,
-        )
+        try:
+            save_checkpoint(
+                model,
+                path,
+                class_names=self.class_names,
+                text_features=features,
+                metadata=metadata,
+                overwrite=True,
+                card=card,
+            )
+        except OSError as error:
+            raise self._save_failed(path, error) from error
         model.train()
         return CheckpointEvent(path, kind, self.state.step, self.state.epoch)
+
+    def _save_failed(self, path: Path, error: OSError) -> CheckpointSaveError:
+        """The error that stops a run whose checkpoint could not be written."""
+        full = error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+        reason = "the disk is full" if full else (error.strerror or str(error))
+        fix = "free some space" if full else "make the folder writable"
+        if self.saved_step is not None:
+            kept = (
+                f"the previous checkpoint and training state (step {self.saved_step}) are "
+                f"complete: {fix}, then resume the run (--resume on the command line)"
+            )
+        else:
+            kept = f"no checkpoint of this run was saved yet: {fix} and start it again"
+        failure = CheckpointSaveError(
+            f"Cannot save {path.name} in {path.parent}: {reason}; {kept}."
+        )
+        failure.errno = error.errno
+        return failure
 
     def _result(self) -> TrainingResult:
         config, state = self.config, self.state

@@ -69,14 +69,23 @@ def mask_to_logit_size(masks: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def prepare_sample(sample, config: ModelConfig) -> PreparedSample:
-    """A `data.datasets.Sample` (image uint8 [H, W, 3], mask bool [H, W]) -> PreparedSample."""
-    image, frame = prepare_image(sample.image, config.sam.image_size, config.resize)
+    """A `data.datasets.Sample` (image uint8 [H, W, 3], mask bool [H, W]) -> PreparedSample.
+
+    Raises:
+        ValueError: the image breaks the model's input contract (`validate_rgb`, e.g. too
+            small); the message starts with the sample's source.
+    """
+    source = getattr(sample, "source", "")
+    try:
+        image, frame = prepare_image(sample.image, config.sam.image_size, config.resize)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}" if source else str(error)) from error
     return PreparedSample(
         image=image,
         mask=mask_to_frame(sample.mask, frame),
         frame=frame,
         class_name=sample.class_name,
-        source=getattr(sample, "source", ""),
+        source=source,
     )
 
 

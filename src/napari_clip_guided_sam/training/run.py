@@ -17,12 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._atomic import remove_stale_temporaries
+from .._locking import output_lock
 from ..model import base_weights
 from ..model.checkpoint import same_architecture
 from ..model.clip_guided_sam import CLIPGuidedSAM
 from ..model.config import ModelConfig, get_preset
 from ..model.factory import build_model
-from .engine import Event, TrainingConfig, TrainingResult, default_learning_rates, train
+from .engine import (
+    Event,
+    TrainingConfig,
+    TrainingResult,
+    check_writable,
+    default_learning_rates,
+    train,
+)
 from .inputs import Subset, split_dataset
 from .state import read_state_info, resolve_resume_path, state_path_for
 
@@ -137,16 +146,23 @@ class RunPlan:
     def train(
         self, model: CLIPGuidedSAM, train_data: Sequence, val_data: Sequence
     ) -> Generator[Event, None, TrainingResult]:
-        """The engine's generator for this run (see `engine.train`)."""
-        if self.overwrite:
-            remove_run(self.output)
-        return train(
-            model,
-            train_data,
-            val_data if len(val_data) else None,
-            self.config,
-            resume_from=self.output if self.resume else None,
-        )
+        """The engine's generator for this run (see `engine.train`), holding the output
+        folder's lock: a second run into the same folder is refused, naming this one. The
+        project's stale temporaries of a killed run in the folder are removed first."""
+        check_writable(self.output)  # a clear message before anything else
+        with output_lock(self.output, "a training run"):
+            remove_stale_temporaries(self.output)
+            if self.overwrite:
+                remove_run(self.output)
+            return (
+                yield from train(
+                    model,
+                    train_data,
+                    val_data if len(val_data) else None,
+                    self.config,
+                    resume_from=self.output if self.resume else None,
+                )
+            )
 
 
 def plan_run(

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 
-from .._atomic import atomic_write
+from ..model.checkpoint import write_safetensors
 from ..model.clip_guided_sam import CLIPGuidedSAM
 from ..model.trainable import trainable_parameter_names
 
@@ -99,8 +99,7 @@ def save_state(
         "param_groups": json.dumps(groups),
         "info": json.dumps(info),
     }
-    atomic_write(path, lambda temp: save_file(tensors, str(temp), metadata=header))
-    return path
+    return write_safetensors(path, tensors, header)
 
 
 @dataclass

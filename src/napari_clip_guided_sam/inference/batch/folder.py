@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...data.formats import UNSUPPORTED, image_stem, is_ome_tiff, is_supported
+from ..._atomic import remove_stale_temporaries
+from ..._locking import output_lock
+from ...data.formats import UNSUPPORTED, image_stem, is_ome_tiff, is_supported, printable
 from ...data.image import ImageData
 from ...data.reader import read_image_lazy
 from ...data.slicing import n_slices
@@ -76,13 +78,15 @@ class FileFailed:
 
 @dataclass(frozen=True)
 class BatchFinished:
-    """The batch ended; ``stopped`` says why it ended early (e.g. a full disk), or None."""
+    """The batch ended; ``stopped`` says why it ended early (e.g. a full disk), or None;
+    ``report_error`` why the report could not be written, or None."""
 
     report_path: Path
     n_done: int
     n_failed: int
     n_skipped: int
     stopped: str | None = None
+    report_error: str | None = None  # the report could not be written (the events say all)
 
 
 BatchEvent = FileStarted | SliceDone | FileDone | FileSkipped | FileFailed | BatchFinished
@@ -108,6 +112,8 @@ def collect_inputs(
         if not is_supported(source):
             raise ValueError(f"cannot segment {source}: {UNSUPPORTED}")
         return [source], []
+    if not source.is_dir():
+        raise ValueError(f"cannot segment {source}: it is neither a file nor a folder")
     images, unsupported = [], []
     reports = {f"{REPORT_NAME}.csv", f"{REPORT_NAME}.json"}
     for path in sorted(source.iterdir()):
@@ -192,43 +198,65 @@ def segment_batch(
         )
     options = with_classes(predictor, options)
     images, unsupported = collect_inputs(source, exclude_suffix=options.suffix if same else "")
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OSError(error.errno, f"cannot create output folder {output_dir}: {error}") from error
-    report = BatchReport(
-        output_dir,
-        {
-            **options.settings(),
-            **(settings or {}),
-            "source": str(source),
-            "output_dir": str(output_dir),
-        },
-    )
+    if options.points is not None:
+        options.points.check_targets(images, {})  # clicks on files that are not inputs
+    with output_lock(output_dir, "a batch segmentation"):
+        remove_stale_temporaries(output_dir)
+        report = BatchReport(
+            output_dir,
+            {
+                **options.settings(),
+                **(settings or {}),
+                "source": str(source),
+                "output_dir": str(output_dir),
+            },
+            predictor.provenance(),
+        )
+        return (yield from _segment_files(predictor, images, unsupported, report, options))
+
+
+def _segment_files(
+    predictor: SlicePredictor,
+    images: list[Path],
+    unsupported: list[Path],
+    report: BatchReport,
+    options: SegmentOptions,
+) -> Generator[BatchEvent, None, BatchSummary]:
+    output_dir = report.folder
     summary = BatchSummary(report.json_path)
     for path in unsupported:
         reason = UNSUPPORTED
         report.add(path, "unsupported", reason=reason)
         summary.skipped.append(path)
         yield FileSkipped(path, reason)
+    guard = _InputGuard(images + unsupported)
     reference: tuple[int, Path] | None = None
     for position, path in enumerate(images):
         output = output_path_for(path, output_dir, options)
+        if (clash := guard.clash(path, output)) is not None:
+            report.add(path, "failed", reason=clash)
+            summary.failed.append(path)
+            yield FileFailed(path, clash)
+            _write_quietly(report)
+            continue
         if output.exists() and not options.overwrite:
             report.add(path, "skipped", output, reason="output exists")
             summary.skipped.append(path)
-            yield FileSkipped(path, f"output exists: {output.name}")
+            yield FileSkipped(path, f"output exists: {printable(output.name)}")
             continue
         start = time.perf_counter()
         total = 0
         try:
             image = read_image_lazy(path)
             total = n_slices(image)
+            if options.points is not None:
+                options.points.check_targets(images, {path.name: total})
             channels = _channel_count(image)
             if reference is not None and channels != reference[0]:
                 raise ValueError(
-                    f"{path.name} has {channels} channel(s) but {reference[1].name} has "
-                    f"{reference[0]}; segment files with different channels in separate runs"
+                    f"{printable(path.name)} has {channels} channel(s) but "
+                    f"{printable(reference[1].name)} has {reference[0]}; segment files with "
+                    "different channels in separate runs"
                 )
             reference = reference or (channels, path)
             yield FileStarted(path, total, position, len(images))
@@ -242,32 +270,76 @@ def segment_batch(
             yield FileFailed(path, reason)
             if isinstance(error, OSError) and error.errno in _DISK_FULL:
                 summary.stopped = (
-                    f"disk full while writing to {output_dir}: free some space and run again "
-                    "(finished outputs are complete and will be skipped)"
+                    f"disk full while writing to {printable(output_dir)}: free some space and "
+                    "run again (finished outputs are complete and will be skipped)"
                 )
                 break
         else:
+            guard.written(path, output)
             report.add(path, "done", output, total, time.perf_counter() - start)
             summary.done.append(path)
             yield FileDone(path, output)
-        with contextlib.suppress(OSError):  # a full disk must not hide the real failure
-            report.write()
+        _write_quietly(report)
+    report_error = None
     try:
         report.write(summary.stopped)
-    except OSError as error:
-        summary.stopped = summary.stopped or f"cannot write the report: {error}"
+    except (OSError, ValueError) as error:
+        report_error = f"cannot write the report {printable(report.csv_path)}: {error}"
     yield BatchFinished(
         report.json_path,
         len(summary.done),
         len(summary.failed),
         len(summary.skipped),
         summary.stopped,
+        report_error,
     )
     return summary
 
 
+def _write_quietly(report: BatchReport) -> None:
+    """Rewrite the report after a file; a failure here (e.g. a full disk) must not hide the
+    file's own result, and the final write reports it."""
+    with contextlib.suppress(OSError, ValueError):
+        report.write()
+
+
+class _InputGuard:
+    """The rule that a batch never writes over one of its inputs, nor twice to one output."""
+
+    def __init__(self, inputs: list[Path]):
+        self._inputs = {_identity(p): p for p in inputs}
+        self._outputs: dict[Path, Path] = {}  # output -> the input it was written for
+
+    def clash(self, path: Path, output: Path) -> str | None:
+        """Why `path` must not be written to `output` (None: it may)."""
+        target = _identity(output)
+        if (other := self._inputs.get(target)) is not None:
+            whose = "itself" if other == path else f"the input {printable(other.name)}"
+            return (
+                f"its output {printable(output.name)} would replace {whose}; choose another "
+                "output folder or a non-empty suffix (inputs are never overwritten)"
+            )
+        if (other := self._outputs.get(target)) is not None:
+            return (
+                f"its output {printable(output.name)} was already written for "
+                f"{printable(other.name)} in this run; rename one of the two inputs or "
+                "segment them in separate runs"
+            )
+        return None
+
+    def written(self, path: Path, output: Path) -> None:
+        self._outputs[_identity(output)] = path
+
+
+def _identity(path: Path) -> Path:
+    """A path as the file it names (links and relative parts resolved)."""
+    return path.resolve()
+
+
 def _failure_reason(error: BaseException) -> str:
     if isinstance(error, OSError) and error.errno in _DISK_FULL:
-        return f"disk full: {error}"
+        return printable(f"disk full: {error}")
     text = str(error) or type(error).__name__
-    return text if isinstance(error, ValueError | OSError) else f"{type(error).__name__}: {text}"
+    if not isinstance(error, ValueError | OSError):
+        text = f"{type(error).__name__}: {text}"
+    return printable(text)

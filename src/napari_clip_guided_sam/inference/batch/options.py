@@ -46,6 +46,10 @@ class SlicePredictor(Protocol):
         """Drop what was computed for earlier images."""
         ...
 
+    def provenance(self) -> dict[str, Any]:
+        """What model this is: preset, adapter state, checkpoint, classes, base weights."""
+        ...
+
 
 @dataclass(frozen=True)
 class SegmentOptions:
@@ -83,6 +87,11 @@ class SegmentOptions:
             )
         if not 0.0 <= self.threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
+        if any(c in self.suffix for c in ("/", "\\", "\0")) or self.suffix in (".", ".."):
+            raise ValueError(
+                f"the suffix {self.suffix!r} must be part of a file name (no / or \\): outputs "
+                "are written inside the output folder only"
+            )
 
     def settings(self) -> dict[str, Any]:
         """The options as plain JSON values, for the report."""
@@ -102,10 +111,14 @@ def resolve_class_names(predictor: SlicePredictor, class_names: Sequence[str]) -
     """The class names to segment: the given ones, else the checkpoint's closed set.
 
     Raises:
-        ValueError: no names given and the model brings none.
+        ValueError: no names given and the model brings none, or a name the model refuses
+            (too long, reserved such as "background"; `model.guide.validate_class_names`).
     """
+    from ...model.guide import validate_class_names  # torch: not for the CLI's parser
+
     names = tuple(n.strip() for n in class_names if n.strip())
     if names:
+        validate_class_names(names)
         return names
     closed = tuple(predictor.closed_set_classes)
     if not closed:

@@ -126,12 +126,19 @@ def segment_stack(
             yield SliceDone(label, index, total)
         sizes = {a: size for a in axes if (size := image.pixel_size_of(a)) is not None}
         ome = is_ome_tiff(output)
+        provenance = label_provenance_of(predictor)
         atomic_write(
             output,
-            lambda temp: write_label_tiff(temp, spool, axes, sizes, image.unit, ome),
+            lambda temp: write_label_tiff(temp, spool, axes, sizes, image.unit, ome, provenance),
             overwrite=options.overwrite,
         )
     return output
+
+
+def label_provenance_of(predictor: SlicePredictor) -> dict:
+    """The model record a label file carries: the predictor's provenance without the
+    checkpoint's full card (the checkpoint path and base weights identify it)."""
+    return {k: v for k, v in predictor.provenance().items() if k != "card"}
 
 
 def segment_stack_to_array(
