@@ -6,9 +6,11 @@ metrics after every epoch, `CheckpointEvent` for every file written, and finally
 cancels by no longer iterating (`generator.close()`): checkpoints are written atomically at
 epoch ends (and every `checkpoint_every` steps), so the last one on disk stays valid.
 
-Reproducibility: the shuffle order is a function of (seed, epoch) and every random draw of a
-batch (augmentation, prompt points, torch's global RNG) of (seed, epoch, batch), so a run
-resumed from its training state gives the same weights and metrics as an uninterrupted one.
+Reproducibility: the shuffle order (or the balanced draw) is a function of (seed, epoch) and
+every random draw of a batch (augmentation, prompt points, torch's global RNG) of (seed,
+epoch, batch), so a run resumed from its training state gives the same weights and metrics
+as an uninterrupted one. The learning-rate schedule follows the planned steps; under a time
+budget it follows the training time instead (see `lr_factor`), which no run repeats exactly.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.class_map import LabelTable
 from ..evaluation.modes import check_mode
 from ..evaluation.scoring import evaluate_model
 from ..model import prompts
@@ -33,7 +36,7 @@ from ..model.checkpoint import same_architecture, save_checkpoint
 from ..model.config import ModelConfig
 from ..model.runtime import autocast, resolve_device, resolve_precision
 from ..model.trainable import parameter_groups
-from .inputs import Batch, PreparedCache, collate, mask_to_logit_size
+from .inputs import Augmentation, Batch, PreparedCache, collate, mask_to_logit_size
 from .losses import segmentation_loss
 from .model_card import summarize_data, training_card
 from .state import (
@@ -56,11 +59,60 @@ def default_learning_rates(preset: str) -> tuple[float, float]:
     return DEFAULT_LEARNING_RATES.get(preset, PAPER_LEARNING_RATES)
 
 
+SCHEDULES = ("constant", "cosine")
+AUGMENTATIONS = ("flips", "intensity", "scale", "blur")
+# The training recipe by preset (docs/training.md, "The training recipe"). The pretrained
+# presets follow the paper: a constant learning rate, flips and turns, plain shuffling. The
+# `tiny` preset, trained from random weights on a CPU, uses warm-up and cosine decay,
+# microscopy augmentation and balanced sampling, and more epochs; with a time budget and no
+# epoch count, the budget alone sets the length of the run.
+PAPER_RECIPE: dict[str, Any] = {
+    "epochs": 10,
+    "schedule": "constant",
+    "augment": True,
+    "augment_intensity": False,
+    "augment_scale": False,
+    "augment_blur": False,
+    "balance": False,
+}
+DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "epochs": 30,
+        "schedule": "cosine",
+        "augment": True,
+        "augment_intensity": True,
+        "augment_scale": True,
+        "augment_blur": False,
+        "balance": True,
+    }
+}
+
+
+def default_recipe(preset: str) -> dict[str, Any]:
+    """TrainingConfig fields of a preset's training recipe (learning rates excluded)."""
+    return dict(DEFAULT_RECIPES.get(preset, PAPER_RECIPE))
+
+
+def lr_factor(progress: float, schedule: str, warmup: float) -> float:
+    """Learning-rate multiplier at `progress` (0 to 1) of the run.
+
+    "constant": 1. "cosine": a linear warm-up over the first `warmup` of the run (from
+    1/100 of the rate), then a half cosine from 1 down to 0 at the end.
+    """
+    if schedule == "constant":
+        return 1.0
+    progress = min(max(progress, 0.0), 1.0)
+    if progress < warmup:
+        return 0.01 + 0.99 * progress / warmup
+    span = max(1.0 - warmup, 1e-12)
+    return 0.5 * (1.0 + math.cos(math.pi * (progress - warmup) / span))
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """How to train; the model's own settings (loss, prompts) live in its ModelConfig."""
 
-    epochs: int = 10
+    epochs: int | None = 10  # None: as many as the time budget allows
     lr: float = 5e-5  # adapters, mask decoder, prompt encoder
     clip_lr: float = 1e-7  # CLIP's trainable attention and text positional embedding
     # AdamW weight decay per group, as released: 1e-3 for adapters, mask decoder and prompt
@@ -79,6 +131,12 @@ class TrainingConfig:
     last_name: str = "last.safetensors"
     best_metric: str = "miou"  # validation metric that selects the best checkpoint
     augment: bool = True  # random flips and quarter turns
+    augment_intensity: bool = False  # contrast, brightness and gamma jitter
+    augment_scale: bool = False  # zoom jitter
+    augment_blur: bool = False  # occasional Gaussian blur
+    balance: bool = False  # draw examples balanced over classes and foreground sizes
+    schedule: str = "constant"  # learning rate: "constant" or "cosine" (warm-up + cosine)
+    warmup: float = 0.03  # fraction of the run spent warming up ("cosine")
     max_steps: int | None = None  # stop after this many optimiser steps in total
     time_budget_s: float | None = None  # stop after this much training time in total
     checkpoint_every: int | None = None  # also write the last checkpoint every N steps
@@ -86,8 +144,16 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
+        if self.epochs is None and self.time_budget_s is None:
+            raise ValueError("epochs may be left open (None) only with a time budget.")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}."
+            )
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup must be a fraction in [0, 1), got {self.warmup}.")
         positive = {
-            "epochs": self.epochs,
+            "epochs": 1 if self.epochs is None else self.epochs,
             "batch_size": self.batch_size,
             "grad_accumulation": self.grad_accumulation,
         }
@@ -108,6 +174,12 @@ class TrainingConfig:
         return dataclasses.asdict(self)
 
     @property
+    def augmentation(self) -> Augmentation:
+        return Augmentation(
+            self.augment, self.augment_intensity, self.augment_scale, self.augment_blur
+        )
+
+    @property
     def best_path(self) -> Path | None:
         return None if self.output_dir is None else Path(self.output_dir) / self.best_name
 
@@ -116,8 +188,13 @@ class TrainingConfig:
         return None if self.output_dir is None else Path(self.output_dir) / self.last_name
 
 
-# Settings a resumed run must share with the interrupted one to continue it exactly.
-_RESUME_KEYS = ("seed", "batch_size", "grad_accumulation", "mode", "augment")
+# Settings a resumed run must share with the interrupted one to continue it exactly. A run
+# saved before a setting existed used the value in LEGACY_SETTINGS.
+_RESUME_KEYS = (
+    "seed", "batch_size", "grad_accumulation", "mode", "augment", "augment_intensity",
+    "augment_scale", "augment_blur", "balance", "schedule", "warmup",
+)  # fmt: skip
+LEGACY_SETTINGS: dict[str, Any] = {**PAPER_RECIPE, "warmup": 0.03}
 
 
 # --------------------------------------------------------------------------- events
@@ -249,6 +326,57 @@ def _prepared(data: Sequence, model_config: ModelConfig, cache_mb: int) -> Prepa
     return PreparedCache(data, model_config, cache_mb * 2**20)
 
 
+def label_table(data: Sequence, names: Sequence[str]) -> LabelTable:
+    """The output label value of each class: the data's class map's, else by position."""
+    class_map = getattr(data, "class_map", None)
+    if class_map is not None:
+        table = class_map.label_table().subset(names)
+        if table is not None:
+            return table
+    return LabelTable.positional(names)
+
+
+def sampling_weights(data: PreparedCache) -> np.ndarray:
+    """Balanced sampling: every class gets the same share of the draws, and within a class
+    each foreground-size group (empty, < 2 %, 2-10 %, 10-30 %, >= 30 % of the pixels that
+    count) gets a share growing with the square root of its size, so the rare kinds of
+    example (few or small objects) come up more often without crowding out the rest."""
+    groups: list[tuple[str, int]] = []
+    for index in range(len(data)):
+        sample = data[index]
+        mask = sample.mask if sample.valid is None else sample.mask & sample.valid
+        counted = sample.mask.numel() if sample.valid is None else int(sample.valid.sum())
+        fraction = float(mask.sum()) / max(counted, 1)
+        groups.append((sample.class_name, _size_group(fraction)))
+    group_sizes: dict[tuple[str, int], int] = {}
+    for group in groups:
+        group_sizes[group] = group_sizes.get(group, 0) + 1
+    class_mass: dict[str, float] = {}
+    for (name, _), size in group_sizes.items():
+        class_mass[name] = class_mass.get(name, 0.0) + math.sqrt(size)
+    weights = np.array(
+        [
+            math.sqrt(group_sizes[g]) / group_sizes[g] / class_mass[g[0]] / len(class_mass)
+            for g in groups
+        ]
+    )
+    return weights / weights.sum()
+
+
+_SIZE_EDGES = (0.0, 0.02, 0.10, 0.30)
+
+
+def _size_group(fraction: float) -> int:
+    if fraction <= 0.0:
+        return 0
+    return int(np.searchsorted(_SIZE_EDGES, fraction, side="right"))
+
+
+def balanced_order(seed: int, epoch: int, weights: np.ndarray) -> np.ndarray:
+    """An epoch's examples drawn with replacement by `weights` (as many as the data holds)."""
+    return np.random.default_rng([seed, epoch, 1]).choice(len(weights), len(weights), p=weights)
+
+
 def _class_names(data: Sequence, cache: PreparedCache, given: Sequence[str] | None) -> list[str]:
     names = given if given is not None else getattr(data, "class_names", None)
     if names is None:
@@ -282,8 +410,12 @@ def training_loss(
         # the model config names (`guide.text_gradient`).
         text = model.text_features(batch.class_names)[:, None]  # [B, 1, D]
         output = model(images, text, point_coords=points, point_labels=labels, generator=generator)
-    target = mask_to_logit_size(batch.masks, model.config.sam.low_res_size).to(device)
-    return segmentation_loss(output.low_res_logits[:, 0], target, model.config.loss)
+    size = model.config.sam.low_res_size
+    target = mask_to_logit_size(batch.masks, size).to(device)
+    valid = (
+        None if batch.valid is None else (mask_to_logit_size(batch.valid, size) > 0.5).to(device)
+    )
+    return segmentation_loss(output.low_res_logits[:, 0], target, model.config.loss, valid)
 
 
 # --------------------------------------------------------------------------- engine
@@ -319,6 +451,7 @@ def train(
     val_cache = _prepared(val_data, model.config, config.cache_mb) if val_data else None
     names = _class_names(train_data, train_cache, class_names)
     info = {
+        "label_table": label_table(train_data, names).to_config(),
         "model_config": model.config.to_dict(),
         "base_weights": model.base_weights,
         "base": model.base.to_dict(),
@@ -373,7 +506,8 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
     if not saved_base.same_weights(BaseWeights.from_dict(current["base"])):
         problems.append(f"base weights {saved['base_weights']} (now {current['base_weights']})")
     for key in _RESUME_KEYS:
-        was, now = saved["training_config"][key], current["training_config"][key]
+        was = saved["training_config"].get(key, LEGACY_SETTINGS.get(key))
+        now = current["training_config"][key]
         if was != now:
             problems.append(f"{key}={was!r} (now {now!r})")
     if saved["n_train"] != current["n_train"]:
@@ -396,8 +530,14 @@ class _Run:
         count = len(train)
         self.batches_per_epoch = math.ceil(count / config.batch_size)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / config.grad_accumulation)
-        total = config.epochs * self.steps_per_epoch
-        self.total_steps = min(total, config.max_steps) if config.max_steps else total
+        # Steps planned by epochs and max_steps (None: only the time budget limits the run).
+        planned = None if config.epochs is None else config.epochs * self.steps_per_epoch
+        if config.max_steps:
+            planned = config.max_steps if planned is None else min(planned, config.max_steps)
+        self.planned_steps = planned
+        self.total_steps = planned or 0  # an estimate from the step rate when None
+        self.epochs = math.inf if config.epochs is None else config.epochs
+        self.weights = sampling_weights(train) if config.balance else None
         self.clock = _Clock(state.elapsed_s)
         self.stopped = "completed"
 
@@ -406,7 +546,7 @@ class _Run:
         config, state = self.config, self.state
         start_step, start_time = state.step, self.clock.elapsed()
         self.stopped = self._limit_reason()
-        while self.stopped == "completed" and state.epoch < config.epochs:
+        while self.stopped == "completed" and state.epoch < self.epochs:
             epoch = state.epoch
             if state.batch == 0:
                 state.epoch_loss_sum, state.epoch_loss_count = 0.0, 0
@@ -431,7 +571,10 @@ class _Run:
         return result
 
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        order = epoch_order(self.config.seed, epoch, len(self.train_cache))
+        if self.weights is None:
+            order = epoch_order(self.config.seed, epoch, len(self.train_cache))
+        else:
+            order = balanced_order(self.config.seed, epoch, self.weights)
         size = self.config.batch_size
         return [order[start : start + size] for start in range(0, len(order), size)]
 
@@ -442,14 +585,17 @@ class _Run:
         group = range(state.batch, min(state.batch + config.grad_accumulation, len(batches)))
         total = 0.0
         seed = config.seed
+        self._set_learning_rates()
+        augmentation = config.augmentation
         for index in group:
             with _seeded_global_rng(self.device, derived_seed(seed, epoch, index, _STREAM_TORCH)):
                 augment = (
                     np.random.default_rng(derived_seed(seed, epoch, index, _STREAM_AUGMENT))
-                    if config.augment
+                    if augmentation.enabled
                     else None
                 )
-                batch = collate([self.train_cache[int(i)] for i in batches[index]], augment)
+                samples = [self.train_cache[int(i)] for i in batches[index]]
+                batch = collate(samples, augment, augmentation)
                 points = torch.Generator().manual_seed(
                     derived_seed(seed, epoch, index, _STREAM_POINTS)
                 )
@@ -462,6 +608,25 @@ class _Run:
         state.batch = group[-1] + 1
         return total / len(group)
 
+    def progress(self) -> float:
+        """How far the run is, 0 to 1: by steps of the planned steps, or by training time of
+        the time budget, whichever limit is nearer."""
+        config, fractions = self.config, []
+        if self.planned_steps:
+            fractions.append(self.state.step / self.planned_steps)
+        if config.time_budget_s is not None:
+            fractions.append(self.clock.elapsed() / config.time_budget_s)
+        return max(fractions, default=0.0)
+
+    def _set_learning_rates(self) -> None:
+        config = self.config
+        if config.schedule == "constant":
+            return  # the rates set at the start (or on resume) stay
+        factor = lr_factor(self.progress(), config.schedule, config.warmup)
+        for group in self.optimizer.param_groups:
+            base = config.clip_lr if group.get("name") == "clip" else config.lr
+            group["lr"] = base * factor
+
     def _limit_reason(self) -> str:
         config = self.config
         if config.max_steps is not None and self.state.step >= config.max_steps:
@@ -473,9 +638,14 @@ class _Run:
     def _step_event(self, epoch: int, loss: float, start_step: int, start_time: float):
         elapsed = self.clock.elapsed()
         done_here = self.state.step - start_step
-        eta = (elapsed - start_time) / done_here * (self.total_steps - self.state.step)
-        if self.config.time_budget_s is not None:
-            eta = min(eta, max(0.0, self.config.time_budget_s - elapsed))
+        seconds_per_step = (elapsed - start_time) / done_here
+        budget = self.config.time_budget_s
+        if self.planned_steps is None and budget is not None:  # the budget sets the length
+            remaining = max(0.0, budget - elapsed)
+            self.total_steps = self.state.step + round(remaining / max(seconds_per_step, 1e-9))
+        eta = seconds_per_step * (self.total_steps - self.state.step)
+        if budget is not None:
+            eta = min(eta, max(0.0, budget - elapsed))
         return StepEvent(epoch + 1, self.state.step, self.total_steps, loss, elapsed, eta)
 
     # ------------------------------------------------------------------ epoch end
@@ -550,6 +720,7 @@ class _Run:
             "step": self.state.step,
             "metrics": dict(metrics or {}),
             "training": self.config.to_dict(),
+            "label_table": self.info["label_table"],
         }
         progress = {
             "checkpoint": kind,
