@@ -21,9 +21,12 @@ class UsageError(CommandError):
     """The command line asks for something impossible (exit 2)."""
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """--images/--labels/--class/--class-map/--label-suffix, shared by train and evaluate."""
-    parser.add_argument("--images", required=True, metavar="DIR", help="folder of images")
+def add_data_arguments(parser: argparse.ArgumentParser, *, images_required: bool = True) -> None:
+    """--images/--labels/--class/--class-map/--label-suffix/--background/--ignore-index,
+    shared by train and evaluate."""
+    parser.add_argument(
+        "--images", required=images_required, metavar="DIR", help="folder of images"
+    )
     parser.add_argument(
         "--labels", required=True, metavar="DIR", help="folder of label images (same names)"
     )
@@ -46,6 +49,20 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SUFFIX",
         help="end of label file names, e.g. _labels for a.png <-> a_labels.tif",
     )
+    parser.add_argument(
+        "--background",
+        choices=("0", "none"),
+        default=None,
+        help="0 (default): label 0 is background; none: fully labelled maps where label 0 "
+        "is a class too (give it in --class-map, e.g. 0=pore,1=clay,2=quartz,3=pyrite)",
+    )
+    parser.add_argument(
+        "--ignore-index",
+        type=int,
+        default=None,
+        metavar="VALUE",
+        help="label value of unannotated pixels (e.g. 255): left out of the loss and the scores",
+    )
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,20 +84,36 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def class_map_from_args(args: argparse.Namespace):
-    """--class NAME, or --class-map "1=nucleus,2=cell" or a class_map.json (as exported)."""
+    """--class NAME, or --class-map "1=nucleus,2=cell" or a class_map.json (as exported),
+    with --background and --ignore-index (which override a class_map.json's own)."""
     from ..data.class_map import ClassMap, parse_class_map
 
-    if args.class_name is not None:
-        return ClassMap.single_class(args.class_name)
+    background = getattr(args, "background", None)
+    ignore_index = getattr(args, "ignore_index", None)
     try:
+        if args.class_name is not None:
+            if background == "none":
+                raise UsageError(
+                    "--background none needs --class-map naming every label value, 0 included "
+                    "(e.g. 0=pore,1=clay)"
+                )
+            return ClassMap.single_class(args.class_name, ignore_index=ignore_index)
         if args.class_map.endswith(".json"):
             path = Path(args.class_map)
             if not path.is_file():
                 raise UsageError(f"--class-map file not found: {path}")
-            return ClassMap.from_config(json.loads(path.read_text(encoding="utf-8")))
-        return parse_class_map(args.class_map)
+            config = json.loads(path.read_text(encoding="utf-8"))
+            if background is not None:
+                config["background"] = background == "0"
+            if ignore_index is not None:
+                config["ignore_index"] = ignore_index
+            return ClassMap.from_config(config)
+        return parse_class_map(
+            args.class_map, background=background != "none", ignore_index=ignore_index
+        )
     except (ValueError, KeyError) as error:
-        raise UsageError(f"--class-map: {error}") from None
+        option = "--class" if args.class_name is not None else "--class-map"
+        raise UsageError(f"{option}: {error}") from None
 
 
 def load_folders(args: argparse.Namespace, class_map):

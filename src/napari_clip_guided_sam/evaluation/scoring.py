@@ -91,6 +91,7 @@ def iter_evaluation(
     dtype: torch.dtype | None = None,
     threshold: float = 0.5,
     instances: InstanceScoring | None = None,
+    rows: bool = False,
 ) -> Generator[EvaluationProgress, None, dict]:
     """Score `model` on prepared examples.
 
@@ -98,8 +99,8 @@ def iter_evaluation(
     `MetricAccumulator.summary()` (``miou``, ``iou``, ``fg_iou``, ``dice``…) over all
     examples, ``n_samples``, and with several classes also ``"<key>/<class>"`` per class
     (``miou`` is then the mean class IoU, see the module). With `instances`, also
-    ``"instances"``: `InstanceAccumulator.summary()` plus its per-image ``rows``. The model
-    is left in eval mode.
+    ``"instances"``: `InstanceAccumulator.summary()` plus its per-image ``rows``; with
+    `rows`, ``"rows"``: each example's own scores. The model is left in eval mode.
     """
     check_mode(mode)
     if len(data) == 0:
@@ -109,6 +110,7 @@ def iter_evaluation(
     overall = MetricAccumulator(threshold=threshold)
     per_class: dict[str, MetricAccumulator] = {}
     objects = InstanceAccumulator() if instances is not None else None
+    records: list[dict] = []
     text_cache: dict[str, torch.Tensor] = {}
     seed = model.config.guide.point_seed
     for index in range(len(data)):
@@ -133,7 +135,9 @@ def iter_evaluation(
         logits = sample.frame.logits_to_original(output.low_res_logits[0, 0].float())
         probability = torch.sigmoid(logits).cpu().numpy()
         truth, valid = _truth(data, index)
-        overall.update(probability, truth, valid)
+        record = overall.update(probability, truth, valid)
+        if rows:
+            records.append({"image": sample.source, "class": sample.class_name, **record})
         per_class.setdefault(sample.class_name, MetricAccumulator(threshold=threshold)).update(
             probability, truth, valid
         )
@@ -146,6 +150,8 @@ def iter_evaluation(
             )
         yield EvaluationProgress(index + 1, len(data), sample.source)
     metrics = summarise(overall, per_class)
+    if rows:
+        metrics["rows"] = records
     if objects is not None:
         metrics["instances"] = {**objects.summary(), "rows": objects.rows()}
     return metrics

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.class_map import LabelTable
 from ..model.card import ModelCard
 from ..model.checkpoint import CheckpointError, load_model, read_checkpoint, same_architecture
 from ..model.clip_guided_sam import CLIPGuidedSAM, GuideOutput
@@ -57,11 +58,18 @@ class InferenceMemoryError(RuntimeError):
 class Prediction:
     """Masks of K classes for one image of size H x W (all in the original frame)."""
 
-    labels: np.ndarray  # int32 [H, W]: 0 background, k + 1 = class_names[k]
+    labels: np.ndarray  # int32 [H, W]: label_table's value of each pixel's class
     probabilities: np.ndarray  # float32 [K, H, W] mask probabilities
     similarity_maps: np.ndarray  # float32 [K, H, W] CLIP similarity maps in [0, 1]
     class_names: list[str]
     iou_predictions: np.ndarray  # float32 [K] SAM's predicted IoU per class
+    # Label value of each class and of unlabelled pixels (default: k + 1 for class_names[k],
+    # 0 unlabelled; see Predictor.label_table_for).
+    label_table: LabelTable | None = None
+
+    def __post_init__(self) -> None:
+        if self.label_table is None:
+            self.label_table = LabelTable.positional(self.class_names)
 
 
 @dataclass
@@ -172,6 +180,8 @@ class Predictor:
         self.stats = PredictorStats()
         self.checkpoint_path: Path | None = None
         self.checkpoint_card: ModelCard | None = None  # the loaded checkpoint's card, if any
+        # The output label values of the checkpoint's classes, as in its training labels.
+        self.checkpoint_labels: LabelTable | None = None
         self._lock = threading.RLock()
         self._text_features: dict[str, torch.Tensor] = {}  # class name -> [D]
         self._closed_set = {
@@ -247,6 +257,9 @@ class Predictor:
         predictor = cls(model, device, precision, features, **options)
         predictor.checkpoint_path = Path(checkpoint)
         predictor.checkpoint_card = loaded.card
+        table = loaded.metadata.get("label_table")
+        if table is not None:
+            predictor.checkpoint_labels = LabelTable.from_config(table)
         return predictor
 
     # ------------------------------------------------------------------ properties
@@ -279,6 +292,14 @@ class Predictor:
     def closed_set_classes(self) -> list[str]:
         """Class names whose text features came with the checkpoint (empty: open set)."""
         return list(self._closed_set)
+
+    def label_table_for(self, class_names: Sequence[str]) -> LabelTable:
+        """The label values `predict(class_names)` writes: the checkpoint's own values when
+        it was trained on all these classes (any subset of them, each keeps its value),
+        else ``k + 1`` for the k-th name with 0 unlabelled."""
+        names = _clean_names(class_names)
+        table = self.checkpoint_labels.subset(names) if self.checkpoint_labels else None
+        return table if table is not None else LabelTable.positional(names)
 
     # ------------------------------------------------------------------ options
     def set_guide_options(
@@ -473,6 +494,7 @@ class Predictor:
     ) -> Prediction:
         """Prompt encoder + mask decoder for every class, then back to the original frame."""
         frame = self._require_image().frame
+        table = self.label_table_for(names)
         maps = torch.stack([e.similarity_map for e in entries])  # [K, S, S]
         with self._compute(), _cpu_threads(self.decoder_threads):
             dense = self.model.dense_prompt(maps)
@@ -491,7 +513,10 @@ class Predictor:
             probabilities = torch.sigmoid(frame.logits_to_original(logits.float()))
             similarity = frame.logits_to_original(maps).clamp(0.0, 1.0)
             best, index = probabilities.max(dim=0)
-            label_image = torch.where(best > threshold, index + 1, torch.zeros_like(index))
+            values = torch.tensor([table.values[n] for n in names], device=index.device)
+            label_image = torch.where(
+                best > threshold, values[index], torch.full_like(index, table.unlabelled)
+            )
         self.stats.decoder_calls += len(names)
         return Prediction(
             labels=label_image.to(torch.int32).cpu().numpy(),
@@ -499,6 +524,7 @@ class Predictor:
             similarity_maps=similarity.cpu().numpy().astype(np.float32, copy=False),
             class_names=list(names),
             iou_predictions=ious.float().cpu().numpy(),
+            label_table=table,
         )
 
     # ------------------------------------------------------------------ runtime

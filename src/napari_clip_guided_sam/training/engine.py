@@ -39,6 +39,7 @@ from ..model.trainable import parameter_groups
 from .inputs import Augmentation, Batch, PreparedCache, collate, mask_to_logit_size
 from .losses import segmentation_loss
 from .model_card import summarize_data, training_card
+from .recipe import LEGACY_SETTINGS, SCHEDULES, lr_factor
 from .state import (
     TrainingState,
     load_state,
@@ -57,55 +58,6 @@ PAPER_LEARNING_RATES = (5e-5, 1e-7)
 def default_learning_rates(preset: str) -> tuple[float, float]:
     """(lr, clip_lr) defaults for a preset name."""
     return DEFAULT_LEARNING_RATES.get(preset, PAPER_LEARNING_RATES)
-
-
-SCHEDULES = ("constant", "cosine")
-AUGMENTATIONS = ("flips", "intensity", "scale", "blur")
-# The training recipe by preset (docs/training.md, "The training recipe"). The pretrained
-# presets follow the paper: a constant learning rate, flips and turns, plain shuffling. The
-# `tiny` preset, trained from random weights on a CPU, uses warm-up and cosine decay,
-# microscopy augmentation and balanced sampling, and more epochs; with a time budget and no
-# epoch count, the budget alone sets the length of the run.
-PAPER_RECIPE: dict[str, Any] = {
-    "epochs": 10,
-    "schedule": "constant",
-    "augment": True,
-    "augment_intensity": False,
-    "augment_scale": False,
-    "augment_blur": False,
-    "balance": False,
-}
-DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
-    "tiny": {
-        "epochs": 30,
-        "schedule": "cosine",
-        "augment": True,
-        "augment_intensity": True,
-        "augment_scale": True,
-        "augment_blur": False,
-        "balance": True,
-    }
-}
-
-
-def default_recipe(preset: str) -> dict[str, Any]:
-    """TrainingConfig fields of a preset's training recipe (learning rates excluded)."""
-    return dict(DEFAULT_RECIPES.get(preset, PAPER_RECIPE))
-
-
-def lr_factor(progress: float, schedule: str, warmup: float) -> float:
-    """Learning-rate multiplier at `progress` (0 to 1) of the run.
-
-    "constant": 1. "cosine": a linear warm-up over the first `warmup` of the run (from
-    1/100 of the rate), then a half cosine from 1 down to 0 at the end.
-    """
-    if schedule == "constant":
-        return 1.0
-    progress = min(max(progress, 0.0), 1.0)
-    if progress < warmup:
-        return 0.01 + 0.99 * progress / warmup
-    span = max(1.0 - warmup, 1e-12)
-    return 0.5 * (1.0 + math.cos(math.pi * (progress - warmup) / span))
 
 
 @dataclass(frozen=True)
@@ -194,7 +146,6 @@ _RESUME_KEYS = (
     "seed", "batch_size", "grad_accumulation", "mode", "augment", "augment_intensity",
     "augment_scale", "augment_blur", "balance", "schedule", "warmup",
 )  # fmt: skip
-LEGACY_SETTINGS: dict[str, Any] = {**PAPER_RECIPE, "warmup": 0.03}
 
 
 # --------------------------------------------------------------------------- events
@@ -208,6 +159,7 @@ class StepEvent:
     loss: float
     elapsed_s: float
     eta_s: float | None
+    lr: float | None = None  # learning rate of the adapters and decoder in this step
 
 
 @dataclass(frozen=True)
@@ -646,7 +598,8 @@ class _Run:
         eta = seconds_per_step * (self.total_steps - self.state.step)
         if budget is not None:
             eta = min(eta, max(0.0, budget - elapsed))
-        return StepEvent(epoch + 1, self.state.step, self.total_steps, loss, elapsed, eta)
+        lr = next(g["lr"] for g in self.optimizer.param_groups if g.get("name") != "clip")
+        return StepEvent(epoch + 1, self.state.step, self.total_steps, loss, elapsed, eta, lr)
 
     # ------------------------------------------------------------------ epoch end
     def _end_epoch(self, epoch: int, complete: bool):

@@ -67,7 +67,8 @@ def iter_slice_labels(
             predictor.clear_cache()
         labels = prediction.labels
         if options.instances is not None:
-            labels = labels_to_instances(labels, len(options.class_names), options.instances)
+            values = [prediction.label_table.values[n] for n in prediction.class_names]
+            labels = labels_to_instances(labels, config=options.instances, values=values)
         yield labels
 
 
@@ -119,7 +120,7 @@ def segment_stack(
     axes, shape = _label_layout(image)
     label = image.path or image.name
     total = n_slices(image)
-    spool_dtype = np.uint32 if options.instances is not None else _class_dtype(options)
+    spool_dtype = np.uint32 if options.instances is not None else _class_dtype(predictor, options)
     with LabelSpool(output.parent, output.name, shape, spool_dtype) as spool:
         for index, labels in enumerate(iter_slice_labels(predictor, image, options)):
             spool.append(labels)
@@ -147,7 +148,7 @@ def segment_stack_to_array(
     """
     options = with_classes(predictor, options)
     _, shape = _label_layout(image)
-    dtype = np.uint32 if options.instances is not None else _class_dtype(options)
+    dtype = np.uint32 if options.instances is not None else _class_dtype(predictor, options)
     labels: np.ndarray = np.zeros(shape, dtype=dtype)
     flat = labels.reshape(-1, *shape[-2:])
     label = image.path or image.name
@@ -157,5 +158,7 @@ def segment_stack_to_array(
     return labels.astype(smallest_label_dtype(int(labels.max(initial=0))), copy=False)
 
 
-def _class_dtype(options: SegmentOptions) -> type[np.unsignedinteger]:
-    return np.uint8 if len(options.class_names) < 256 else np.uint16
+def _class_dtype(predictor: SlicePredictor, options: SegmentOptions) -> type[np.unsignedinteger]:
+    table = predictor.label_table_for(options.class_names)
+    largest = max([table.unlabelled, *table.values.values()])
+    return np.uint8 if largest < 256 else np.uint16
