@@ -28,7 +28,10 @@ def _run_to_end(plan, samples) -> None:
 def test_settings_are_chosen_else_resumed_else_the_presets(tmp_path, disks_train):
     output = tmp_path / "run"
     fresh = plan_run(output, preset="tiny", settings={**CPU, "seed": 5, "max_steps": 1})
-    assert (fresh.config.seed, fresh.config.lr, fresh.config.epochs) == (5, 1e-3, 10)
+    assert (fresh.config.seed, fresh.config.lr, fresh.config.epochs) == (5, 1e-3, 30)
+    assert (fresh.config.schedule, fresh.config.balance, fresh.config.augment_scale) == (
+        "cosine", True, True,
+    )  # fmt: skip
     assert fresh.config.output_dir == str(output) and not has_run(output)
     _run_to_end(fresh, disks_train)
     assert has_run(output)
@@ -59,3 +62,38 @@ def test_overwrite_removes_the_earlier_run_when_training_starts(tmp_path, disks_
         "last.state.safetensors",
         "notes.txt",
     }
+
+
+def test_a_time_budget_without_epochs_leaves_the_epochs_open(tmp_path):
+    budget = plan_run(tmp_path / "a", preset="tiny", settings={**CPU, "time_budget_s": 900})
+    assert budget.config.epochs is None and budget.config.time_budget_s == 900
+    both = plan_run(tmp_path / "b", preset="tiny", settings={"time_budget_s": 9, "epochs": 2})
+    assert both.config.epochs == 2
+    paper = plan_run(tmp_path / "c", preset="paper")
+    assert (paper.config.epochs, paper.config.schedule, paper.config.balance) == (
+        10, "constant", False,
+    )  # fmt: skip
+
+
+def test_a_run_saved_before_the_recipe_resumes_with_its_old_settings(tmp_path, disks_train):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from napari_clip_guided_sam.training.state import state_path_for
+
+    output = tmp_path / "run"
+    plan = plan_run(output, preset="tiny", settings={**CPU, "max_steps": 1, "epochs": 2})
+    _run_to_end(plan, disks_train)
+    # rewrite the state as an older version wrote it: no recipe fields
+    state_file = str(state_path_for(output / "last.safetensors"))
+    with safe_open(state_file, framework="pt") as handle:
+        header = handle.metadata()
+    info = json.loads(header["info"])
+    for key in ("schedule", "warmup", "balance", "augment_intensity", "augment_scale"):
+        info["training_config"].pop(key)
+    save_file(load_file(state_file), state_file, metadata={**header, "info": json.dumps(info)})
+    resumed = plan_run(output, settings=CPU, resume=True)
+    assert (resumed.config.schedule, resumed.config.balance) == ("constant", False)
+    assert not resumed.config.augment_scale
