@@ -168,10 +168,9 @@ def run_seed(seed, args, train_data, held_out, config) -> list[dict]:
     if "old" in args.runs:
         old = TrainingConfig(**base, **PAPER_RECIPE, time_budget_s=max(args.budgets))
         rows += train_and_score(OLD, model, train_data, held_out, old, args.budgets, seed)
+    recipe = {**default_recipe("tiny"), "epochs": None, **args.recipe}
     for budget in args.budgets:
-        new = TrainingConfig(
-            **base, **{**default_recipe("tiny"), "epochs": None}, time_budget_s=budget
-        )
+        new = TrainingConfig(**{**base, **recipe}, time_budget_s=budget)
         if "new" in args.runs:
             model = build_model(config, seed=seed)
             rows += train_and_score(NEW, model, train_data, held_out, new, [budget], seed)
@@ -210,10 +209,10 @@ def summary(rows: list[dict]) -> list[str]:
     for budget in budgets:
         parts = [f"{budget:.0f} s:"]
         if (OLD, budget) in means and (NEW, budget) in means:
-            parts.append(f"new/old {means[NEW, budget] / means[OLD, budget]:.2f}x")
+            parts.append(f"new/old {means[NEW, budget] / max(means[OLD, budget], 1e-9):.2f}x")
         if (PEFT, budget) in means and (NEW, budget) in means:
             gap = means[NEW, budget] - means[PEFT, budget]
-            ratio = means[NEW, budget] / means[PEFT, budget]
+            ratio = means[NEW, budget] / max(means[PEFT, budget], 1e-9)
             parts.append(f"CLIP-Guided SAM - SAM-PEFT {gap:+.3f} ({ratio:.2f}x)")
         lines.append("  ".join(parts))
     for name in ("otsu per image", "similarity map > tau"):
@@ -221,6 +220,17 @@ def summary(rows: list[dict]) -> list[str]:
         if values:
             lines.append(f"{name}: foreground IoU {np.mean(values):.3f}")
     return lines
+
+
+def _setting(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    words = {"true": True, "false": False, "none": None}
+    if value.lower() in words:
+        return key, words[value.lower()]
+    try:
+        return key, float(value) if any(c in value for c in ".e") else int(value)
+    except ValueError:
+        return key, value
 
 
 def main() -> None:
@@ -240,6 +250,14 @@ def main() -> None:
         default=1,
         help="torch CPU threads (1: steady timings on a shared 2-core machine)",
     )
+    parser.add_argument(
+        "--recipe",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the new recipe, e.g. balance=false augment_scale=false lr=0.002 "
+        "(TrainingConfig fields; true/false, numbers or words)",
+    )
     parser.add_argument("--json", type=Path, help="also write all rows to this JSON file")
     parser.add_argument(
         "--combine", type=Path, nargs="+", help="print the table of earlier --json files"
@@ -250,6 +268,7 @@ def main() -> None:
         print("\n".join(summary(rows)))
         return
     args.runs = [key for key in RUNS if key in args.runs]
+    args.recipe = dict(_setting(text) for text in args.recipe)
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -257,7 +276,8 @@ def main() -> None:
     print(
         f"DSB2018: {len(train_data)} train / {N_HELD_OUT} held-out pairs, scoring "
         f"{len(held_out_data)}; budgets {args.budgets} s; seeds {args.seeds}; runs "
-        f"{args.runs}; lr {args.lr:g}, clip_lr {args.clip_lr:g}; "
+        f"{args.runs}; lr {args.lr:g}, clip_lr {args.clip_lr:g}; new recipe "
+        f"{ {**default_recipe('tiny'), 'epochs': None, **args.recipe} }; "
         f"{torch.get_num_threads()} threads; precision {args.precision}",
         flush=True,
     )

@@ -55,6 +55,8 @@ def iter_slice_labels(
     if config.mode == "stack":
         stats = image_percentiles(image, config.percentiles, sample=config.sample)
     name = image.path.name if image.path is not None else ""
+    table = predictor.label_table_for(options.class_names)
+    values = [table.values[n] for n in options.class_names]
     for flat, index in enumerate(iter_indices(image)):
         rgb = normalize_image_slice(image, index, config, stats)
         clicks = options.points.for_slice(name, flat) if options.points is not None else None
@@ -67,7 +69,6 @@ def iter_slice_labels(
             predictor.clear_cache()
         labels = prediction.labels
         if options.instances is not None:
-            values = [prediction.label_table.values[n] for n in prediction.class_names]
             labels = labels_to_instances(labels, config=options.instances, values=values)
         yield labels
 
