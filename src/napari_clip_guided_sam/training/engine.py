@@ -40,6 +40,7 @@ from .inputs import Augmentation, Batch, PreparedCache, collate, mask_to_logit_s
 from .losses import segmentation_loss
 from .model_card import summarize_data, training_card
 from .recipe import LEGACY_SETTINGS, SCHEDULES, lr_factor
+from .sampling import balanced_order, epoch_order, sampling_weights
 from .state import (
     TrainingState,
     load_state,
@@ -215,11 +216,6 @@ def derived_seed(seed: int, *keys: int) -> int:
 _STREAM_TORCH, _STREAM_AUGMENT, _STREAM_POINTS = 0, 1, 2
 
 
-def epoch_order(seed: int, epoch: int, count: int) -> np.ndarray:
-    """The shuffled sample order of an epoch."""
-    return np.random.default_rng([seed, epoch]).permutation(count)
-
-
 @contextlib.contextmanager
 def _seeded_global_rng(device: torch.device, seed: int):
     """Seed torch's global RNG for one batch without leaking the change to the caller."""
@@ -286,47 +282,6 @@ def label_table(data: Sequence, names: Sequence[str]) -> LabelTable:
         if table is not None:
             return table
     return LabelTable.positional(names)
-
-
-def sampling_weights(data: PreparedCache) -> np.ndarray:
-    """Balanced sampling: every class gets the same share of the draws, and within a class
-    each foreground-size group (empty, < 2 %, 2-10 %, 10-30 %, >= 30 % of the pixels that
-    count) gets a share growing with the square root of its size, so the rare kinds of
-    example (few or small objects) come up more often without crowding out the rest."""
-    groups: list[tuple[str, int]] = []
-    for index in range(len(data)):
-        sample = data[index]
-        mask = sample.mask if sample.valid is None else sample.mask & sample.valid
-        counted = sample.mask.numel() if sample.valid is None else int(sample.valid.sum())
-        fraction = float(mask.sum()) / max(counted, 1)
-        groups.append((sample.class_name, _size_group(fraction)))
-    group_sizes: dict[tuple[str, int], int] = {}
-    for group in groups:
-        group_sizes[group] = group_sizes.get(group, 0) + 1
-    class_mass: dict[str, float] = {}
-    for (name, _), size in group_sizes.items():
-        class_mass[name] = class_mass.get(name, 0.0) + math.sqrt(size)
-    weights = np.array(
-        [
-            math.sqrt(group_sizes[g]) / group_sizes[g] / class_mass[g[0]] / len(class_mass)
-            for g in groups
-        ]
-    )
-    return weights / weights.sum()
-
-
-_SIZE_EDGES = (0.0, 0.02, 0.10, 0.30)
-
-
-def _size_group(fraction: float) -> int:
-    if fraction <= 0.0:
-        return 0
-    return int(np.searchsorted(_SIZE_EDGES, fraction, side="right"))
-
-
-def balanced_order(seed: int, epoch: int, weights: np.ndarray) -> np.ndarray:
-    """An epoch's examples drawn with replacement by `weights` (as many as the data holds)."""
-    return np.random.default_rng([seed, epoch, 1]).choice(len(weights), len(weights), p=weights)
 
 
 def _class_names(data: Sequence, cache: PreparedCache, given: Sequence[str] | None) -> list[str]:
