@@ -21,7 +21,7 @@ from napari_clip_guided_sam.training import (
 )
 from napari_clip_guided_sam.training.engine import training_loss
 from napari_clip_guided_sam.training.inputs import Augmentation, PreparedCache, collate
-from napari_clip_guided_sam.training.recipe import default_recipe, lr_factor
+from napari_clip_guided_sam.training.recipe import lr_factor
 from napari_clip_guided_sam.training.sampling import sampling_weights
 from napari_clip_guided_sam.training.state import load_state
 
@@ -121,9 +121,11 @@ def test_close_keeps_the_last_checkpoint_valid(tiny_model, disks_train, disks_va
 def test_resume_matches_an_uninterrupted_run(
     disks_train, disks_val, tmp_path, stop_after, checkpoint_every
 ):
-    # The tiny recipe: cosine schedule, intensity and scale jitter, balanced sampling.
-    recipe = {**default_recipe("tiny"), "epochs": 2}
-    config = TrainingConfig(checkpoint_every=checkpoint_every, **recipe, **FAST)
+    # Every part of the recipe: cosine schedule, all augmentations, balanced sampling.
+    recipe = dict(schedule="cosine", augment_intensity=True, augment_scale=True, balance=True)
+    config = TrainingConfig(
+        epochs=2, checkpoint_every=checkpoint_every, augment_blur=True, **recipe, **FAST
+    )
     straight = build_model("tiny", seed=0)
     config_a = dataclasses.replace(config, output_dir=str(tmp_path / "a"))
     _, expected = run_to_end(train(straight, disks_train, disks_val, config_a))

@@ -30,7 +30,7 @@ def test_settings_are_chosen_else_resumed_else_the_presets(tmp_path, disks_train
     fresh = plan_run(output, preset="tiny", settings={**CPU, "seed": 5, "max_steps": 1})
     assert (fresh.config.seed, fresh.config.lr, fresh.config.epochs) == (5, 1e-3, 30)
     assert (fresh.config.schedule, fresh.config.balance, fresh.config.augment_scale) == (
-        "cosine", True, True,
+        "cosine", False, False,
     )  # fmt: skip
     assert fresh.config.output_dir == str(output) and not has_run(output)
     _run_to_end(fresh, disks_train)
@@ -84,7 +84,8 @@ def test_a_run_saved_before_the_recipe_resumes_with_its_old_settings(tmp_path, d
     from napari_clip_guided_sam.training.state import state_path_for
 
     output = tmp_path / "run"
-    plan = plan_run(output, preset="tiny", settings={**CPU, "max_steps": 1, "epochs": 2})
+    chosen = {**CPU, "max_steps": 1, "epochs": 2, "balance": True, "augment_scale": True}
+    plan = plan_run(output, preset="tiny", settings=chosen)
     _run_to_end(plan, disks_train)
     # rewrite the state as an older version wrote it: no recipe fields
     state_file = str(state_path_for(output / "last.safetensors"))
@@ -97,3 +98,9 @@ def test_a_run_saved_before_the_recipe_resumes_with_its_old_settings(tmp_path, d
     resumed = plan_run(output, settings=CPU, resume=True)
     assert (resumed.config.schedule, resumed.config.balance) == ("constant", False)
     assert not resumed.config.augment_scale
+    kept = plan_run(tmp_path / "other", preset="tiny", settings=chosen)
+    _run_to_end(kept, disks_train)
+    again = plan_run(tmp_path / "other", settings=CPU, resume=True)  # saved with the recipe
+    assert (again.config.schedule, again.config.balance, again.config.augment_scale) == (
+        "cosine", True, True,
+    )  # fmt: skip

@@ -134,8 +134,7 @@ def add_parser(subparsers) -> None:
         default=None,
         metavar="LIST",
         help="random changes of the training images, comma-separated from "
-        f"{','.join(AUGMENTATIONS)}, or none (preset default: flips; tiny "
-        "flips,intensity,scale)",
+        f"{','.join(AUGMENTATIONS)}, or none (default: flips)",
     )
     parser.add_argument("--no-augment", action="store_true", help="same as --augment none")
     parser.add_argument(
@@ -158,7 +157,7 @@ def add_parser(subparsers) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="draw training examples balanced over classes and foreground sizes (few or small "
-        "objects come up more often); preset default: off, tiny on",
+        "objects come up more often); default: off",
     )
     add_runtime_arguments(parser)
     again = parser.add_mutually_exclusive_group()
