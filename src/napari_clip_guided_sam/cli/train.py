@@ -275,6 +275,8 @@ def _consume_training(events, skipped) -> int:
                         total=event.total_steps, initial=event.step - 1, unit="step",
                         dynamic_ncols=True, file=sys.stderr,
                     )  # fmt: skip
+                if bar.total != event.total_steps:  # estimated when a time budget plans the run
+                    bar.total = event.total_steps
                 bar.update(1)
                 bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.4f}", refresh=False)
             elif isinstance(event, EpochEvent):
