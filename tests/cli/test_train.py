@@ -288,3 +288,19 @@ def test_evaluate_prints_instance_scores_for_a_model_and_for_label_images(tmp_pa
     assert json.loads(report.read_text())["metrics"]["fg_iou"] == 1.0  # pixels are perfect
     assert split_scores["dsb_score"] > merged_scores["dsb_score"]  # splitting finds nuclei
     assert "DSB score (mSA)" in capsys.readouterr().out
+
+
+def test_a_time_budget_without_epochs_plans_the_run_by_the_clock(tmp_path, capsys):
+    write_pair(tmp_path, "a")
+    write_pair(tmp_path, "b")
+    options = ["--time-budget", "1", "--val-fraction", "0", "--augment", "flips,blur"]
+    args = train_args(tmp_path / "images", tmp_path / "labels", tmp_path / "run", *options)
+    assert main(args) == EXIT_OK, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "epochs: the time budget, time budget 1 s" in out
+    assert "lr 0.001 (cosine)" in out and "augment flips,blur" in out
+    assert "finished (time budget used)" in out
+    settings = read_checkpoint(tmp_path / "run" / "last.safetensors").card.training["settings"]
+    assert settings["epochs"] is None and settings["augment_blur"] is True
+    assert main([*args[:-2], "--augment", "sharpen", "--overwrite"]) == EXIT_USAGE
+    assert "unknown sharpen" in capsys.readouterr().err
