@@ -135,3 +135,7 @@ def test_label_table_gives_each_class_its_training_value():
     assert table.subset(["nucleus"]) is None
     assert LabelTable.from_config(table.to_config()) == table
     assert subset.features() == {"index": [255, 1, 3], "class": ["unlabelled", "clay", "pyrite"]}
+    assert CELL_MEMBRANE.label_table().features() == {
+        "index": [0, 1, 2],
+        "class": ["background", "cell", "membrane"],
+    }

@@ -231,11 +231,12 @@ class LabelTable:
 
     def features(self) -> dict[str, list]:
         """Columns for a napari Labels layer's ``features``: one row per value, the
-        unlabelled value first (class name "" when it is background)."""
+        unlabelled value first ("background" when it is 0, else "unlabelled")."""
         rows = sorted(self.values.items(), key=lambda item: item[1])
+        unlabelled = "background" if self.unlabelled == 0 else "unlabelled"
         return {
             "index": [self.unlabelled] + [value for _, value in rows],
-            "class": ["" if self.unlabelled == 0 else "unlabelled"] + [name for name, _ in rows],
+            "class": [unlabelled] + [name for name, _ in rows],
         }
 
 
