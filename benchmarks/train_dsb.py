@@ -1,16 +1,28 @@
-"""Benchmark: what the `tiny` preset learns on DSB2018 nuclei in a fixed CPU time budget.
+"""Benchmark: what the `tiny` preset learns on DSB2018 nuclei in a fixed CPU time budget, with
+the old training defaults and with the new recipe.
 
-Trains, for the same wall-clock budget each and in one process:
-  1. CLIP-Guided SAM `tiny` in text-only mode (prompts sampled from the similarity map);
-  2. the SAM-PEFT baseline: the same model with the semantic adapters off (regular adapters,
-     prompt encoder and decoder still train; CLIP guides only through the prompts);
-and scores, on a fixed held-out subset it never trains on:
-  3. the similarity-map prompt alone (map > tau), no training;
-  4. both models untrained (time 0).
-It prints held-out foreground IoU (and mIoU over {background, nucleus}) at fixed points in
-*training* time (evaluation pauses the clock) and the ratios at the end.
+For every seed, in one process, on the same prepared inputs and held-out images:
+  - old defaults: the CLI's defaults before the recipe (10 epochs, constant learning rate,
+    flips and turns, shuffled): one run, scored at each budget mark it reaches and at its end
+    (10 epochs may end before the largest budget: later marks then show that end);
+  - new defaults: `training.recipe.default_recipe("tiny")` with `--time-budget B` and no
+    epoch count (warm-up + cosine over the budget, intensity and scale jitter, balanced
+    sampling): one run per budget B, scored at its end, because its schedule depends on B;
+  - SAM-PEFT with the new recipe: the same model with the semantic adapters off (regular
+    adapters, prompt encoder and decoder train; CLIP guides only through the prompts), one
+    run per budget;
+  - baselines without training: per-image Otsu thresholding and the similarity map > tau.
+Held-out foreground IoU (mean over images), mIoU over {background, nucleus} and steps are
+printed per run and, at the end, as one table with the ratios. Time is training time:
+scoring pauses the clock; reading and resizing the files happens once, before.
 
-    python benchmarks/train_dsb.py --budget-s 300 --eval-every-s 60
+    python benchmarks/train_dsb.py --budgets 60 300 900 --seeds 0 1 --json dsb.json
+
+Two processes in parallel (one thread each) take half the time on two cores:
+
+    python benchmarks/train_dsb.py --seeds 0 --json s0.json &
+    python benchmarks/train_dsb.py --seeds 1 --json s1.json; wait
+    python benchmarks/train_dsb.py --combine s0.json s1.json
 
 The split is fixed: pairs sorted by name, `train_val_split(seed=0)` -> 400 train / 106
 held-out; the first `--n-eval` held-out pairs (default 40) are scored.
@@ -21,9 +33,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
+from skimage.filters import threshold_otsu
 
 from napari_clip_guided_sam.data.class_map import ClassMap
 from napari_clip_guided_sam.data.datasets import SliceDataset, train_val_split
@@ -38,9 +53,12 @@ from napari_clip_guided_sam.training import (
     train,
 )
 from napari_clip_guided_sam.training.inputs import PreparedCache, Subset
+from napari_clip_guided_sam.training.recipe import PAPER_RECIPE, default_recipe
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dsb2018"
 N_HELD_OUT = 106
+OLD, NEW, PEFT = "old defaults", "new defaults", "sam-peft new recipe"
+RUNS = {"old": OLD, "new": NEW, "peft": PEFT}
 
 
 def load_split(data: Path, n_eval: int) -> tuple[Subset, Subset]:
@@ -49,6 +67,19 @@ def load_split(data: Path, n_eval: int) -> tuple[Subset, Subset]:
     )
     train_indices, held_out = train_val_split(dataset, N_HELD_OUT / len(dataset), seed=0)
     return Subset(dataset, train_indices), Subset(dataset, held_out[:n_eval])
+
+
+def otsu_scores(held_out: Sequence) -> dict:
+    """Per-image Otsu threshold of the grey model input; the foreground is the smaller side
+    (nuclei cover less than half of an image), so no ground truth picks the polarity."""
+    accumulator = MetricAccumulator()
+    for index in range(len(held_out)):
+        sample = held_out[index]
+        grey = sample.image.astype(np.float64).mean(axis=-1)
+        above = grey > threshold_otsu(grey)
+        foreground = above if above.mean() <= 0.5 else ~above
+        accumulator.update(foreground.astype(np.float64), sample.mask)
+    return accumulator.summary()
 
 
 def similarity_map_scores(model, held_out: PreparedCache) -> dict:
@@ -66,44 +97,50 @@ def similarity_map_scores(model, held_out: PreparedCache) -> dict:
     return accumulator.summary()
 
 
-def train_variant(name, model, train_data, held_out, args) -> list[dict]:
-    """Train for the budget; score the held-out set every `eval_every_s` of training time."""
-    dtype = resolve_precision(args.precision, torch.device("cpu"))
-    config = TrainingConfig(
-        epochs=10_000,
-        lr=args.lr,
-        clip_lr=args.clip_lr,
-        mode="text",
-        seed=args.seed,
-        device="cpu",
-        precision=args.precision,
-        time_budget_s=args.budget_s,
-    )
-    model.fine_tuned = True  # time 0 scores the state training starts from, as train() sets
-    rows = [_row(name, 0.0, 0, evaluate_model(model, held_out, dtype=dtype))]
-    print(_format(rows[-1]), flush=True)
-    next_mark = args.eval_every_s
-    last_step = None
+def train_and_score(name, model, train_data, held_out, config, marks, seed) -> list[dict]:
+    """Train with `config`; score the held-out set when the training time passes each of
+    `marks` and at the end (a mark the run never reaches is scored by its end)."""
+    dtype = resolve_precision(config.precision, torch.device("cpu"))
+    model.fine_tuned = True
+    pending, rows, last = sorted(marks), [], None
     for event in train(model, train_data, None, config):
         if isinstance(event, StepEvent):
-            last_step = event
-            if event.elapsed_s >= next_mark:
+            last = event
+            while pending and event.elapsed_s >= pending[0] and pending[0] < max(marks):
                 metrics = evaluate_model(model, held_out, dtype=dtype)
-                rows.append(_row(name, event.elapsed_s, event.step, metrics))
+                rows.append(_row(name, seed, pending.pop(0), event, metrics))
                 print(_format(rows[-1]), flush=True)
-                next_mark += args.eval_every_s
-    if last_step is not None and rows[-1]["step"] != last_step.step:
-        metrics = evaluate_model(model, held_out, dtype=dtype)
-        rows.append(_row(name, last_step.elapsed_s, last_step.step, metrics))
+    metrics = evaluate_model(model, held_out, dtype=dtype)
+    for mark in pending:
+        rows.append(_row(name, seed, mark, last, metrics))
         print(_format(rows[-1]), flush=True)
     return rows
 
 
-def _row(name: str, seconds: float, step: int, metrics: dict) -> dict:
+def train_variant(name, model, train_data, held_out, args) -> list[dict]:
+    """The old constant-rate training for `args.budget_s`, scored untrained (time 0) and every
+    `args.eval_every_s` (benchmarks/adapter_init.py)."""
+    model.fine_tuned = True  # time 0 scores the state training starts from, as train() sets
+    untrained = evaluate_model(
+        model, held_out, dtype=resolve_precision(args.precision, torch.device("cpu"))
+    )
+    first = _row(name, args.seed, 0, None, untrained)
+    print(_format(first), flush=True)
+    config = TrainingConfig(
+        epochs=None, lr=args.lr, clip_lr=args.clip_lr, seed=args.seed, device="cpu",
+        precision=args.precision, time_budget_s=args.budget_s,
+    )  # fmt: skip
+    marks = list(np.arange(args.eval_every_s, args.budget_s + 1e-9, args.eval_every_s))
+    return [first, *train_and_score(name, model, train_data, held_out, config, marks, args.seed)]
+
+
+def _row(name, seed, budget, event, metrics) -> dict:
     return {
         "variant": name,
-        "train_s": round(seconds, 1),
-        "step": step,
+        "seed": seed,
+        "budget_s": float(budget),
+        "train_s": round(event.elapsed_s, 1) if event else 0.0,
+        "step": event.step if event else 0,
         "fg_iou": metrics["fg_iou"],
         "miou": metrics["miou"],
         "dice": metrics["dice"],
@@ -112,22 +149,101 @@ def _row(name: str, seconds: float, step: int, metrics: dict) -> dict:
 
 def _format(row: dict) -> str:
     return (
-        f"{row['variant']:<22} t={row['train_s']:7.1f}s step={row['step']:6d}  "
-        f"fg_iou={row['fg_iou']:.3f}  miou={row['miou']:.3f}  dice={row['dice']:.3f}"
+        f"{row['variant']:<20} seed {row['seed']} budget {row['budget_s']:5.0f}s "
+        f"t={row['train_s']:7.1f}s step={row['step']:6d}  fg_iou={row['fg_iou']:.3f}  "
+        f"miou={row['miou']:.3f}  dice={row['dice']:.3f}"
     )
+
+
+def peft_config(config):
+    return config.replace(name="tiny_sam_peft", **{"adapters.semantic_blocks": ()})
+
+
+def run_seed(seed, args, train_data, held_out, config) -> list[dict]:
+    rows = []
+    base = dict(lr=args.lr, clip_lr=args.clip_lr, seed=seed, device="cpu", precision=args.precision)
+    model = build_model(config, seed=seed)
+    rows.append(_row("similarity map > tau", seed, 0, None, similarity_map_scores(model, held_out)))
+    print(_format(rows[-1]), flush=True)
+    if "old" in args.runs:
+        old = TrainingConfig(**base, **PAPER_RECIPE, time_budget_s=max(args.budgets))
+        rows += train_and_score(OLD, model, train_data, held_out, old, args.budgets, seed)
+    recipe = {**default_recipe("tiny"), "epochs": None, **args.recipe}
+    for budget in args.budgets:
+        new = TrainingConfig(**{**base, **recipe}, time_budget_s=budget)
+        if "new" in args.runs:
+            model = build_model(config, seed=seed)
+            rows += train_and_score(NEW, model, train_data, held_out, new, [budget], seed)
+        if "peft" in args.runs:
+            model = build_model(peft_config(config), base_weights="random", seed=seed)
+            rows += train_and_score(PEFT, model, train_data, held_out, new, [budget], seed)
+    return rows
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """One line per budget: every variant's fg IoU per seed and its mean, then the ratios."""
+    budgets = sorted({r["budget_s"] for r in rows if r["budget_s"] > 0})
+    variants = [v for v in (OLD, NEW, PEFT) if any(r["variant"] == v for r in rows)]
+    seeds = sorted({r["seed"] for r in rows if r["variant"] in variants})
+    cell = {(r["variant"], r["seed"], r["budget_s"]): r for r in rows}
+    lines = ["held-out foreground IoU [mIoU] (steps); mean over seeds"]
+    header = ["budget"] + [f"{v} s{s}" for v in variants for s in seeds]
+    header += [f"mean {v}" for v in variants]
+    lines.append(" | ".join(header))
+    means: dict[tuple[str, float], float] = {}
+    for budget in budgets:
+        cells = [f"{budget:.0f} s"]
+        for variant in variants:
+            values = []
+            for seed in seeds:
+                row = cell.get((variant, seed, budget))
+                cells.append(
+                    "-" if row is None else
+                    f"{row['fg_iou']:.3f} [{row['miou']:.3f}] ({row['step']})"
+                )  # fmt: skip
+                if row is not None:
+                    values.append(row["fg_iou"])
+            means[variant, budget] = float(np.mean(values)) if values else float("nan")
+        cells += [f"{means[v, budget]:.3f}" for v in variants]
+        lines.append(" | ".join(cells))
+    for budget in budgets:
+        parts = [f"{budget:.0f} s:"]
+        if (OLD, budget) in means and (NEW, budget) in means:
+            parts.append(f"new/old {means[NEW, budget] / max(means[OLD, budget], 1e-9):.2f}x")
+        if (PEFT, budget) in means and (NEW, budget) in means:
+            gap = means[NEW, budget] - means[PEFT, budget]
+            ratio = means[NEW, budget] / max(means[PEFT, budget], 1e-9)
+            parts.append(f"CLIP-Guided SAM - SAM-PEFT {gap:+.3f} ({ratio:.2f}x)")
+        lines.append("  ".join(parts))
+    for name in ("otsu per image", "similarity map > tau"):
+        values = [r["fg_iou"] for r in rows if r["variant"] == name]
+        if values:
+            lines.append(f"{name}: foreground IoU {np.mean(values):.3f}")
+    return lines
+
+
+def _setting(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    words = {"true": True, "false": False, "none": None}
+    if value.lower() in words:
+        return key, words[value.lower()]
+    try:
+        return key, float(value) if any(c in value for c in ".e") else int(value)
+    except ValueError:
+        return key, value
 
 
 def main() -> None:
     lr, clip_lr = default_learning_rates("tiny")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA, help="DSB2018 folder")
-    parser.add_argument("--budget-s", type=float, default=300.0, help="training time each")
-    parser.add_argument("--eval-every-s", type=float, default=60.0)
+    parser.add_argument("--budgets", type=float, nargs="+", default=[60.0, 300.0, 900.0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--n-eval", type=int, default=40, help="held-out pairs scored")
     parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--clip-lr", type=float, default=clip_lr)
     parser.add_argument("--precision", default="fp32", help="fp32 is faster for tiny on CPU")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--threads",
         type=int,
@@ -135,62 +251,54 @@ def main() -> None:
         help="torch CPU threads (1: steady timings on a shared 2-core machine)",
     )
     parser.add_argument(
-        "--variants", nargs="+", default=["guided", "peft"], choices=["guided", "peft"]
+        "--recipe",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the new recipe, e.g. balance=false augment_scale=false lr=0.002 "
+        "(TrainingConfig fields; true/false, numbers or words)",
     )
     parser.add_argument("--json", type=Path, help="also write all rows to this JSON file")
+    parser.add_argument(
+        "--combine", type=Path, nargs="+", help="print the table of earlier --json files"
+    )
     args = parser.parse_args()
+    if args.combine:
+        rows = [row for path in args.combine for row in json.loads(path.read_text())]
+        print("\n".join(summary(rows)))
+        return
+    args.runs = [key for key in RUNS if key in args.runs]
+    args.recipe = dict(_setting(text) for text in args.recipe)
 
-    torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     train_data, held_out_data = load_split(args.data.resolve(), args.n_eval)
     print(
         f"DSB2018: {len(train_data)} train / {N_HELD_OUT} held-out pairs, scoring "
-        f"{len(held_out_data)}; budget {args.budget_s:.0f} s each; lr {args.lr:g}, "
-        f"clip_lr {args.clip_lr:g}; {torch.get_num_threads()} threads; precision "
-        f"{args.precision}",
+        f"{len(held_out_data)}; budgets {args.budgets} s; seeds {args.seeds}; runs "
+        f"{args.runs}; lr {args.lr:g}, clip_lr {args.clip_lr:g}; new recipe "
+        f"{ {**default_recipe('tiny'), 'epochs': None, **args.recipe} }; "
+        f"{torch.get_num_threads()} threads; precision {args.precision}",
         flush=True,
     )
-    guided = build_model("tiny", seed=args.seed)
-    # Read, normalise and resize every file once, outside the timed training: both variants
-    # share the prepared inputs, so the budget measures learning, not file decoding.
+    config = build_model("tiny", seed=0).config
+    # Read, normalise and resize every file once, outside the timed training: every run
+    # shares the prepared inputs, so the budget measures learning, not file decoding.
     prepare_started = time.perf_counter()
-    train_data = PreparedCache(train_data, guided.config, max_bytes=2**31)
-    held_out = PreparedCache(held_out_data, guided.config, max_bytes=2**30)
+    train_data = PreparedCache(train_data, config, max_bytes=2**31)
+    held_out = PreparedCache(held_out_data, config, max_bytes=2**30)
     for cache in (train_data, held_out):
         for index in range(len(cache)):
             cache[index]
     print(f"prepared inputs in {time.perf_counter() - prepare_started:.0f} s", flush=True)
-    rows = [_row("similarity map > tau", 0.0, 0, similarity_map_scores(guided, held_out))]
+    rows = [_row("otsu per image", -1, 0, None, otsu_scores(held_out_data))]
     print(_format(rows[-1]), flush=True)
-    if "guided" in args.variants:
-        rows += train_variant("clip-guided-sam tiny", guided, train_data, held_out, args)
-    if "peft" in args.variants:
-        peft = build_model(
-            guided.config.replace(name="tiny_sam_peft", **{"adapters.semantic_blocks": ()}),
-            base_weights="random",
-            seed=args.seed,
-        )
-        rows += train_variant("sam-peft (no semantic)", peft, train_data, held_out, args)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    if set(args.variants) != {"guided", "peft"}:
-        return
-
-    final = {row["variant"]: row for row in rows}
-    ours, baseline = final["clip-guided-sam tiny"], final["sam-peft (no semantic)"]
-    similarity = final["similarity map > tau"]
-    print("\nfinal held-out foreground IoU:")
-    for row in (ours, baseline, similarity):
-        print("  " + _format(row))
-    print(
-        f"ratio clip-guided-sam / sam-peft: fg_iou {ours['fg_iou'] / baseline['fg_iou']:.2f}x, "
-        f"miou {ours['miou'] / baseline['miou']:.2f}x"
-    )
-    print(
-        f"ratio clip-guided-sam / similarity map: "
-        f"fg_iou {ours['fg_iou'] / max(similarity['fg_iou'], 1e-9):.2f}x"
-    )
+    for seed in args.seeds:
+        rows += run_seed(seed, args, train_data, held_out, config)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
+    print()
+    print("\n".join(summary(rows)))
     print(f"total wall time {time.perf_counter() - started:.0f} s")
 
 

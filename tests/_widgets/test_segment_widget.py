@@ -54,7 +54,7 @@ def test_typing_a_class_and_pressing_segment_creates_labels(viewer, widget, qtbo
     assert labels.data.shape == (128, 160)
     assert tuple(labels.scale) == (0.5, 0.5)
     assert list(labels.features["class"]) == ["background", "nucleus", "cell"]
-    assert labels.metadata[MARKER]["classes"] == ["nucleus", "cell"]
+    assert labels.metadata[MARKER]["class_values"] == {"nucleus": 1, "cell": 2}
     np.testing.assert_array_equal(labels.data, widget.last_prediction.labels)
     _run(qtbot, widget, widget.segment_current_slice)  # re-running updates the same layer
     assert [layer.name for layer in viewer.layers] == ["cells", "cells labels"]
@@ -210,3 +210,35 @@ def test_multichannel_image_uses_the_chosen_channel_axis(viewer, widget, qtbot, 
     _run(qtbot, widget, widget.segment_current_slice)
     assert errors == []
     assert viewer.layers["channels labels"].data.shape == (64, 80)
+
+
+def test_a_checkpoint_subset_keeps_its_label_values_in_the_layer():
+    """Classes of a multi-class checkpoint keep their trained label values; label 0 as a
+    class (napari's empty label) and values already taken get the next free value."""
+    from napari.layers import Labels
+
+    from napari_clip_guided_sam._widgets._layers import write_labels_slice
+    from napari_clip_guided_sam.data.class_map import LabelTable
+    from napari_clip_guided_sam.inference.predictor import Prediction
+
+    table = LabelTable({"pore": 0, "quartz": 2, "pyrite": 3}, unlabelled=255)
+    labels = np.array([[255, 0], [2, 3]], dtype=np.int32)
+    prediction = Prediction(
+        labels=labels,
+        probabilities=np.zeros((3, 2, 2), np.float32),
+        similarity_maps=np.zeros((3, 2, 2), np.float32),
+        class_names=["pore", "quartz", "pyrite"],
+        iou_predictions=np.zeros(3, np.float32),
+        label_table=table,
+    )
+    layer = Labels(np.zeros((2, 2, 2), np.uint16), metadata={MARKER: {"class_values": {}}})
+    write_labels_slice(layer, (0,), prediction)
+    values = layer.metadata[MARKER]["class_values"]
+    assert values == {"pore": 4, "quartz": 2, "pyrite": 3}
+    np.testing.assert_array_equal(layer.data[0], [[0, 4], [2, 3]])
+    assert dict(zip(layer.features["index"], layer.features["class"], strict=True)) == {
+        0: "background",
+        2: "quartz",
+        3: "pyrite",
+        4: "pore",
+    }

@@ -207,3 +207,112 @@ def test_a_single_image_says_there_is_no_validation_and_shows_preparation(tmp_pa
     assert "No validation: 1 annotated slice is too few" in captured.out
     assert "preparing slices" in captured.err
     assert "best checkpoint:" not in captured.out
+
+
+FOUR_CLASSES = "0=pore,1=clay,2=quartz,3=pyrite"
+
+
+def write_fully_labelled(folder: Path, count: int = 3) -> None:
+    """Images whose every pixel has one of four classes (0-3, label 0 included), each class
+    its own grey level, plus a band of unannotated pixels (255)."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        labels = np.zeros((48, 48), np.uint8)
+        labels[:, 24:] = 1
+        labels[24:, :24] = 2
+        labels[30 + index : 40 + index, 30:40] = 3  # small: about 4 % of the pixels
+        labels[:4] = 255
+        grey = np.choose(np.minimum(labels, 4), [30, 90, 150, 220, 0]).astype(np.uint8)
+        grey = np.clip(grey + rng.normal(0, 6, grey.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(np.repeat(grey[..., None], 3, axis=-1)).save(
+            folder / "images" / f"f{index}.png"
+        )
+        tifffile.imwrite(folder / "labels" / f"f{index}.tif", labels)
+
+
+def test_fully_labelled_four_class_map_trains_every_class(tmp_path, capsys):
+    write_fully_labelled(tmp_path)
+    images, labels, output = tmp_path / "images", tmp_path / "labels", tmp_path / "run"
+    args = train_args(images, labels, output, "--max-steps", "2", "--val-fraction", "0.34")
+    args[args.index("--class") : args.index("--class") + 2] = ["--class-map", FOUR_CLASSES]
+    assert main(args) == EXIT_USAGE  # label 0 is background unless said otherwise
+    assert "label 0" in capsys.readouterr().err
+
+    args += ["--background", "none", "--ignore-index", "255"]
+    assert main(args) == EXIT_OK, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "3 image/label pair(s), 12 sample(s)" in out  # every slice: all four classes
+    for name in ("pore", "clay", "quartz", "pyrite"):
+        assert f"{name} IoU" in out
+    checkpoint = read_checkpoint(output / "last.safetensors")
+    assert checkpoint.class_names == ["pore", "clay", "quartz", "pyrite"]
+    assert checkpoint.metadata["label_table"] == {
+        "values": {"pore": 0, "clay": 1, "quartz": 2, "pyrite": 3},
+        "unlabelled": 255,
+    }
+    per_class = checkpoint.card.validation["per_class"]
+    assert set(per_class) == {"pore", "clay", "quartz", "pyrite"}
+    assert all(0 <= scores["iou"] <= 1 for scores in per_class.values())
+
+    report = tmp_path / "scores.json"
+    evaluate = [
+        "evaluate", "--checkpoint", str(output / "last.safetensors"), "--images", str(images),
+        "--labels", str(labels), "--class-map", FOUR_CLASSES, "--background", "none",
+        "--ignore-index", "255", "--device", "cpu", "--precision", "fp32", "--json", str(report),
+    ]  # fmt: skip
+    assert main(evaluate) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "iou/pyrite" in out and "dice/pyrite" in out
+    metrics = json.loads(report.read_text())["metrics"]
+    class_iou = [metrics[f"iou/{n}"] for n in ("pore", "clay", "quartz", "pyrite")]
+    present = [value for value in class_iou if value is not None]
+    assert metrics["miou"] == pytest.approx(np.mean(present))  # mean over classes that appear
+
+
+def test_evaluate_prints_instance_scores_for_a_model_and_for_label_images(tmp_path, capsys):
+    report = tmp_path / "model.json"
+    code = main([
+        "evaluate", "--preset", "tiny", "--images", str(DSB / "images"), "--labels",
+        str(DSB / "labels"), "--class", "nucleus", "--instances", "watershed", "--device", "cpu",
+        "--precision", "fp32", "--json", str(report),
+    ])  # fmt: skip
+    assert code == EXIT_OK
+    out = capsys.readouterr().out
+    assert "DSB score (mSA)" in out and "F1@0.5" in out
+    scores = json.loads(report.read_text())
+    assert len(scores["instances"]["rows"]) == 3 and len(scores["per_image"]) == 3
+    assert len(scores["instances"]["overall"]["per_threshold"]) == 10
+
+    predictions = tmp_path / "segmented"
+    predictions.mkdir()
+    for path in sorted((DSB / "labels").glob("*.tif")):
+        truth = tifffile.imread(path)
+        merged = (truth > 0).astype(np.uint8)  # one "object": everything merged
+        tifffile.imwrite(predictions / f"{path.stem}_labels.tif", merged)
+    args = ["evaluate", "--predictions", str(predictions), "--labels", str(DSB / "labels"),
+            "--class", "nucleus", "--json", str(report)]  # fmt: skip
+    assert main(args) == EXIT_OK
+    merged_scores = json.loads(report.read_text())["instances"]["overall"]
+    assert main([*args, "--instances", "watershed"]) == EXIT_OK
+    split_scores = json.loads(report.read_text())["instances"]["overall"]
+    assert json.loads(report.read_text())["metrics"]["fg_iou"] == 1.0  # pixels are perfect
+    assert split_scores["dsb_score"] > merged_scores["dsb_score"]  # splitting finds nuclei
+    assert "DSB score (mSA)" in capsys.readouterr().out
+
+
+def test_a_time_budget_without_epochs_plans_the_run_by_the_clock(tmp_path, capsys):
+    write_pair(tmp_path, "a")
+    write_pair(tmp_path, "b")
+    options = ["--time-budget", "1", "--val-fraction", "0", "--augment", "flips,blur"]
+    args = train_args(tmp_path / "images", tmp_path / "labels", tmp_path / "run", *options)
+    assert main(args) == EXIT_OK, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "epochs: the time budget, time budget 1 s" in out
+    assert "lr 0.001 (cosine)" in out and "augment flips,blur" in out
+    assert "finished (time budget used)" in out
+    settings = read_checkpoint(tmp_path / "run" / "last.safetensors").card.training["settings"]
+    assert settings["epochs"] is None and settings["augment_blur"] is True
+    assert main([*args[:-2], "--augment", "sharpen", "--overwrite"]) == EXIT_USAGE
+    assert "unknown sharpen" in capsys.readouterr().err

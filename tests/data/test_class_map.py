@@ -5,6 +5,7 @@ import pytest
 
 from napari_clip_guided_sam.data.class_map import (
     ClassMap,
+    LabelTable,
     format_class_map,
     parse_class_map,
     parse_class_names,
@@ -72,3 +73,69 @@ def test_class_names_follow_the_same_separators():
         "cell body",
         "mitochondrion",
     ]
+
+
+FULLY_LABELLED = ClassMap(
+    {0: "pore", 1: "clay", 2: "quartz", 3: "pyrite"}, background=False, ignore_index=255
+)
+
+
+def test_label_zero_is_a_class_only_without_background():
+    labels = np.array([[0, 1, 2, 3, 255]])
+    np.testing.assert_array_equal(FULLY_LABELLED.mask(labels, "pore"), [[1, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(FULLY_LABELLED.valid(labels), [[1, 1, 1, 1, 0]])
+    assert FULLY_LABELLED.classes_present([0, 255]) == ["pore"]
+    assert FULLY_LABELLED.unknown_values([0, 1, 4, 255]) == [4]
+    with pytest.raises(ValueError, match="label 0 is a class here"):
+        ClassMap({1: "clay"}, background=False).validate(np.array([0, 1]))
+    with pytest.raises(ValueError, match="no background"):
+        ClassMap({0: "pore"})  # with background, 0 cannot be a class
+    with pytest.raises(ValueError, match="needs label 0 as background"):
+        ClassMap(nonzero_class="x", background=False)
+
+
+def test_ignore_value_is_no_class_and_not_background():
+    with pytest.raises(ValueError, match="both the ignore value and the class"):
+        ClassMap({1: "a", 255: "b"}, ignore_index=255)
+    with pytest.raises(ValueError, match="cannot be 0 while 0 is background"):
+        ClassMap({1: "a"}, ignore_index=0)
+    sparse = ClassMap({1: "a", 2: "b"}, background=False, ignore_index=0)  # only painted pixels
+    assert sparse.valid(np.array([0, 1, 2])).tolist() == [False, True, True]
+    single = ClassMap.single_class("nucleus", ignore_index=255)
+    np.testing.assert_array_equal(single.mask(np.array([0, 3, 255]), "nucleus"), [0, 1, 0])
+    assert ClassMap.single_class("nucleus").valid(np.array([0, 1])) is None
+
+
+def test_new_fields_round_trip_through_config_and_text():
+    for class_map in (FULLY_LABELLED, ClassMap.single_class("n", ignore_index=9)):
+        assert ClassMap.from_config(class_map.to_config()) == class_map
+    assert FULLY_LABELLED.to_config() == {
+        "classes": {"0": "pore", "1": "clay", "2": "quartz", "3": "pyrite"},
+        "background": False,
+        "ignore_index": 255,
+    }
+    assert CELL_MEMBRANE.to_config() == {"classes": {"1": "cell", "2": "membrane", "3": "cell"}}
+    text = format_class_map(FULLY_LABELLED)
+    assert text == "0=pore,1=clay,2=quartz,3=pyrite"
+    assert parse_class_map(text, background=False, ignore_index=255) == FULLY_LABELLED
+    assert FULLY_LABELLED != ClassMap(
+        {0: "pore", 1: "clay", 2: "quartz", 3: "pyrite"}, background=False
+    )
+
+
+def test_label_table_gives_each_class_its_training_value():
+    table = FULLY_LABELLED.label_table()
+    assert table.values == {"pore": 0, "clay": 1, "quartz": 2, "pyrite": 3}
+    assert table.unlabelled == 255  # 0 is a class: unlabelled pixels take the ignore value
+    assert ClassMap({0: "a", 1: "b"}, background=False).label_table().unlabelled == 255
+    assert CELL_MEMBRANE.label_table().values == {"cell": 1, "membrane": 2}
+    assert CELL_MEMBRANE.label_table().unlabelled == 0
+    subset = table.subset(["pyrite", "clay"])
+    assert subset is not None and subset.values == {"pyrite": 3, "clay": 1}
+    assert table.subset(["nucleus"]) is None
+    assert LabelTable.from_config(table.to_config()) == table
+    assert subset.features() == {"index": [255, 1, 3], "class": ["unlabelled", "clay", "pyrite"]}
+    assert CELL_MEMBRANE.label_table().features() == {
+        "index": [0, 1, 2],
+        "class": ["background", "cell", "membrane"],
+    }

@@ -198,10 +198,26 @@ def test_accumulator_iou_family_thresholds_raw_probability_at_half():
     summary = accumulator.summary()
     assert summary["miou"] == pytest.approx(M.class_wise_miou(binary, gt))
     assert summary["miou"] == pytest.approx((1 / 3 + 1 / 3) / 2)
+    assert summary["iou"] == pytest.approx(1 / 3)  # pooled foreground IoU
     assert set(summary) == {
-        "miou", "fg_iou", "dice", "mae", "s_measure",
+        "miou", "iou", "fg_iou", "dice", "mae", "s_measure",
         "e_measure", "e_measure_max", "e_measure_adaptive", "weighted_f",
     }  # fmt: skip
+
+
+def test_accumulator_leaves_unannotated_pixels_out():
+    prob = np.array([[0.9, 0.9], [0.1, 0.9]])
+    gt = np.array([[True, False], [False, False]])
+    valid = np.array([[True, False], [True, False]])  # the two wrong pixels are unannotated
+    accumulator = M.MetricAccumulator()
+    record = accumulator.update(prob, gt, valid)
+    assert record["fg_iou"] == 1.0 and record["dice"] == 1.0
+    assert set(record) == {"fg_iou", "dice", "mae"}  # whole-map scores need every pixel
+    summary = accumulator.summary()
+    assert summary["miou"] == 1.0 and summary["iou"] == 1.0
+    accumulator.update(prob, gt)  # without left-out pixels: every score again
+    assert accumulator.summary()["fg_iou"] == pytest.approx((1.0 + 1 / 3) / 2)
+    assert "s_measure" in accumulator.summary()
 
 
 def test_accumulator_rejects_summary_before_update():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +20,10 @@ from napari_clip_guided_sam.training import (
     TrainingConfig,
     train,
 )
+from napari_clip_guided_sam.training.engine import training_loss
+from napari_clip_guided_sam.training.inputs import Augmentation, PreparedCache, collate
+from napari_clip_guided_sam.training.recipe import lr_factor
+from napari_clip_guided_sam.training.sampling import sampling_weights
 from napari_clip_guided_sam.training.state import load_state
 
 FAST = dict(lr=1e-3, clip_lr=1e-4, device="cpu", precision="fp32")
@@ -124,7 +129,11 @@ def test_close_keeps_the_last_checkpoint_valid(tiny_model, disks_train, disks_va
 def test_resume_matches_an_uninterrupted_run(
     disks_train, disks_val, tmp_path, stop_after, checkpoint_every
 ):
-    config = TrainingConfig(epochs=2, checkpoint_every=checkpoint_every, **FAST)
+    # Every part of the recipe: cosine schedule, all augmentations, balanced sampling.
+    recipe = dict(schedule="cosine", augment_intensity=True, augment_scale=True, balance=True)
+    config = TrainingConfig(
+        epochs=2, checkpoint_every=checkpoint_every, augment_blur=True, **recipe, **FAST
+    )
     straight = build_model("tiny", seed=0)
     config_a = dataclasses.replace(config, output_dir=str(tmp_path / "a"))
     _, expected = run_to_end(train(straight, disks_train, disks_val, config_a))
@@ -277,3 +286,103 @@ def test_the_card_summarises_a_dataset_read_from_files(tmp_path, write_stack):
     assert summary["training_samples"] + summary["validation_samples"] == 3
     assert summary["pixel_size"] == "0.25 µm"
     assert summary["labels"].endswith("image files in images")
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    assert lr_factor(0.5, "constant", 0.03) == 1.0
+    assert lr_factor(0.0, "cosine", 0.1) == pytest.approx(0.01)
+    assert lr_factor(0.05, "cosine", 0.1) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert lr_factor(0.1, "cosine", 0.1) == pytest.approx(1.0)
+    assert lr_factor(0.55, "cosine", 0.1) == pytest.approx(0.5)
+    assert lr_factor(1.0, "cosine", 0.1) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_engine_follows_the_schedule_over_the_planned_steps(tiny_model, disks_train):
+    config = TrainingConfig(epochs=2, schedule="cosine", warmup=0.2, **FAST)
+    events, result = run_to_end(train(tiny_model, disks_train, None, config))
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    planned = 2 * len(disks_train)
+    assert [e.lr for e in steps] == pytest.approx(
+        [1e-3 * lr_factor(k / planned, "cosine", 0.2) for k in range(planned)]
+    )
+    constant = TrainingConfig(epochs=1, **FAST)
+    events, _ = run_to_end(train(build_model("tiny", seed=0), disks_train, None, constant))
+    assert {e.lr for e in events if isinstance(e, StepEvent)} == {1e-3}
+
+
+def test_a_time_budget_alone_sets_the_length_of_the_run(tiny_model, disks_train):
+    with pytest.raises(ValueError, match="time budget"):
+        TrainingConfig(epochs=None, **FAST)
+    config = TrainingConfig(epochs=None, time_budget_s=0.5, schedule="cosine", **FAST)
+    events, result = run_to_end(train(tiny_model, disks_train, None, config))
+    assert result.stopped == "time_budget"
+    last = [e for e in events if isinstance(e, StepEvent)][-1]
+    assert last.total_steps >= last.step  # an estimate from the step rate
+
+
+def test_balanced_sampling_gives_classes_and_foreground_sizes_their_share(tiny_model):
+    from napari_clip_guided_sam.data.datasets import Sample
+
+    def sample(name, fraction_rows):
+        mask = torch.zeros(20, 20, dtype=torch.bool)
+        mask[:fraction_rows] = True
+        image = (mask.numpy()[..., None] * 200).repeat(3, -1).astype("uint8")
+        return Sample(image, mask.numpy(), name, name)
+
+    # class "a": 8 large masks and 1 empty; class "b": a single large mask
+    data = [sample("a", 10) for _ in range(8)] + [sample("a", 0), sample("b", 10)]
+    weights = sampling_weights(PreparedCache(data, tiny_model.config, 2**26))
+    assert weights.sum() == pytest.approx(1.0)
+    assert weights[9] == pytest.approx(0.5)  # each class half of the draws
+    # within "a": group mass grows with the square root of its size (sqrt 8 vs sqrt 1)
+    assert weights[:8].sum() / weights[8] == pytest.approx(8**0.5)
+
+
+def test_augmentation_moves_mask_and_unannotated_pixels_with_the_image(tiny_model):
+    size = tiny_model.config.sam.image_size
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    mask[40:120, 60:200] = True
+    valid = torch.ones(size, size, dtype=torch.bool)
+    valid[:, :30] = False
+    image = torch.stack([mask.float() * 4 - 2, valid.float() * 4 - 2, torch.zeros(size, size)])
+    augmentation = Augmentation(flips=True, intensity=False, scale=True, blur=True)
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        new_image, new_mask, new_valid = augmentation(image, mask, valid, rng)
+        again = augmentation(image, mask, valid, np.random.default_rng(seed))
+        assert torch.equal(new_image, again[0])  # a function of the generator alone
+        for channel, target in ((0, new_mask), (1, new_valid)):
+            drawn = new_image[channel] > 0
+            overlap = (drawn & target).sum() / (drawn | target).sum()
+            assert overlap > 0.95, (seed, channel, float(overlap))
+    jittered, same_mask, _ = Augmentation(flips=False, intensity=True)(
+        image, mask, None, np.random.default_rng(0)
+    )
+    assert torch.equal(same_mask, mask) and not torch.equal(jittered, image)
+
+
+def test_ignored_pixels_add_nothing_to_the_training_loss(tiny_model):
+    from napari_clip_guided_sam.data.class_map import ClassMap
+    from napari_clip_guided_sam.data.datasets import SliceDataset
+
+    labels = np.zeros((32, 32), np.uint8)
+    labels[:, 16:], labels[16:, :16], labels[20:26, 20:26] = 1, 2, 3
+    labels[:4] = 255
+    image = (labels.astype(np.float32) * 60).astype(np.uint8)
+    class_map = ClassMap({0: "a", 1: "b", 2: "c", 3: "d"}, background=False, ignore_index=255)
+    dataset = SliceDataset([(image, labels)], class_map)
+    assert [dataset[i].class_name for i in range(len(dataset))] == ["a", "b", "c", "d"]
+    assert all(dataset[i].mask.any() for i in range(4))  # every class has a target
+    cache = PreparedCache(dataset, tiny_model.config, 2**26)
+    batch = collate([cache[i] for i in range(4)])
+    assert batch.valid is not None and not batch.valid[:, :8].any()
+
+    def loss(masks):
+        batch.masks = masks
+        generator = torch.Generator().manual_seed(0)
+        return training_loss(tiny_model, batch, "text", generator, torch.device("cpu"), None)
+
+    original = batch.masks.clone()
+    flipped = original.clone()
+    flipped[:, :8] = ~flipped[:, :8]  # the truth of unannotated rows does not matter
+    assert loss(flipped).item() == pytest.approx(loss(original).item(), rel=1e-6)

@@ -56,6 +56,18 @@ def test_mismatched_shapes_and_empty_labels_are_refused(stack, message):
 def test_class_map_arguments_match_the_cli():
     assert class_map_arguments(ClassMap.single_class("nucleus")) == ["--class", "nucleus"]
     assert class_map_arguments(ClassMap({2: "b", 1: "a"})) == ["--class-map", "1=a,2=b"]
+    fully_labelled = ClassMap({0: "pore", 1: "clay"}, background=False, ignore_index=255)
+    arguments = class_map_arguments(fully_labelled)
+    assert arguments == [
+        "--class-map", "0=pore,1=clay", "--background", "none", "--ignore-index", "255",
+    ]  # fmt: skip
+    from napari_clip_guided_sam.cli import build_parser
+    from napari_clip_guided_sam.cli._common import class_map_from_args
+
+    args = build_parser().parse_args(
+        ["train", "--images", "i", "--labels", "l", "--output", "o", *arguments]
+    )
+    assert class_map_from_args(args) == fully_labelled  # what the CLI reads back
 
 
 @pytest.mark.parametrize("rgb", [False, True])

@@ -70,3 +70,21 @@ def test_bad_arguments_are_clear_errors():
         segmentation_loss(torch.zeros(1, 4, 4), torch.zeros(1, 5, 5))
     with pytest.raises(ValueError, match="Unknown loss"):
         segmentation_loss(torch.zeros(1, 4, 4), torch.zeros(1, 4, 4), "focal")
+
+
+@pytest.mark.parametrize("kind", ["bce_dice_iou", "bce"])
+def test_ignored_pixels_add_no_loss_and_get_no_gradient(kind):
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 6, 6, generator=generator, requires_grad=True)
+    target = torch.rand(2, 6, 6, generator=generator) > 0.5
+    valid = torch.ones(2, 6, 6, dtype=torch.bool)
+    valid[:, :2] = False  # two unannotated rows per mask
+    loss = segmentation_loss(logits, target, kind, valid)
+    loss.backward()
+    assert torch.all(logits.grad[:, :2] == 0) and torch.any(logits.grad[:, 2:] != 0)
+    flipped = target.clone()
+    flipped[:, :2] = ~flipped[:, :2]  # whatever the truth says there does not matter
+    assert segmentation_loss(logits, flipped, kind, valid).item() == pytest.approx(loss.item())
+    # and the valid pixels alone give the same loss as a crop to them
+    crop = segmentation_loss(logits[:, 2:], target[:, 2:], kind)
+    assert loss.item() == pytest.approx(crop.item(), rel=1e-6)

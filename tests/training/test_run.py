@@ -29,7 +29,10 @@ def _run_to_end(plan, samples) -> None:
 def test_settings_are_chosen_else_resumed_else_the_presets(tmp_path, disks_train):
     output = tmp_path / "run"
     fresh = plan_run(output, preset="tiny", settings={**CPU, "seed": 5, "max_steps": 1})
-    assert (fresh.config.seed, fresh.config.lr, fresh.config.epochs) == (5, 1e-3, 10)
+    assert (fresh.config.seed, fresh.config.lr, fresh.config.epochs) == (5, 1e-3, 30)
+    assert (fresh.config.schedule, fresh.config.balance, fresh.config.augment_scale) == (
+        "cosine", False, False,
+    )  # fmt: skip
     assert fresh.config.output_dir == str(output) and not has_run(output)
     _run_to_end(fresh, disks_train)
     assert has_run(output)
@@ -78,3 +81,45 @@ def test_the_no_validation_note_says_why(tmp_path):
     no_share = plan_run(tmp_path / "run", preset="tiny", settings={**CPU, "val_fraction": 0.0})
     _, val_data = no_share.split(three)
     assert "the validation fraction is 0" in no_share.validation_note(three, val_data)
+
+
+def test_a_time_budget_without_epochs_leaves_the_epochs_open(tmp_path):
+    budget = plan_run(tmp_path / "a", preset="tiny", settings={**CPU, "time_budget_s": 900})
+    assert budget.config.epochs is None and budget.config.time_budget_s == 900
+    both = plan_run(tmp_path / "b", preset="tiny", settings={"time_budget_s": 9, "epochs": 2})
+    assert both.config.epochs == 2
+    paper = plan_run(tmp_path / "c", preset="paper")
+    assert (paper.config.epochs, paper.config.schedule, paper.config.balance) == (
+        10, "constant", False,
+    )  # fmt: skip
+
+
+def test_a_run_saved_before_the_recipe_resumes_with_its_old_settings(tmp_path, disks_train):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from napari_clip_guided_sam.training.state import state_path_for
+
+    output = tmp_path / "run"
+    chosen = {**CPU, "max_steps": 1, "epochs": 2, "balance": True, "augment_scale": True}
+    plan = plan_run(output, preset="tiny", settings=chosen)
+    _run_to_end(plan, disks_train)
+    # rewrite the state as an older version wrote it: no recipe fields
+    state_file = str(state_path_for(output / "last.safetensors"))
+    with safe_open(state_file, framework="pt") as handle:
+        header = handle.metadata()
+    info = json.loads(header["info"])
+    for key in ("schedule", "warmup", "balance", "augment_intensity", "augment_scale"):
+        info["training_config"].pop(key)
+    save_file(load_file(state_file), state_file, metadata={**header, "info": json.dumps(info)})
+    resumed = plan_run(output, settings=CPU, resume=True)
+    assert (resumed.config.schedule, resumed.config.balance) == ("constant", False)
+    assert not resumed.config.augment_scale
+    kept = plan_run(tmp_path / "other", preset="tiny", settings=chosen)
+    _run_to_end(kept, disks_train)
+    again = plan_run(tmp_path / "other", settings=CPU, resume=True)  # saved with the recipe
+    assert (again.config.schedule, again.config.balance, again.config.augment_scale) == (
+        "cosine", True, True,
+    )  # fmt: skip

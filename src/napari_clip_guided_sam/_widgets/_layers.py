@@ -201,34 +201,54 @@ def labels_output(viewer, image: Image, geometry: ImageGeometry, role: str = "la
         name=free_name(viewer, f"{image.name} {role}"),
         scale=geometry.scale,
         translate=geometry.translate,
-        metadata=output_metadata(role, image, classes=[]),
-        features=class_features([]),
+        metadata=output_metadata(role, image, class_values={}),
+        features=class_features({}),
     )
 
 
-def class_features(classes: list[str]) -> pd.DataFrame:
-    """The labels layer's features: the class name of every label value."""
-    return pd.DataFrame({"index": np.arange(len(classes) + 1), "class": ["background", *classes]})
+def class_features(values: dict[str, int]) -> pd.DataFrame:
+    """The labels layer's features: the class name of every label value (0 = background)."""
+    rows = sorted(values.items(), key=lambda item: item[1])
+    return pd.DataFrame(
+        {
+            "index": [0] + [value for _, value in rows],
+            "class": ["background"] + [n for n, _ in rows],
+        }
+    )
+
+
+def _layer_values(values: dict[str, int], prediction: Prediction) -> dict[str, int]:
+    """The layer's label value of every class, adding the prediction's new classes.
+
+    A class keeps the value it already has in the layer, so "nucleus" keeps its value when
+    slices are segmented with different class lists. A new class takes the value its
+    checkpoint trained it with (`Prediction.label_table`) when that value is free and not 0
+    (0 is napari's empty label), else the next free value.
+    """
+    values = dict(values)
+    for name in prediction.class_names:
+        if name in values:
+            continue
+        wanted = prediction.label_table.values.get(name, 0)
+        if wanted < 1 or wanted in values.values():
+            wanted = max(values.values(), default=0) + 1
+        values[name] = wanted
+    return values
 
 
 def write_labels_slice(layer: Labels, index: tuple[int, ...], prediction: Prediction) -> None:
-    """Put a prediction into one slice of the labels layer (class values kept consistent).
-
-    Label values follow the layer's own class list, so "nucleus" keeps its value when
-    slices are segmented with different class lists.
-    """
-    marker = _marker(layer)
-    classes = list(marker.get("classes", []))
+    """Put a prediction into one slice of the labels layer, with consistent class values
+    (`_layer_values`) and a features table naming each value."""
+    marker = _marker(layer) or {}
+    values = _layer_values(dict(marker.get("class_values", {})), prediction)
+    table = prediction.label_table
+    slice_labels = np.zeros(prediction.labels.shape, dtype=layer.data.dtype)
     for name in prediction.class_names:
-        if name not in classes:
-            classes.append(name)
-    values = np.array(
-        [0] + [classes.index(n) + 1 for n in prediction.class_names], dtype=layer.data.dtype
-    )
-    layer.data[index] = values[prediction.labels]
-    layer.metadata = {**layer.metadata, MARKER: {**marker, "classes": classes}}
-    if len(layer.features) != len(classes) + 1:
-        layer.features = class_features(classes)
+        slice_labels[prediction.labels == table.values[name]] = values[name]
+    layer.data[index] = slice_labels
+    layer.metadata = {**layer.metadata, MARKER: {**marker, "class_values": values}}
+    if len(layer.features) != len(values) + 1:
+        layer.features = class_features(values)
     layer.refresh()
 
 

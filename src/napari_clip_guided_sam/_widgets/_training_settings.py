@@ -18,6 +18,7 @@ from qtpy.QtWidgets import QDoubleSpinBox, QFormLayout, QGroupBox, QWidget
 from ..model.config import PRESETS
 from ..model.runtime import DEVICE_CHOICES, PRECISION_CHOICES
 from ..training.engine import TrainingConfig, default_learning_rates
+from ..training.recipe import default_recipe
 from ._common import guarded
 from ._forms import (
     browse_row,
@@ -145,9 +146,13 @@ class TrainingSettings(QGroupBox):
         advanced.add_note(SAM_WEIGHTS_NOTE)
 
     def _on_preset_changed(self, preset: str) -> None:
-        """Fill the learning rates with the preset's defaults unless the user changed them."""
+        """Fill the epochs and learning rates with the preset's defaults unless the user
+        changed them."""
         if not preset:
             return
+        old_epochs = default_recipe(self._lr_preset)["epochs"] if self._lr_preset else None
+        if old_epochs is None or self.epochs_spin.value() == old_epochs:
+            self.epochs_spin.setValue(default_recipe(preset)["epochs"])
         old = default_learning_rates(self._lr_preset) if self._lr_preset else None
         current = (self.lr_edit.text(), self.clip_lr_edit.text())
         if old is None or current == (f"{old[0]:g}", f"{old[1]:g}"):

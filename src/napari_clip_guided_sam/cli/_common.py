@@ -21,9 +21,12 @@ class UsageError(CommandError):
     """The command line asks for something impossible (exit 2)."""
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """--images/--labels/--class/--class-map/--label-suffix, shared by train and evaluate."""
-    parser.add_argument("--images", required=True, metavar="DIR", help="folder of images")
+def add_data_arguments(parser: argparse.ArgumentParser, *, images_required: bool = True) -> None:
+    """--images/--labels/--class/--class-map/--label-suffix/--background/--ignore-index,
+    shared by train and evaluate."""
+    parser.add_argument(
+        "--images", required=images_required, metavar="DIR", help="folder of images"
+    )
     parser.add_argument(
         "--labels", required=True, metavar="DIR", help="folder of label images (same names)"
     )
@@ -45,6 +48,20 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         default="",
         metavar="SUFFIX",
         help="end of label file names, e.g. _labels for a.png <-> a_labels.tif",
+    )
+    parser.add_argument(
+        "--background",
+        choices=("0", "none"),
+        default=None,
+        help="0 (default): label 0 is background; none: fully labelled maps where label 0 "
+        "is a class too (give it in --class-map, e.g. 0=pore,1=clay,2=quartz,3=pyrite)",
+    )
+    parser.add_argument(
+        "--ignore-index",
+        type=int,
+        default=None,
+        metavar="VALUE",
+        help="label value of unannotated pixels (e.g. 255): left out of the loss and the scores",
     )
 
 
@@ -68,14 +85,22 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def class_map_from_args(args: argparse.Namespace):
-    """--class NAME, or --class-map "1=nucleus,2=cell" or a class_map.json (as exported)."""
+    """--class NAME, or --class-map "1=nucleus,2=cell" or a class_map.json (as exported),
+    with --background and --ignore-index (which override a class_map.json's own)."""
     from ..data.class_map import ClassMap, parse_class_map
     from ..model.guide import validate_class_names
 
+    background = getattr(args, "background", None)
+    ignore_index = getattr(args, "ignore_index", None)
     option = "--class" if args.class_name is not None else "--class-map"
     try:
         if args.class_name is not None:
-            class_map = ClassMap.single_class(args.class_name)
+            if background == "none":
+                raise UsageError(
+                    "--background none needs --class-map naming every label value, 0 included "
+                    "(e.g. 0=pore,1=clay)"
+                )
+            class_map = ClassMap.single_class(args.class_name, ignore_index=ignore_index)
         elif args.class_map.endswith(".json"):
             path = Path(args.class_map)
             if not path.is_file():
@@ -91,9 +116,16 @@ def class_map_from_args(args: argparse.Namespace):
                     f"--class-map: {path} is not valid JSON ({error}); write e.g. "
                     '{"classes": {"1": "nucleus"}}'
                 ) from None
+            if isinstance(config, dict):
+                if background is not None:
+                    config["background"] = background == "0"
+                if ignore_index is not None:
+                    config["ignore_index"] = ignore_index
             class_map = ClassMap.from_config(config)
         else:
-            class_map = parse_class_map(args.class_map)
+            class_map = parse_class_map(
+                args.class_map, background=background != "none", ignore_index=ignore_index
+            )
         validate_class_names(list(class_map.class_names))
     except (ValueError, KeyError, TypeError) as error:
         raise UsageError(f"{option}: {error}") from None

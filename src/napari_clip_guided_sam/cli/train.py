@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..evaluation.modes import PROMPT_MODES
 from ..model.config import ADAPTER_INITS
+from ..training.recipe import AUGMENTATIONS, SCHEDULES
 from ._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -29,6 +30,9 @@ examples:
   # several classes: label value = class
   clip-guided-sam train --images imgs/ --labels labels/ --class-map 1=nucleus,2=cell \\
       --output run2/ --epochs 20
+  # fully labelled maps (label 0 is a class too), 255 = unannotated
+  clip-guided-sam train --images imgs/ --labels labels/ --background none \\
+      --class-map 0=pore,1=clay,2=quartz,3=pyrite --ignore-index 255 --output run3/
   # quick CPU try without pretrained weights (random base weights, small model)
   clip-guided-sam train --images imgs/ --labels labels/ --class nucleus --preset tiny \\
       --output tiny_run/ --time-budget 300
@@ -37,7 +41,8 @@ examples:
 
 Images and labels are paired by file name (a.tif <-> a.tif, or a.png <-> a_labels.tif with
 --label-suffix _labels); labels are integer images of the same height and width, 0 being
-background. Unreadable or mismatched pairs are skipped with a warning and listed at the end.
+background unless --background none. Unreadable or mismatched pairs are skipped with a
+warning and listed at the end.
 The output folder receives best.safetensors (highest validation mIoU), last.safetensors and
 last.state.safetensors (what --resume needs). Use the checkpoint with `clip-guided-sam
 segment`. Exit codes: 0 done, 1 failed (bad data, unwritable output, missing weights),
@@ -73,7 +78,11 @@ def add_parser(subparsers) -> None:
         "baseline) or released (the authors' initialisation); default: the preset's",
     )
     parser.add_argument(
-        "--epochs", type=int, default=None, help="passes over the data in total (10)"
+        "--epochs",
+        type=int,
+        default=None,
+        help="passes over the data in total (preset default: 10; tiny 30); with "
+        "--time-budget and no --epochs, as many as the budget allows",
     )
     parser.add_argument(
         "--mode",
@@ -120,7 +129,36 @@ def add_parser(subparsers) -> None:
         metavar="N",
         help="also save the last checkpoint every N steps (besides every epoch end)",
     )
-    parser.add_argument("--no-augment", action="store_true", help="no random flips/rotations")
+    parser.add_argument(
+        "--augment",
+        default=None,
+        metavar="LIST",
+        help="random changes of the training images, comma-separated from "
+        f"{','.join(AUGMENTATIONS)}, or none (default: flips)",
+    )
+    parser.add_argument("--no-augment", action="store_true", help="same as --augment none")
+    parser.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=None,
+        help="learning rate over the run: constant, or cosine (a short warm-up, then a cosine "
+        "decay to 0 at the last planned step or at the end of --time-budget); preset default: "
+        "constant, tiny cosine",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="fraction of the run spent warming up with --schedule cosine (0.03)",
+    )
+    parser.add_argument(
+        "--balance",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="draw training examples balanced over classes and foreground sizes (few or small "
+        "objects come up more often); default: off",
+    )
     add_runtime_arguments(parser)
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the run saved in --output")
@@ -156,7 +194,10 @@ def _chosen_settings(args: argparse.Namespace) -> dict:
         "clip_lr": args.clip_lr,
         "batch_size": args.batch_size,
         "grad_accumulation": args.grad_accumulation,
-        "augment": False if args.no_augment else None,
+        **_augment_settings(args),
+        "schedule": args.schedule,
+        "warmup": args.warmup,
+        "balance": args.balance,
         "device": args.device,
         "precision": args.precision,
         "max_steps": args.max_steps,
@@ -165,7 +206,30 @@ def _chosen_settings(args: argparse.Namespace) -> dict:
     }
 
 
+def _augment_settings(args: argparse.Namespace) -> dict:
+    """--augment LIST (or --no-augment) as TrainingConfig fields; {} when not given."""
+    text = "none" if args.no_augment else args.augment
+    if text is None:
+        return {}
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    if names == {"none"}:
+        names = set()
+    unknown = names - set(AUGMENTATIONS)
+    if unknown:
+        raise UsageError(
+            f"--augment: unknown {', '.join(sorted(unknown))}; choose from "
+            f"{', '.join(AUGMENTATIONS)} or none"
+        )
+    return {
+        "augment": "flips" in names,
+        "augment_intensity": "intensity" in names,
+        "augment_scale": "scale" in names,
+        "augment_blur": "blur" in names,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..training.recipe import describe_augmentation
     from ..training.run import ExistingRunError, plan_run
     from ..training.settings import SettingError
 
@@ -199,10 +263,14 @@ def run(args: argparse.Namespace) -> int:
         f"{len(train_data)} for training, {len(val_data)} for validation; "
         f"classes {', '.join(dataset.class_names)}"
     )
+    length = f"{config.epochs} epoch(s)" if config.epochs is not None else "epochs: the time budget"
+    if config.time_budget_s is not None:
+        length += f", time budget {config.time_budget_s:g} s"
     print(
         f"preset {plan.preset}, adapters start '{plan.model_config.adapters.init}', "
-        f"{config.mode} mode, lr {config.lr:g}, CLIP lr {config.clip_lr:g}, "
-        f"{config.epochs} epoch(s) -> {output}"
+        f"{config.mode} mode, lr {config.lr:g} ({config.schedule}), CLIP lr "
+        f"{config.clip_lr:g}, augment {describe_augmentation(config)}, "
+        f"{'balanced' if config.balance else 'shuffled'} sampling, {length} -> {output}"
     )
     for line in custom_base_lines(model):
         print(line)
@@ -244,6 +312,8 @@ def _consume_training(events, skipped) -> int:
                         total=event.total_steps, initial=event.step - 1, unit="step",
                         dynamic_ncols=True, file=sys.stderr,
                     )  # fmt: skip
+                if bar.total != event.total_steps:  # estimated when a time budget plans the run
+                    bar.total = event.total_steps
                 bar.update(1)
                 bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.4f}", refresh=False)
             elif isinstance(event, EpochEvent):
@@ -282,6 +352,13 @@ def _describe_epoch(event) -> str:
     if metrics:
         text += f", validation mIoU {format_number(metrics.get('miou'))}, "
         text += f"foreground IoU {format_number(metrics.get('fg_iou'))}"
+        classes = [key.partition("/")[2] for key in metrics if key.startswith("iou/")]
+        if classes:  # several classes: each one's IoU and Dice
+            text += "; " + ", ".join(
+                f"{name} IoU {format_number(metrics.get(f'iou/{name}'))} Dice "
+                f"{format_number(metrics.get(f'dice/{name}'))}"
+                for name in classes
+            )
     return text
 
 

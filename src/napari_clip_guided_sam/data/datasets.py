@@ -37,12 +37,15 @@ class Sample:
         mask: ``bool [H, W]`` pixels of ``class_name``.
         class_name: the class prompt, e.g. ``"nucleus"``.
         source: file and slice it came from, for messages, e.g. ``"a.tif Z=3"``.
+        valid: ``bool [H, W]`` pixels that count (the class map's ignore value excluded);
+            None: every pixel counts.
     """
 
     image: np.ndarray
     mask: np.ndarray
     class_name: str
     source: str
+    valid: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- pairs
@@ -303,8 +306,15 @@ class SliceDataset(Dataset):
             mask=self.class_map.mask(labels, class_name),
             class_name=class_name,
             source=self._source(pair, index),
+            valid=self.class_map.valid(labels),
         )
         return self.transform(sample) if self.transform is not None else sample
+
+    def labels_of(self, i: int) -> np.ndarray:
+        """The label slice behind item ``i`` (as in the file; e.g. for instance scores)."""
+        k, index, _ = self._items[i]
+        pair = self._pairs[k]
+        return np.asarray(take_slice(pair.labels, pair.label_axes, index))
 
     def _rgb(self, k: int, index: tuple[int, ...]) -> np.ndarray:
         key = (k, index)

@@ -71,7 +71,11 @@ def _by_stem(folder: Path, label_suffix: str = "") -> dict[str, Path]:
 
 
 def match_by_stem(
-    image_dir: str | Path, label_dir: str | Path, *, label_suffix: str = ""
+    image_dir: str | Path,
+    label_dir: str | Path,
+    *,
+    label_suffix: str = "",
+    image_suffix: str = "",
 ) -> StemMatches:
     """Pair images and label files with the same stem (``.ome`` ignored).
 
@@ -79,6 +83,7 @@ def match_by_stem(
         image_dir: folder of images.
         label_dir: folder of label images.
         label_suffix: extra end of label stems, e.g. ``"_labels"`` for ``a_labels.tif``.
+        image_suffix: the same for the first folder's stems (e.g. when it holds labels too).
 
     Returns:
         :class:`StemMatches`: sorted (image, labels) pairs, with ``unmatched_images`` and
@@ -89,7 +94,7 @@ def match_by_stem(
         ValueError: a folder holds no supported image, two files share a stem, or no stem
             matches.
     """
-    images = _by_stem(Path(image_dir))
+    images = _by_stem(Path(image_dir), image_suffix)
     labels = _by_stem(Path(label_dir), label_suffix)
     common = sorted(images.keys() & labels.keys())
     if not common:

@@ -38,7 +38,7 @@ def draw_flip_rotation(
 ) -> FlipRotation:
     """Draw the enabled operations from ``rng``, in this order: horizontal flip and vertical
     flip with probability 1/2 each, then 0-3 quarter turns. Training on prepared tensors
-    (``training.inputs.augment``) draws through here too, so both augment alike."""
+    (``training.inputs.Augmentation``) draws through here too, so both augment alike."""
     do_h = bool(rng.random() < 0.5) if hflip else False
     do_v = bool(rng.random() < 0.5) if vflip else False
     turns = int(rng.integers(4)) if rot90 else 0
@@ -107,12 +107,13 @@ class RandomFlipRotate:
         )
 
     def __call__(self, sample: Sample) -> Sample:
-        image, mask = random_flip_rotate(
-            sample.image,
-            sample.mask,
-            self.rng,
-            hflip=self.hflip,
-            vflip=self.vflip,
-            rot90=self.rot90,
+        drawn = draw_flip_rotation(self.rng, hflip=self.hflip, vflip=self.vflip, rot90=self.rot90)
+        image, mask = flip_rotate(
+            sample.image, sample.mask, hflip=drawn.hflip, vflip=drawn.vflip, k=drawn.turns
         )
-        return dataclasses.replace(sample, image=image, mask=mask)
+        valid = sample.valid
+        if valid is not None:  # the same draw: ignored pixels move with their image
+            _, valid = flip_rotate(
+                sample.image, valid, hflip=drawn.hflip, vflip=drawn.vflip, k=drawn.turns
+            )
+        return dataclasses.replace(sample, image=image, mask=mask, valid=valid)

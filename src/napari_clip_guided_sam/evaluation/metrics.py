@@ -482,24 +482,42 @@ class MetricAccumulator:
         self._confusion = ConfusionAccumulator(num_classes=2)
         self._records: list[dict[str, float]] = []
         self._curve_sum = np.zeros(N_LEVELS)
+        self._n_curves = 0
 
     def __len__(self) -> int:
         return len(self._records)
 
-    def update(self, pred_prob, gt) -> dict[str, float]:
-        """Add one image: ``pred_prob`` HxW float in [0, 1], ``gt`` HxW bool.
+    def update(self, pred_prob, gt, valid=None) -> dict[str, float]:
+        """Add one image: ``pred_prob`` HxW float in [0, 1], ``gt`` HxW bool, ``valid`` HxW
+        bool pixels that count (None: all; unannotated pixels are left out).
 
-        Returns the image's own scores (same keys as :meth:`summary`, without ``miou``
-        and ``e_measure_max``).
+        Returns the image's own scores (same keys as :meth:`summary`, without ``miou``,
+        ``iou`` and ``e_measure_max``). The camouflaged-object scores judge whole maps, so
+        an image with left-out pixels gets only ``fg_iou``, ``dice`` and ``mae``.
         """
         prob = _as_prob_map(pred_prob, "pred_prob")
         gt = _as_mask(gt, "gt")
         _check_pair(prob, gt, ndim=2)
         binary = prob > self.threshold
-        self._confusion.update(binary, gt)
         sod_map = minmax_normalize(prob) if self.normalize else prob
+        if valid is not None:
+            valid = _as_mask(valid, "valid")
+            _check_pair(valid, gt)
+            if valid.all():
+                valid = None
+        if valid is not None:
+            self._confusion.update(binary[valid], gt[valid])
+            record = {
+                "fg_iou": foreground_iou(binary[valid], gt[valid]) if valid.any() else 1.0,
+                "dice": dice(binary[valid], gt[valid]) if valid.any() else 1.0,
+                "mae": _mae(sod_map[valid], gt[valid]) if valid.any() else 0.0,
+            }
+            self._records.append(record)
+            return dict(record)
+        self._confusion.update(binary, gt)
         curve = _e_measure_curve(sod_map, gt)
         self._curve_sum += curve
+        self._n_curves += 1
         record = {
             "fg_iou": foreground_iou(binary, gt),
             "dice": dice(binary, gt),
@@ -513,12 +531,18 @@ class MetricAccumulator:
         return dict(record)
 
     def summary(self) -> dict[str, float]:
-        """Dataset scores: miou, fg_iou, dice, mae, s_measure, e_measure, e_measure_max,
-        e_measure_adaptive, weighted_f."""
+        """Dataset scores: miou, iou (the foreground IoU of all pixels pooled), fg_iou, dice,
+        mae, s_measure, e_measure, e_measure_max, e_measure_adaptive, weighted_f (a score
+        is the mean over the images that have it)."""
         if not self._records:
             raise ValueError("no images accumulated: call update() at least once")
-        result = {"miou": self._confusion.miou(include_background=self.include_background)}
-        for key in self._records[0]:
-            result[key] = float(np.mean([record[key] for record in self._records]))
+        result = {
+            "miou": self._confusion.miou(include_background=self.include_background),
+            "iou": float(self._confusion.iou_per_class()[1]),
+        }
+        for key in dict.fromkeys(k for record in self._records for k in record):
+            result[key] = float(np.mean([r[key] for r in self._records if key in r]))
+        if self._n_curves:
+            result["e_measure_max"] = float((self._curve_sum / self._n_curves).max())
         result["e_measure_max"] = float((self._curve_sum / len(self._records)).max())
         return result

@@ -5,11 +5,17 @@ held-out images.
 Text-only mode samples prompt points from the similarity map with the inference seed
 (`guide.point_seed`), manual mode takes ground-truth points from a generator with that same
 fixed seed, so a score repeats exactly for the same weights.
+
+Each class is scored on its own mask (the class's probability above the threshold against
+the class's true pixels; unannotated pixels left out). With several classes, ``iou/<class>``
+is a class's IoU with all pixels of the data pooled, and ``miou`` the mean of those over the
+classes that appear (in the truth or the prediction); with one class ``miou`` stays the
+paper's mean over {background, class}.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,10 +25,17 @@ import torch
 from ..model import prompts
 from ..model.preprocess import InputFrame
 from ..model.runtime import autocast
+from .instances import InstanceAccumulator
 from .metrics import MetricAccumulator
 from .modes import check_mode
 
-__all__ = ["EvaluationProgress", "PreparedData", "evaluate_model", "iter_evaluation"]
+__all__ = [
+    "EvaluationProgress",
+    "InstanceScoring",
+    "PreparedData",
+    "evaluate_model",
+    "iter_evaluation",
+]
 
 
 class PreparedItem(Protocol):
@@ -47,6 +60,21 @@ class PreparedData(Protocol):
 
 
 @dataclass(frozen=True)
+class InstanceScoring:
+    """How to score objects as well as pixels.
+
+    Attributes:
+        split: a class's predicted mask (bool [H, W]) -> its objects (int [H, W]), e.g.
+            `inference.instances.split_instances` with the chosen method.
+        truth: example index -> the true objects of its class (int [H, W], see
+            `evaluation.instances.true_objects`).
+    """
+
+    split: Callable[[np.ndarray], np.ndarray]
+    truth: Callable[[int], np.ndarray]
+
+
+@dataclass(frozen=True)
 class EvaluationProgress:
     """One image scored: `done` of `total`."""
 
@@ -62,13 +90,17 @@ def iter_evaluation(
     *,
     dtype: torch.dtype | None = None,
     threshold: float = 0.5,
+    instances: InstanceScoring | None = None,
+    rows: bool = False,
 ) -> Generator[EvaluationProgress, None, dict]:
     """Score `model` on prepared examples.
 
     Yields one EvaluationProgress per example and returns the metrics: every key of
-    `MetricAccumulator.summary()` (``miou`` over {background, foreground}, ``fg_iou``,
-    ``dice``…) over all examples, ``n_samples``, and with several classes also
-    ``"<key>/<class>"`` per class. The model is left in eval mode.
+    `MetricAccumulator.summary()` (``miou``, ``iou``, ``fg_iou``, ``dice``…) over all
+    examples, ``n_samples``, and with several classes also ``"<key>/<class>"`` per class
+    (``miou`` is then the mean class IoU, see the module). With `instances`, also
+    ``"instances"``: `InstanceAccumulator.summary()` plus its per-image ``rows``; with
+    `rows`, ``"rows"``: each example's own scores. The model is left in eval mode.
     """
     check_mode(mode)
     if len(data) == 0:
@@ -77,6 +109,8 @@ def iter_evaluation(
     device = model.device
     overall = MetricAccumulator(threshold=threshold)
     per_class: dict[str, MetricAccumulator] = {}
+    objects = InstanceAccumulator() if instances is not None else None
+    records: list[dict] = []
     text_cache: dict[str, torch.Tensor] = {}
     seed = model.config.guide.point_seed
     for index in range(len(data)):
@@ -100,22 +134,48 @@ def iter_evaluation(
             )
         logits = sample.frame.logits_to_original(output.low_res_logits[0, 0].float())
         probability = torch.sigmoid(logits).cpu().numpy()
-        truth = data.original_mask(index)
-        overall.update(probability, truth)
+        truth, valid = _truth(data, index)
+        record = overall.update(probability, truth, valid)
+        if rows:
+            records.append({"image": sample.source, "class": sample.class_name, **record})
         per_class.setdefault(sample.class_name, MetricAccumulator(threshold=threshold)).update(
-            probability, truth
+            probability, truth, valid
         )
+        if instances is not None and objects is not None:
+            predicted = probability > threshold
+            if valid is not None:
+                predicted &= valid
+            objects.update(
+                instances.split(predicted), instances.truth(index), sample.source, sample.class_name
+            )
         yield EvaluationProgress(index + 1, len(data), sample.source)
-    return _summarise(overall, per_class)
+    metrics = summarise(overall, per_class)
+    if rows:
+        metrics["rows"] = records
+    if objects is not None:
+        metrics["instances"] = {**objects.summary(), "rows": objects.rows()}
+    return metrics
 
 
-def _summarise(overall: MetricAccumulator, per_class: dict[str, MetricAccumulator]) -> dict:
+def _truth(data: PreparedData, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The ground truth and the pixels that count (None: all) at the original size."""
+    original_truth = getattr(data, "original_truth", None)
+    if original_truth is not None:
+        return original_truth(index)
+    return data.original_mask(index), None
+
+
+def summarise(overall: MetricAccumulator, per_class: dict[str, MetricAccumulator]) -> dict:
+    """The metrics dict of `iter_evaluation` from its accumulators (see there)."""
     metrics: dict = {key: _finite(value) for key, value in overall.summary().items()}
     metrics["n_samples"] = len(overall)
     if len(per_class) > 1:
         for name, accumulator in per_class.items():
             for key, value in accumulator.summary().items():
                 metrics[f"{key}/{name}"] = _finite(value)
+        class_iou = [metrics[f"iou/{name}"] for name in per_class]
+        present = [value for value in class_iou if value is not None]
+        metrics["miou"] = float(np.mean(present)) if present else None
     return metrics
 
 

@@ -7,6 +7,7 @@ maxima of that distance (each roughly convex object has one maximum near its cen
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -128,7 +129,11 @@ def _relabel_sequential(instances: np.ndarray) -> np.ndarray:
 
 
 def labels_to_instances(
-    labels: np.ndarray, n_classes: int | None = None, config: InstanceConfig | None = None
+    labels: np.ndarray,
+    n_classes: int | None = None,
+    config: InstanceConfig | None = None,
+    *,
+    values: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Instances of every class of a class-label image, numbered consecutively.
 
@@ -136,15 +141,20 @@ def labels_to_instances(
         labels: ``int [H, W]``, 0 background, ``k + 1`` for class ``k``.
         n_classes: number of classes (default: the largest label).
         config: see :func:`split_instances`.
+        values: the label value of each class instead (e.g. a checkpoint's label table),
+            in the order their objects are numbered; other values are unlabelled.
 
     Returns:
-        ``int32 [H, W]``: class 1's instances get ids 1..n1, class 2's n1+1..n1+n2, ...
+        ``int32 [H, W]``: the first class's instances get ids 1..n1, the second's
+        n1+1..n1+n2, ...
     """
     labels = np.asarray(labels)
-    n_classes = int(labels.max()) if n_classes is None else int(n_classes)
+    if values is None:
+        n_classes = int(labels.max()) if n_classes is None else int(n_classes)
+        values = range(1, n_classes + 1)
     out = np.zeros(labels.shape, dtype=np.int32)
     offset = 0
-    for value in range(1, n_classes + 1):
+    for value in values:
         instances = split_instances(labels == value, config)
         found = instances > 0
         out[found] = instances[found] + offset

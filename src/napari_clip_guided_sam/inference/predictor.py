@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.class_map import LabelTable
 from ..model.card import ModelCard
 from ..model.checkpoint import CheckpointError, load_model, read_checkpoint, same_architecture
 from ..model.clip_guided_sam import CLIPGuidedSAM, GuideOutput
@@ -58,11 +59,18 @@ class InferenceMemoryError(RuntimeError):
 class Prediction:
     """Masks of K classes for one image of size H x W (all in the original frame)."""
 
-    labels: np.ndarray  # int32 [H, W]: 0 background, k + 1 = class_names[k]
+    labels: np.ndarray  # int32 [H, W]: label_table's value of each pixel's class
     probabilities: np.ndarray  # float32 [K, H, W] mask probabilities
     similarity_maps: np.ndarray  # float32 [K, H, W] CLIP similarity maps in [0, 1]
     class_names: list[str]
     iou_predictions: np.ndarray  # float32 [K] SAM's predicted IoU per class
+    # Label value of each class and of unlabelled pixels (default: k + 1 for class_names[k],
+    # 0 unlabelled; see Predictor.label_table_for).
+    label_table: LabelTable | None = None
+
+    def __post_init__(self) -> None:
+        if self.label_table is None:
+            self.label_table = LabelTable.positional(self.class_names)
 
 
 @dataclass
@@ -176,6 +184,8 @@ class Predictor:
         self.stats = PredictorStats()
         self.checkpoint_path: Path | None = None
         self.checkpoint_card: ModelCard | None = None  # the loaded checkpoint's card, if any
+        # The output label values of the checkpoint's classes, as in its training labels.
+        self.checkpoint_labels: LabelTable | None = None
         self._lock = threading.RLock()
         self._text_features: dict[str, torch.Tensor] = {}  # class name -> [D]
         self._closed_set = {
@@ -251,6 +261,9 @@ class Predictor:
         predictor = cls(model, device, precision, features, **options)
         predictor.checkpoint_path = Path(checkpoint)
         predictor.checkpoint_card = loaded.card
+        table = loaded.metadata.get("label_table")
+        if table is not None:
+            predictor.checkpoint_labels = LabelTable.from_config(table)
         return predictor
 
     # ------------------------------------------------------------------ properties
@@ -283,6 +296,14 @@ class Predictor:
     def closed_set_classes(self) -> list[str]:
         """Class names whose text features came with the checkpoint (empty: open set)."""
         return list(self._closed_set)
+
+    def label_table_for(self, class_names: Sequence[str]) -> LabelTable:
+        """The label values `predict(class_names)` writes: the checkpoint's own values when
+        it was trained on all these classes (any subset of them, each keeps its value),
+        else ``k + 1`` for the k-th name with 0 unlabelled."""
+        names = _clean_names(class_names)
+        table = self.checkpoint_labels.subset(names) if self.checkpoint_labels else None
+        return table if table is not None else LabelTable.positional(names)
 
     # ------------------------------------------------------------------ options
     def set_guide_options(
@@ -477,6 +498,7 @@ class Predictor:
     ) -> Prediction:
         """Prompt encoder + mask decoder for every class, then back to the original frame."""
         frame = self._require_image().frame
+        table = self.label_table_for(names)
         maps = torch.stack([e.similarity_map for e in entries])  # [K, S, S]
         threads = self.decoder_threads
         if threads is None and self.device.type == "cpu":
@@ -496,7 +518,10 @@ class Predictor:
                 embeddings, dense, coords.to(self.device), labels.to(self.device)
             )
             probabilities = frame.logits_to_original(logits.float()).sigmoid_()
-            label_image = _label_image(probabilities, threshold)
+            values = torch.tensor([table.values[n] for n in names], dtype=torch.int32)
+            label_image = _label_image(
+                probabilities, threshold, values.to(probabilities.device), table.unlabelled
+            )
             for entry in entries:  # the maps do not change with the prompts: resized once
                 if entry.similarity_original is None:
                     resized = frame.logits_to_original(entry.similarity_map).clamp_(0.0, 1.0)
@@ -508,6 +533,7 @@ class Predictor:
             similarity_maps=np.stack([_resized_map(e) for e in entries]),
             class_names=list(names),
             iou_predictions=ious.float().cpu().numpy(),
+            label_table=table,
         )
 
     # ------------------------------------------------------------------ runtime
@@ -539,13 +565,15 @@ class Predictor:
             ) from error
 
 
-def _label_image(probabilities: torch.Tensor, threshold: float) -> torch.Tensor:
-    """[K, H, W] probabilities -> int32 [H, W]: k + 1 where class k is the most probable
-    and above `threshold`, else 0."""
+def _label_image(
+    probabilities: torch.Tensor, threshold: float, values: torch.Tensor, unlabelled: int
+) -> torch.Tensor:
+    """[K, H, W] probabilities -> int32 [H, W]: the label value (`values[k]`) of the most
+    probable class where it is above `threshold`, else `unlabelled`."""
     if probabilities.shape[0] == 1:
-        return (probabilities[0] > threshold).to(torch.int32)
+        return torch.where(probabilities[0] > threshold, values[0], unlabelled)
     best, index = probabilities.max(dim=0)
-    return torch.where(best > threshold, index.to(torch.int32) + 1, 0)
+    return torch.where(best > threshold, values[index], unlabelled)
 
 
 def _is_out_of_memory(error: BaseException) -> bool:

@@ -7,9 +7,11 @@ metrics after every epoch, `CheckpointEvent` for every file written, and finally
 cancels by no longer iterating (`generator.close()`): checkpoints are written atomically at
 epoch ends (and every `checkpoint_every` steps), so the last one on disk stays valid.
 
-Reproducibility: the shuffle order is a function of (seed, epoch) and every random draw of a
-batch (augmentation, prompt points, torch's global RNG) of (seed, epoch, batch), so a run
-resumed from its training state gives the same weights and metrics as an uninterrupted one.
+Reproducibility: the shuffle order (or the balanced draw) is a function of (seed, epoch) and
+every random draw of a batch (augmentation, prompt points, torch's global RNG) of (seed,
+epoch, batch), so a run resumed from its training state gives the same weights and metrics
+as an uninterrupted one. The learning-rate schedule follows the planned steps; under a time
+budget it follows the training time instead (see `lr_factor`), which no run repeats exactly.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 from .._atomic import ensure_folder, os_error, temporary_file
+from ..data.class_map import LabelTable
 from ..evaluation.modes import check_mode
 from ..evaluation.scoring import evaluate_model
 from ..model import prompts
@@ -38,9 +41,11 @@ from ..model.config import ModelConfig
 from ..model.guide import validate_class_names
 from ..model.runtime import autocast, resolve_device, resolve_precision
 from ..model.trainable import parameter_groups
-from .inputs import Batch, PreparedCache, collate, mask_to_logit_size
+from .inputs import Augmentation, Batch, PreparedCache, collate, mask_to_logit_size
 from .losses import segmentation_loss
 from .model_card import summarize_data, training_card
+from .recipe import LEGACY_SETTINGS, SCHEDULES, lr_factor
+from .sampling import balanced_order, epoch_order, sampling_weights
 from .settings import check_settings
 from .state import (
     TrainingState,
@@ -66,7 +71,7 @@ def default_learning_rates(preset: str) -> tuple[float, float]:
 class TrainingConfig:
     """How to train; the model's own settings (loss, prompts) live in its ModelConfig."""
 
-    epochs: int = 10
+    epochs: int | None = 10  # None: as many as the time budget allows
     lr: float = 5e-5  # adapters, mask decoder, prompt encoder
     clip_lr: float = 1e-7  # CLIP's trainable attention and text positional embedding
     # AdamW weight decay per group, as released: 1e-3 for adapters, mask decoder and prompt
@@ -85,6 +90,12 @@ class TrainingConfig:
     last_name: str = "last.safetensors"
     best_metric: str = "miou"  # validation metric that selects the best checkpoint
     augment: bool = True  # random flips and quarter turns
+    augment_intensity: bool = False  # contrast, brightness and gamma jitter
+    augment_scale: bool = False  # zoom jitter
+    augment_blur: bool = False  # occasional Gaussian blur
+    balance: bool = False  # draw examples balanced over classes and foreground sizes
+    schedule: str = "constant"  # learning rate: "constant" or "cosine" (warm-up + cosine)
+    warmup: float = 0.03  # fraction of the run spent warming up ("cosine")
     max_steps: int | None = None  # stop after this many optimiser steps in total
     time_budget_s: float | None = None  # stop after this much training time in total
     checkpoint_every: int | None = None  # also write the last checkpoint every N steps
@@ -93,9 +104,21 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         check_mode(self.mode)
         check_settings(self)  # every numeric setting finite and in range (training.settings)
+        if self.epochs is None and self.time_budget_s is None:
+            raise ValueError("epochs may be left open (None) only with a time budget.")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def augmentation(self) -> Augmentation:
+        return Augmentation(
+            self.augment, self.augment_intensity, self.augment_scale, self.augment_blur
+        )
 
     @property
     def best_path(self) -> Path | None:
@@ -106,8 +129,12 @@ class TrainingConfig:
         return None if self.output_dir is None else Path(self.output_dir) / self.last_name
 
 
-# Settings a resumed run must share with the interrupted one to continue it exactly.
-_RESUME_KEYS = ("seed", "batch_size", "grad_accumulation", "mode", "augment")
+# Settings a resumed run must share with the interrupted one to continue it exactly. A run
+# saved before a setting existed used the value in LEGACY_SETTINGS.
+_RESUME_KEYS = (
+    "seed", "batch_size", "grad_accumulation", "mode", "augment", "augment_intensity",
+    "augment_scale", "augment_blur", "balance", "schedule", "warmup",
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- events
@@ -129,6 +156,7 @@ class StepEvent:
     loss: float
     elapsed_s: float
     eta_s: float | None
+    lr: float | None = None  # learning rate of the adapters and decoder in this step
 
 
 @dataclass(frozen=True)
@@ -182,11 +210,6 @@ def derived_seed(seed: int, *keys: int) -> int:
 
 
 _STREAM_TORCH, _STREAM_AUGMENT, _STREAM_POINTS = 0, 1, 2
-
-
-def epoch_order(seed: int, epoch: int, count: int) -> np.ndarray:
-    """The shuffled sample order of an epoch."""
-    return np.random.default_rng([seed, epoch]).permutation(count)
 
 
 @contextlib.contextmanager
@@ -272,6 +295,16 @@ def _prepare_samples(*caches: PreparedCache | None) -> Generator[PreparingEvent,
         done += len(cache)
 
 
+def label_table(data: Sequence, names: Sequence[str]) -> LabelTable:
+    """The output label value of each class: the data's class map's, else by position."""
+    class_map = getattr(data, "class_map", None)
+    if class_map is not None:
+        table = class_map.label_table().subset(names)
+        if table is not None:
+            return table
+    return LabelTable.positional(names)
+
+
 def _class_names(data: Sequence, cache: PreparedCache, given: Sequence[str] | None) -> list[str]:
     names = given if given is not None else getattr(data, "class_names", None)
     if names is None:
@@ -305,8 +338,12 @@ def training_loss(
         # the model config names (`guide.text_gradient`).
         text = model.text_features(batch.class_names)[:, None]  # [B, 1, D]
         output = model(images, text, point_coords=points, point_labels=labels, generator=generator)
-    target = mask_to_logit_size(batch.masks, model.config.sam.low_res_size).to(device)
-    return segmentation_loss(output.low_res_logits[:, 0], target, model.config.loss)
+    size = model.config.sam.low_res_size
+    target = mask_to_logit_size(batch.masks, size).to(device)
+    valid = (
+        None if batch.valid is None else (mask_to_logit_size(batch.valid, size) > 0.5).to(device)
+    )
+    return segmentation_loss(output.low_res_logits[:, 0], target, model.config.loss, valid)
 
 
 # --------------------------------------------------------------------------- engine
@@ -343,6 +380,7 @@ def train(
     names = _class_names(train_data, train_cache, class_names)
     validate_class_names(names)
     info = {
+        "label_table": label_table(train_data, names).to_config(),
         "model_config": model.config.to_dict(),
         "base_weights": model.base_weights,
         "base": model.base.to_dict(),
@@ -399,7 +437,8 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
     if not saved_base.same_weights(BaseWeights.from_dict(current["base"])):
         problems.append(f"base weights {saved['base_weights']} (now {current['base_weights']})")
     for key in _RESUME_KEYS:
-        was, now = saved["training_config"][key], current["training_config"][key]
+        was = saved["training_config"].get(key, LEGACY_SETTINGS.get(key))
+        now = current["training_config"][key]
         if was != now:
             problems.append(f"{key}={was!r} (now {now!r})")
     if saved["n_train"] != current["n_train"]:
@@ -424,8 +463,14 @@ class _Run:
         count = len(train)
         self.batches_per_epoch = math.ceil(count / config.batch_size)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / config.grad_accumulation)
-        total = config.epochs * self.steps_per_epoch
-        self.total_steps = min(total, config.max_steps) if config.max_steps else total
+        # Steps planned by epochs and max_steps (None: only the time budget limits the run).
+        planned = None if config.epochs is None else config.epochs * self.steps_per_epoch
+        if config.max_steps:
+            planned = config.max_steps if planned is None else min(planned, config.max_steps)
+        self.planned_steps = planned
+        self.total_steps = planned or 0  # an estimate from the step rate when None
+        self.epochs = math.inf if config.epochs is None else config.epochs
+        self.weights = sampling_weights(train) if config.balance else None
         self.clock = _Clock(state.elapsed_s)
         self.stopped = "completed"
 
@@ -434,7 +479,7 @@ class _Run:
         config, state = self.config, self.state
         start_step, start_time = state.step, self.clock.elapsed()
         self.stopped = self._limit_reason()
-        while self.stopped == "completed" and state.epoch < config.epochs:
+        while self.stopped == "completed" and state.epoch < self.epochs:
             epoch = state.epoch
             if state.batch == 0:
                 state.epoch_loss_sum, state.epoch_loss_count = 0.0, 0
@@ -459,7 +504,10 @@ class _Run:
         return result
 
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        order = epoch_order(self.config.seed, epoch, len(self.train_cache))
+        if self.weights is None:
+            order = epoch_order(self.config.seed, epoch, len(self.train_cache))
+        else:
+            order = balanced_order(self.config.seed, epoch, self.weights)
         size = self.config.batch_size
         return [order[start : start + size] for start in range(0, len(order), size)]
 
@@ -470,14 +518,17 @@ class _Run:
         group = range(state.batch, min(state.batch + config.grad_accumulation, len(batches)))
         total = 0.0
         seed = config.seed
+        self._set_learning_rates()
+        augmentation = config.augmentation
         for index in group:
             with _seeded_global_rng(self.device, derived_seed(seed, epoch, index, _STREAM_TORCH)):
                 augment = (
                     np.random.default_rng(derived_seed(seed, epoch, index, _STREAM_AUGMENT))
-                    if config.augment
+                    if augmentation.enabled
                     else None
                 )
-                batch = collate([self.train_cache[int(i)] for i in batches[index]], augment)
+                samples = [self.train_cache[int(i)] for i in batches[index]]
+                batch = collate(samples, augment, augmentation)
                 points = torch.Generator().manual_seed(
                     derived_seed(seed, epoch, index, _STREAM_POINTS)
                 )
@@ -516,6 +567,25 @@ class _Run:
                     f"the weights of {name} are no longer finite numbers", self.state.step
                 )
 
+    def progress(self) -> float:
+        """How far the run is, 0 to 1: by steps of the planned steps, or by training time of
+        the time budget, whichever limit is nearer."""
+        config, fractions = self.config, []
+        if self.planned_steps:
+            fractions.append(self.state.step / self.planned_steps)
+        if config.time_budget_s is not None:
+            fractions.append(self.clock.elapsed() / config.time_budget_s)
+        return max(fractions, default=0.0)
+
+    def _set_learning_rates(self) -> None:
+        config = self.config
+        if config.schedule == "constant":
+            return  # the rates set at the start (or on resume) stay
+        factor = lr_factor(self.progress(), config.schedule, config.warmup)
+        for group in self.optimizer.param_groups:
+            base = config.clip_lr if group.get("name") == "clip" else config.lr
+            group["lr"] = base * factor
+
     def _limit_reason(self) -> str:
         config = self.config
         if config.max_steps is not None and self.state.step >= config.max_steps:
@@ -527,10 +597,16 @@ class _Run:
     def _step_event(self, epoch: int, loss: float, start_step: int, start_time: float):
         elapsed = self.clock.elapsed()
         done_here = self.state.step - start_step
-        eta = (elapsed - start_time) / done_here * (self.total_steps - self.state.step)
-        if self.config.time_budget_s is not None:
-            eta = min(eta, max(0.0, self.config.time_budget_s - elapsed))
-        return StepEvent(epoch + 1, self.state.step, self.total_steps, loss, elapsed, eta)
+        seconds_per_step = (elapsed - start_time) / done_here
+        budget = self.config.time_budget_s
+        if self.planned_steps is None and budget is not None:  # the budget sets the length
+            remaining = max(0.0, budget - elapsed)
+            self.total_steps = self.state.step + round(remaining / max(seconds_per_step, 1e-9))
+        eta = seconds_per_step * (self.total_steps - self.state.step)
+        if budget is not None:
+            eta = min(eta, max(0.0, budget - elapsed))
+        lr = next(g["lr"] for g in self.optimizer.param_groups if g.get("name") != "clip")
+        return StepEvent(epoch + 1, self.state.step, self.total_steps, loss, elapsed, eta, lr)
 
     # ------------------------------------------------------------------ epoch end
     def _end_epoch(self, epoch: int, complete: bool):
@@ -610,6 +686,7 @@ class _Run:
             "step": self.state.step,
             "metrics": dict(metrics or {}),
             "training": self.config.to_dict(),
+            "label_table": self.info["label_table"],
         }
         progress = {
             "checkpoint": kind,

@@ -161,10 +161,17 @@ def training_dataset(pairs: Sequence[SlicePair], class_map: ClassMap) -> SliceDa
 
 # --------------------------------------------------------------------------- class maps
 def class_map_arguments(class_map: ClassMap) -> list[str]:
-    """The CLI arguments that give ``class_map``: ``--class NAME`` or ``--class-map V=N,...``."""
+    """The CLI arguments that give ``class_map``: ``--class NAME`` or ``--class-map V=N,...``,
+    with ``--background none`` and ``--ignore-index V`` when it has them."""
     if class_map.is_single_class:
-        return ["--class", class_map.class_names[0]]
-    return ["--class-map", format_class_map(class_map)]
+        arguments = ["--class", class_map.class_names[0]]
+    else:
+        arguments = ["--class-map", format_class_map(class_map)]
+        if not class_map.background:
+            arguments += ["--background", "none"]
+    if class_map.ignore_index is not None:
+        arguments += ["--ignore-index", str(class_map.ignore_index)]
+    return arguments
 
 
 # --------------------------------------------------------------------------- export

@@ -2,12 +2,14 @@
 
 A sample (uint8 RGB [H, W, 3] + bool mask [H, W] + class name) becomes the SAM input
 tensor through the same `prepare_image` inference uses, and its mask is carried into the
-same frame with nearest-neighbour resizing. Augmentation (flips, quarter turns) acts on the
-prepared tensors, so each file is read, normalised and resized once per run.
+same frame with nearest-neighbour resizing. Augmentation (flips and quarter turns; for
+microscopy also intensity, scale and blur jitter, `Augmentation`) acts on the prepared
+tensors, so each file is read, normalised and resized once per run.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
@@ -20,6 +22,7 @@ from ..data.datasets import train_val_split
 from ..data.transforms import draw_flip_rotation
 from ..model.config import ModelConfig
 from ..model.preprocess import InputFrame, prepare_image
+from ..model.sam import PIXEL_MEAN, PIXEL_STD
 
 
 @dataclass(frozen=True)
@@ -31,10 +34,12 @@ class PreparedSample:
     frame: InputFrame  # maps logits back to the original size
     class_name: str
     source: str
+    valid: torch.Tensor | None = None  # [S, S] bool, pixels that count (None: all)
 
     @property
     def nbytes(self) -> int:
-        return self.image.numel() * self.image.element_size() + self.mask.numel()
+        extra = 0 if self.valid is None else self.valid.numel()
+        return self.image.numel() * self.image.element_size() + self.mask.numel() + extra
 
 
 def mask_to_frame(mask: np.ndarray, frame: InputFrame) -> torch.Tensor:
@@ -80,12 +85,15 @@ def prepare_sample(sample, config: ModelConfig) -> PreparedSample:
         image, frame = prepare_image(sample.image, config.sam.image_size, config.resize)
     except ValueError as error:
         raise ValueError(f"{source}: {error}" if source else str(error)) from error
+    valid = getattr(sample, "valid", None)
     return PreparedSample(
         image=image,
         mask=mask_to_frame(sample.mask, frame),
         frame=frame,
         class_name=sample.class_name,
         source=source,
+        # Padding (longest-side resize) is outside the valid pixels.
+        valid=None if valid is None else mask_to_frame(valid, frame),
     )
 
 
@@ -127,22 +135,120 @@ class PreparedCache:
 
     def original_mask(self, index: int) -> np.ndarray:
         """The ground truth at the original size, bool [H, W] (for validation metrics)."""
-        return np.asarray(self.data[index].mask, dtype=bool)
+        return self.original_truth(index)[0]
+
+    def original_truth(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The ground truth at the original size, bool [H, W], and the pixels that count
+        (bool [H, W]; None: all), read in one access."""
+        sample = self.data[index]
+        valid = getattr(sample, "valid", None)
+        mask = np.asarray(sample.mask, dtype=bool)
+        return mask, None if valid is None else np.asarray(valid, dtype=bool)
 
 
-def augment(
-    image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random horizontal/vertical flip and quarter turn of image [3, S, S] and mask [S, S]
-    (drawn as `data.transforms` draws them for arrays)."""
-    drawn = draw_flip_rotation(rng)
+@dataclass(frozen=True)
+class Augmentation:
+    """Random changes of a training example, drawn per batch from the engine's generator.
+
+    Attributes:
+        flips: horizontal/vertical flips and quarter turns (as `data.transforms` draws them).
+        intensity: contrast x [0.75, 1.33], brightness +-0.08 of the range and gamma
+            [0.75, 1.33] (log-uniform), the same for all channels, on the 0-255 image.
+        scale: zoom by [0.75, 1.33] (log-uniform) about a random centre, reflecting at the
+            border; image bilinear, mask nearest.
+        blur: with probability 0.25 a Gaussian blur, sigma 0.5-1.5 px of the SAM frame.
+
+    Draws happen in this order, and only for the enabled operations.
+    """
+
+    flips: bool = True
+    intensity: bool = False
+    scale: bool = False
+    blur: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.flips or self.intensity or self.scale or self.blur
+
+    def __call__(
+        self,
+        image: torch.Tensor,
+        mask: torch.Tensor,
+        valid: torch.Tensor | None,
+        rng: np.random.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Augment image [3, S, S] (SAM-normalised), mask [S, S] and valid [S, S] alike."""
+        if self.flips:
+            image, mask, valid = _flip_rotate(image, mask, valid, draw_flip_rotation(rng))
+        if self.scale:
+            image, mask, valid = _zoom(image, mask, valid, rng)
+        if self.intensity:
+            image = _jitter_intensity(image, rng)
+        if self.blur and rng.random() < 0.25:
+            image = _blur(image, float(rng.uniform(0.5, 1.5)))
+        return image, mask, valid
+
+
+def _flip_rotate(image, mask, valid, drawn):
+    tensors = [image, mask] + ([] if valid is None else [valid])
     if drawn.hflip:
-        image, mask = image.flip(-1), mask.flip(-1)
+        tensors = [t.flip(-1) for t in tensors]
     if drawn.vflip:
-        image, mask = image.flip(-2), mask.flip(-2)
+        tensors = [t.flip(-2) for t in tensors]
     if drawn.turns:
-        image, mask = image.rot90(drawn.turns, (-2, -1)), mask.rot90(drawn.turns, (-2, -1))
-    return image, mask
+        tensors = [t.rot90(drawn.turns, (-2, -1)) for t in tensors]
+    return tensors[0], tensors[1], tensors[2] if valid is not None else None
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+def _zoom(image, mask, valid, rng):
+    """Zoom by a random factor about a random centre (reflection beyond the border)."""
+    factor = _log_uniform(rng, 0.75, 1.33)
+    shift = rng.uniform(-1.0, 1.0, size=2) * abs(1.0 - 1.0 / factor)
+    theta = torch.tensor(
+        [[1.0 / factor, 0.0, shift[0]], [0.0, 1.0 / factor, shift[1]]], dtype=torch.float32
+    )[None]
+    size = image.shape[-1]
+    grid = F.affine_grid(theta, [1, 1, size, size], align_corners=False)
+
+    def sample(tensor: torch.Tensor, mode: str) -> torch.Tensor:
+        source = tensor.float()[None] if tensor.dim() == 3 else tensor.float()[None, None]
+        out = F.grid_sample(source, grid, mode=mode, padding_mode="reflection", align_corners=False)
+        return out[0] if tensor.dim() == 3 else out[0, 0]
+
+    image = sample(image, "bilinear")
+    mask = sample(mask, "nearest") > 0.5
+    valid = None if valid is None else sample(valid, "nearest") > 0.5
+    return image, mask, valid
+
+
+_MEAN = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
+_STD = torch.tensor(PIXEL_STD).view(3, 1, 1)
+
+
+def _jitter_intensity(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Contrast, brightness and gamma on the 0-255 image behind the normalised tensor."""
+    contrast = _log_uniform(rng, 0.75, 1.33)
+    brightness = float(rng.uniform(-0.08, 0.08))
+    gamma = _log_uniform(rng, 0.75, 1.33)
+    unit = ((image * _STD + _MEAN) / 255.0).clamp(0.0, 1.0)
+    centre = unit.mean()
+    unit = ((unit - centre) * contrast + centre + brightness).clamp(0.0, 1.0) ** gamma
+    return (unit * 255.0 - _MEAN) / _STD
+
+
+def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, math.ceil(2.5 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    channels = image.shape[0]
+    padded = F.pad(image[None], (radius, radius, radius, radius), mode="reflect")
+    rows = F.conv2d(padded, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
+    return F.conv2d(rows, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)[0]
 
 
 @dataclass
@@ -152,18 +258,32 @@ class Batch:
     images: torch.Tensor  # [B, 3, S, S]
     masks: torch.Tensor  # [B, S, S] bool
     class_names: list[str]
+    valid: torch.Tensor | None = None  # [B, S, S] bool pixels that count; None: all
 
 
-def collate(samples: Sequence[PreparedSample], rng: np.random.Generator | None = None) -> Batch:
-    """Stack prepared samples, augmenting each with `rng` when given."""
-    images, masks = [], []
+def collate(
+    samples: Sequence[PreparedSample],
+    rng: np.random.Generator | None = None,
+    augmentation: Augmentation = Augmentation(),
+) -> Batch:
+    """Stack prepared samples, augmenting each with `augmentation` drawn from `rng` (none
+    without a generator)."""
+    images, masks, valids = [], [], []
     for sample in samples:
-        image, mask = sample.image, sample.mask
-        if rng is not None:
-            image, mask = augment(image, mask, rng)
+        image, mask, valid = sample.image, sample.mask, sample.valid
+        if rng is not None and augmentation.enabled:
+            image, mask, valid = augmentation(image, mask, valid, rng)
         images.append(image)
         masks.append(mask)
-    return Batch(torch.stack(images), torch.stack(masks), [s.class_name for s in samples])
+        valids.append(valid)
+    stacked_valid = None
+    if any(v is not None for v in valids):
+        stacked_valid = torch.stack(
+            [torch.ones_like(m) if v is None else v for m, v in zip(masks, valids, strict=True)]
+        )
+    return Batch(
+        torch.stack(images), torch.stack(masks), [s.class_name for s in samples], stacked_valid
+    )
 
 
 class Subset(Sequence):
@@ -190,6 +310,11 @@ class Subset(Sequence):
     @property
     def class_names(self) -> tuple[str, ...] | None:
         return getattr(self.data, "class_names", None)
+
+    @property
+    def class_map(self) -> Any:
+        """The `data.class_map.ClassMap` of the data, if it has one."""
+        return getattr(self.data, "class_map", None)
 
 
 def split_dataset(dataset, val_fraction: float, seed: int) -> tuple[Subset, Subset]:

@@ -44,7 +44,8 @@ def _label_source(dataset: Any) -> str:
 # Training settings that describe the run itself (not where files went or memory use).
 CARD_SETTINGS = (
     "epochs", "lr", "clip_lr", "weight_decay", "batch_size", "grad_accumulation", "mode",
-    "val_fraction", "seed", "precision", "augment", "max_steps", "time_budget_s",
+    "val_fraction", "seed", "precision", "augment", "augment_intensity", "augment_scale",
+    "augment_blur", "balance", "schedule", "warmup", "max_steps", "time_budget_s",
     "best_metric",
 )  # fmt: skip
 

@@ -33,6 +33,7 @@ from .engine import (
     train,
 )
 from .inputs import Subset, split_dataset
+from .recipe import LEGACY_SETTINGS, default_recipe
 from .state import read_state_info, resolve_resume_path, state_path_for
 
 __all__ = [
@@ -58,6 +59,12 @@ RESUMED_SETTINGS = (
     "batch_size",
     "grad_accumulation",
     "augment",
+    "augment_intensity",
+    "augment_scale",
+    "augment_blur",
+    "balance",
+    "schedule",
+    "warmup",
 )
 
 
@@ -181,8 +188,9 @@ def plan_run(
     Args:
         preset: the model preset; None: the resumed run's, else `DEFAULT_PRESET`.
         settings: `TrainingConfig` fields the user chose (None values count as not chosen);
-            the others are the resumed run's (`RESUMED_SETTINGS`), else the defaults, with
-            the preset's learning rates.
+            the others are the resumed run's (`RESUMED_SETTINGS`), else the preset's
+            learning rates and recipe (`engine.default_recipe`). A time budget without a
+            chosen epoch count leaves the epochs open: the budget sets the run's length.
         resume: continue the interrupted run saved in `output`.
         overwrite: replace a run in `output` (its files are removed when training starts).
         adapter_init: "released" or "identity"; None: the preset's (a resumed run's own).
@@ -237,9 +245,18 @@ def _training_config(
     preset: str, chosen: Mapping[str, Any], saved: Mapping[str, Any] | None, output: Path
 ) -> TrainingConfig:
     lr, clip_lr = default_learning_rates(preset)
-    values: dict[str, Any] = {"lr": lr, "clip_lr": clip_lr}
+    values: dict[str, Any] = {"lr": lr, "clip_lr": clip_lr, **default_recipe(preset)}
     if saved is not None:
         resumed = saved["training_config"]
-        values.update({key: resumed[key] for key in RESUMED_SETTINGS if key in resumed})
+        for key in RESUMED_SETTINGS:  # a run saved before a setting existed: its old value
+            if key in resumed or key in LEGACY_SETTINGS:
+                values[key] = resumed.get(key, LEGACY_SETTINGS.get(key))
+    elif chosen.get("time_budget_s") is not None and chosen.get("epochs") is None:
+        values["epochs"] = None  # the budget sets the length of the run
     values.update({key: value for key, value in chosen.items() if value is not None})
+    if values["epochs"] is None and values.get("time_budget_s") is None:
+        raise ValueError(
+            f"the run in {output} was planned by its time budget: give the whole run's time "
+            "budget again, or a number of epochs"
+        )
     return dataclasses.replace(TrainingConfig(), **values, output_dir=str(output))

@@ -39,7 +39,8 @@ class Limit:
 
 # Learning rates above 1 only ever diverge with AdamW; weight decay is a fraction per step.
 LIMITS: dict[str, Limit] = {
-    "epochs": Limit("the number of epochs", True, 1, 1_000_000, "10"),
+    # None: as many epochs as the time budget allows (TrainingConfig checks there is one).
+    "epochs": Limit("the number of epochs", True, 1, 1_000_000, "10", optional=True),
     "lr": Limit("the learning rate", False, 0.0, 1.0, "5e-5 (tiny: 1e-3)"),
     "clip_lr": Limit("CLIP's learning rate", False, 0.0, 1.0, "1e-7 (tiny: 1e-4)"),
     "weight_decay": Limit("the weight decay", False, 0.0, 1.0, "1e-3"),
@@ -54,6 +55,7 @@ LIMITS: dict[str, Limit] = {
     ),
     "checkpoint_every": Limit("the checkpoint interval", True, 1, None, "100", optional=True),
     "cache_mb": Limit("the cache size in MB", True, 0, None, "2048"),
+    "warmup": Limit("the warm-up share of the run", False, 0.0, 0.9, "0.03"),
 }
 
 

@@ -206,6 +206,7 @@ def segment_batch(
             output_dir,
             {
                 **options.settings(),
+                "label_table": predictor.label_table_for(options.class_names).to_config(),
                 **(settings or {}),
                 "source": str(source),
                 "output_dir": str(output_dir),

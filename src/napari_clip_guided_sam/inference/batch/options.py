@@ -15,6 +15,7 @@ from ..instances import InstanceConfig
 from ..points import PointPrompts
 
 if TYPE_CHECKING:  # the CLI reads OUTPUT_FORMATS without loading torch
+    from ...data.class_map import LabelTable
     from ..predictor import Prediction
 
 __all__ = ["OUTPUT_FORMATS", "SegmentOptions", "SlicePredictor", "resolve_class_names"]
@@ -50,6 +51,10 @@ class SlicePredictor(Protocol):
         """What model this is: preset, adapter state, checkpoint, classes, base weights."""
         ...
 
+    def label_table_for(self, class_names: Sequence[str]) -> LabelTable:
+        """The label value each class gets in the output (and that of unlabelled pixels)."""
+        ...
+
 
 @dataclass(frozen=True)
 class SegmentOptions:
@@ -57,7 +62,9 @@ class SegmentOptions:
 
     Attributes:
         class_names: class prompts, e.g. ``("nucleus",)``; empty = the classes a
-            fine-tuned checkpoint was trained on. Label ``k + 1`` is ``class_names[k]``.
+            fine-tuned checkpoint was trained on. Label ``k + 1`` is ``class_names[k]``,
+            except that classes of a checkpoint keep the label values they were trained
+            with (the predictor's ``label_table_for``; written to the report).
         threshold: mask probability above which a pixel takes its most probable class.
         instances: split each class mask into instances (one id per object, numbered per
             slice: class 1's objects first); None writes class labels.

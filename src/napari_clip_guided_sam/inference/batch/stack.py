@@ -55,6 +55,8 @@ def iter_slice_labels(
     if config.mode == "stack":
         stats = image_percentiles(image, config.percentiles, sample=config.sample)
     name = image.path.name if image.path is not None else ""
+    table = predictor.label_table_for(options.class_names)
+    values = [table.values[n] for n in options.class_names]
     for flat, index in enumerate(iter_indices(image)):
         rgb = normalize_image_slice(image, index, config, stats)
         clicks = options.points.for_slice(name, flat) if options.points is not None else None
@@ -67,7 +69,7 @@ def iter_slice_labels(
             predictor.clear_cache()
         labels = prediction.labels
         if options.instances is not None:
-            labels = labels_to_instances(labels, len(options.class_names), options.instances)
+            labels = labels_to_instances(labels, config=options.instances, values=values)
         yield labels
 
 
@@ -119,7 +121,7 @@ def segment_stack(
     axes, shape = _label_layout(image)
     label = image.path or image.name
     total = n_slices(image)
-    spool_dtype = np.uint32 if options.instances is not None else _class_dtype(options)
+    spool_dtype = np.uint32 if options.instances is not None else _class_dtype(predictor, options)
     with LabelSpool(output.parent, output.name, shape, spool_dtype) as spool:
         for index, labels in enumerate(iter_slice_labels(predictor, image, options)):
             spool.append(labels)
@@ -154,7 +156,7 @@ def segment_stack_to_array(
     """
     options = with_classes(predictor, options)
     _, shape = _label_layout(image)
-    dtype = np.uint32 if options.instances is not None else _class_dtype(options)
+    dtype = np.uint32 if options.instances is not None else _class_dtype(predictor, options)
     labels: np.ndarray = np.zeros(shape, dtype=dtype)
     flat = labels.reshape(-1, *shape[-2:])
     label = image.path or image.name
@@ -164,5 +166,7 @@ def segment_stack_to_array(
     return labels.astype(smallest_label_dtype(int(labels.max(initial=0))), copy=False)
 
 
-def _class_dtype(options: SegmentOptions) -> type[np.unsignedinteger]:
-    return np.uint8 if len(options.class_names) < 256 else np.uint16
+def _class_dtype(predictor: SlicePredictor, options: SegmentOptions) -> type[np.unsignedinteger]:
+    table = predictor.label_table_for(options.class_names)
+    largest = max([table.unlabelled, *table.values.values()])
+    return np.uint8 if largest < 256 else np.uint16
