@@ -213,8 +213,8 @@ def test_multichannel_image_uses_the_chosen_channel_axis(viewer, widget, qtbot, 
 
 
 def test_a_checkpoint_subset_keeps_its_label_values_in_the_layer():
-    """Classes of a multi-class checkpoint keep their trained label values; label 0 as a
-    class (napari's empty label) and values already taken get the next free value."""
+    """Classes of a multi-class checkpoint keep their trained label values; a class trained
+    as label 0 (napari's empty label) gets the next free value."""
     from napari.layers import Labels
 
     from napari_clip_guided_sam._widgets._layers import write_labels_slice
@@ -234,11 +234,7 @@ def test_a_checkpoint_subset_keeps_its_label_values_in_the_layer():
     layer = Labels(np.zeros((2, 2, 2), np.uint16), metadata={MARKER: {"class_values": {}}})
     write_labels_slice(layer, (0,), prediction)
     values = layer.metadata[MARKER]["class_values"]
-    assert values == {"pore": 4, "quartz": 2, "pyrite": 3}
-    np.testing.assert_array_equal(layer.data[0], [[0, 4], [2, 3]])
-    assert dict(zip(layer.features["index"], layer.features["class"], strict=True)) == {
-        0: "background",
-        2: "quartz",
-        3: "pyrite",
-        4: "pore",
-    }
+    assert values == {"pore": 1, "quartz": 2, "pyrite": 3}
+    np.testing.assert_array_equal(layer.data[0], [[0, 1], [2, 3]])
+    features = dict(zip(layer.features["index"], layer.features["class"], strict=True))
+    assert features == {0: "background", 1: "pore", 2: "quartz", 3: "pyrite"}
