@@ -25,6 +25,7 @@ __all__ = [
     "instances_from_text",
     "object_prompts",
     "rectangle_to_box",
+    "select_object",
 ]
 
 
@@ -70,6 +71,44 @@ class ObjectPrompt:
     def has_user_prompt(self) -> bool:
         """Whether any click, box or mask was given (else only the text can prompt)."""
         return len(self.points) > 0 or self.box is not None or self.mask is not None
+
+
+def select_object(mask: np.ndarray, prompt: ObjectPrompt) -> np.ndarray:
+    """The part of a mask that one object's prompts point at.
+
+    A fine-tuned model segments its class: a click on one nucleus gives every nucleus. The
+    object is what its prompts select from that mask: the pixels inside its box (when it
+    has one), and of those the objects (`split_instances`, watershed) that hold one of its
+    positive clicks (when it has any; none hit: empty). Without a box or a positive click
+    the mask is kept whole.
+
+    Args:
+        mask: ``bool [H, W]``; prompt: the object's prompts in the same pixel frame.
+    """
+    selected = np.asarray(mask).astype(bool)
+    rows, cols = slice(None), slice(None)
+    if prompt.box is not None:
+        x0, y0, x1, y1 = prompt.box
+        rows = slice(max(0, int(np.ceil(y0))), max(0, int(np.floor(y1)) + 1))
+        cols = slice(max(0, int(np.ceil(x0))), max(0, int(np.floor(x1)) + 1))
+        inside = np.zeros_like(selected)
+        inside[rows, cols] = True
+        selected = selected & inside
+    positives = prompt.points[prompt.point_labels == 1]
+    if len(positives) == 0 or not selected.any():
+        return selected
+    crop = selected[rows, cols]
+    pieces = split_instances(crop)
+    top, left = rows.start or 0, cols.start or 0
+    hit = set()
+    for x, y in positives:
+        row, col = int(round(y)) - top, int(round(x)) - left
+        if 0 <= row < crop.shape[0] and 0 <= col < crop.shape[1]:
+            hit.add(int(pieces[row, col]))
+    hit.discard(0)
+    selected = np.zeros_like(selected)
+    selected[rows, cols] = np.isin(pieces, sorted(hit))
+    return selected
 
 
 def object_prompts(

@@ -39,7 +39,7 @@ from ..model.guide import validate_class_names
 from ..model.preprocess import InputFrame, prepare_image, validate_rgb
 from ..model.runtime import autocast, resolve_device, resolve_precision
 from ..model.threads import cpu_threads, threads_for_short_work
-from .objects import ObjectPrompt
+from .objects import ObjectPrompt, select_object
 
 __all__ = [
     "InferenceMemoryError",
@@ -438,6 +438,7 @@ class Predictor:
         *,
         text_guide: bool = True,
         threshold: float = 0.5,
+        select: bool = True,
     ) -> ObjectPrediction:
         """One mask per object of `class_name` on the current image (the object workflow).
 
@@ -447,6 +448,10 @@ class Predictor:
         without any prompt of its own is prompted by the text alone (sampled points);
         without the text guide it is an error. The image embedding is the class's either
         way (the adapters see the class text), so changing prompts runs only the decoder.
+        select: keep of each mask only what the object's prompts point at
+        (`inference.objects.select_object`: inside its box, the pieces holding a positive
+        click); a fine-tuned model segments its whole class, so a click on one nucleus
+        would otherwise give all of them. Probabilities stay the decoder's.
         """
         names = _clean_names([class_name])
         if not 0.0 <= threshold < 1.0:
@@ -464,7 +469,11 @@ class Predictor:
             prompts = [_object_tensors(o, frame) for o in objects]  # bad input fails here
             with self._memory_guard("segmenting objects", 1):
                 entry = self._entries(names)[0]
-                return self._decode_objects(names[0], entry, prompts, text_guide, threshold)
+                prediction = self._decode_objects(names[0], entry, prompts, text_guide, threshold)
+        if select:
+            for index, prompt in enumerate(objects):
+                prediction.masks[index] = select_object(prediction.masks[index], prompt)
+        return prediction
 
     def segment_objects(
         self,
@@ -474,12 +483,13 @@ class Predictor:
         *,
         text_guide: bool = True,
         threshold: float = 0.5,
+        select: bool = True,
     ) -> ObjectPrediction:
         """`set_image` then `predict_objects` as one step."""
         with self._lock:
             self.set_image(rgb)
             return self.predict_objects(
-                class_name, objects, text_guide=text_guide, threshold=threshold
+                class_name, objects, text_guide=text_guide, threshold=threshold, select=select
             )
 
     def has_embeddings(self, class_names: Sequence[str]) -> bool:

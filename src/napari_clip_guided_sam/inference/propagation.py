@@ -1,9 +1,10 @@
 """Following one object through a stack (Z or T), slice by slice, from a mask on one slice.
 
 Each step prompts the next slice with what the previous slice's mask says about the object
-(`prompts_from_mask`: its box, a few interior points, the mask itself as SAM's dense prompt)
-and accepts the new mask only while SAM's predicted IoU and the overlap (IoU) with the
-previous mask stay above thresholds; the first slice that fails stops that direction. Both
+(`prompts_from_mask`: its box, a few interior points, the mask itself as SAM's dense prompt),
+keeps of the new mask the objects that overlap the previous one (`continuing_pieces`), and
+accepts it only while SAM's predicted IoU and the overlap (IoU) with the previous mask stay
+above thresholds; the first slice that fails stops that direction. Both
 directions run from the start slice, and the object keeps one id (the caller commits the
 masks under it, `inference.annotation.ObjectAnnotations.commit`).
 
@@ -21,12 +22,14 @@ from typing import Protocol
 import numpy as np
 from scipy import ndimage as ndi
 
+from .instances import split_instances
 from .objects import ObjectPrompt
 
 __all__ = [
     "PropagationConfig",
     "PropagationResult",
     "PropagationStep",
+    "continuing_pieces",
     "mask_iou",
     "prompts_from_mask",
     "propagate",
@@ -38,7 +41,9 @@ SliceSource = Callable[[int], np.ndarray]  # position along the axis -> uint8 RG
 class ObjectSegmenter(Protocol):
     """What propagation needs of a predictor (`inference.predictor.Predictor`)."""
 
-    def segment_objects(self, rgb, class_name, objects, *, text_guide=True, threshold=0.5): ...
+    def segment_objects(
+        self, rgb, class_name, objects, *, text_guide=True, threshold=0.5, select=True
+    ): ...
 
 
 @dataclass(frozen=True)
@@ -181,8 +186,10 @@ def propagate(
                 [prompts_from_mask(previous, config)],
                 text_guide=config.text_guide,
                 threshold=config.threshold,
+                select=False,
             )
-            new, predicted = prediction.masks[0], float(prediction.iou_predictions[0])
+            new = continuing_pieces(prediction.masks[0], previous)
+            predicted = float(prediction.iou_predictions[0])
             overlap = mask_iou(new, previous)
             reason = _stop_reason(new, predicted, overlap, config)
             done += 1
@@ -205,6 +212,17 @@ def propagate(
             result.predicted_iou[position] = predicted
             previous = new
     return result
+
+
+def continuing_pieces(mask: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """The objects of ``mask`` (`split_instances`, watershed) that overlap ``previous``.
+
+    A fine-tuned model segments its whole class; the object followed is what continues
+    the previous slice's mask, not the other objects of its class on this slice.
+    """
+    pieces = split_instances(mask)
+    kept = np.unique(pieces[previous & (pieces > 0)])
+    return np.isin(pieces, kept) & (pieces > 0)
 
 
 def _stop_reason(
