@@ -18,7 +18,7 @@ def test_commit_twice_gives_two_ids_with_their_classes_and_undo_one():
     annotations = ObjectAnnotations(labels)
     first = annotations.commit("nucleus", {(): square(0, 0)})
     second = annotations.commit("cell", {(): square(6, 8)})
-    assert (first.object_id, second.object_id) == (1, 2)
+    assert (first.object_ids, second.object_ids) == ([1], [2])
     assert annotations.classes == {1: "nucleus", 2: "cell"}
     assert (labels == 1).sum() == 16 and (labels == 2).sum() == 16
     assert annotations.features() == {
@@ -28,7 +28,7 @@ def test_commit_twice_gives_two_ids_with_their_classes_and_undo_one():
     assert annotations.class_map() == ClassMap({1: "nucleus", 2: "cell"})
 
     undone = annotations.undo()
-    assert undone.object_id == 2 and undone.class_after is None
+    assert undone.object_ids == [2] and undone.classes_after == {2: None}
     assert annotations.classes == {1: "nucleus"}
     np.testing.assert_array_equal(labels, square(0, 0).astype(np.uint32))
     assert annotations.next_id() == 2
@@ -67,7 +67,7 @@ def test_committing_an_object_again_replaces_its_pixels_on_those_slices():
     annotations = ObjectAnnotations(labels)
     change = annotations.commit("cell", {(0,): square(0, 0), (1,): square(0, 0)})
     assert change.edit.slices() == [(0,), (1,)]
-    annotations.commit("nucleus", {(1,): square(5, 5)}, object_id=change.object_id)
+    annotations.commit("nucleus", {(1,): square(5, 5)}, object_id=change.object_ids[0])
     np.testing.assert_array_equal(labels[0] == 1, square(0, 0))  # other slices keep theirs
     np.testing.assert_array_equal(labels[1] == 1, square(5, 5))
     assert annotations.classes == {1: "nucleus"}
@@ -119,7 +119,28 @@ def test_undo_history_is_bounded():
     annotations = ObjectAnnotations(labels, max_undo=2)
     for top in range(0, 12, 4):
         annotations.commit("cell", {(): square(top, 0)})
-    assert annotations.undo().object_id == 3
-    assert annotations.undo().object_id == 2
+    assert annotations.undo().object_ids == [3]
+    assert annotations.undo().object_ids == [2]
     assert annotations.undo() is None
     assert annotations.classes == {1: "cell"}
+
+
+def test_all_instances_of_a_class_are_committed_as_one_undoable_change():
+    labels = np.zeros((2, 12, 16), dtype=np.uint32)
+    annotations = ObjectAnnotations(labels)
+    annotations.commit("cell", {(0,): square(0, 0)})
+    instances = np.zeros((12, 16), dtype=np.int32)
+    instances[0:4, 0:4] = 5  # wholly under the committed cell: left out
+    instances[6:10, 0:4] = 7
+    instances[6:10, 8:12] = 9
+    later = np.zeros_like(instances)
+    later[6:10, 8:12] = 9  # the same instance on the next slice: the same object
+    change = annotations.commit_instances("nucleus", {(0,): instances, (1,): later})
+    assert change.object_ids == [3, 4]
+    assert annotations.classes == {1: "cell", 3: "nucleus", 4: "nucleus"}
+    assert (labels[0] == 3).sum() == 16 and (labels[0] == 4).sum() == 16
+    np.testing.assert_array_equal(labels[1] == 4, later == 9)
+    annotations.undo()
+    assert annotations.classes == {1: "cell"} and set(np.unique(labels)) == {0, 1}
+    with pytest.raises(ValueError, match="no instance"):
+        annotations.commit_instances("nucleus", {(0,): np.zeros((12, 16), int)})

@@ -52,7 +52,7 @@ def test_a_drifting_disk_is_followed_both_ways_and_stops_where_it_ends(predictor
     labels = np.zeros(masks.shape, dtype=np.uint32)
     annotations = ObjectAnnotations(labels)
     change = annotations.commit("disk", {(z,): m for z, m in result.masks.items()})
-    assert change.object_id == 1 and annotations.classes == {1: "disk"}
+    assert change.object_ids == [1] and annotations.classes == {1: "disk"}
     assert set(np.unique(labels)) == {0, 1}  # one id through the stack
     assert [z for z in range(len(labels)) if labels[z].any()] == list(DISK_SLICES)
 

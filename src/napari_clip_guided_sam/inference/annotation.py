@@ -2,7 +2,8 @@
 
 The object workflow of an annotation tool: the current mask (from text, clicks, a box) is a
 preview; committing writes it into the committed label array as an object with its own id
-and class, and Undo reverts the last change exactly. A 3D object (propagated through a
+and class, and Undo reverts the last change exactly. "Segment all <class>" commits every
+instance at once (`commit_instances`), as one change. A 3D object (propagated through a
 stack) is one commit of several slices under one id. No napari here: a GUI passes its Labels
 layer's array and writes through the layer (``write=layer.data_setitem``), so napari's own
 undo history records every commit as well.
@@ -68,12 +69,22 @@ class LabelEdit:
 
 @dataclass(frozen=True)
 class Change:
-    """One commit, removal or undo: the object, its class before and after, the pixels."""
+    """One commit, removal or undo: the objects' classes before and after, the pixels.
 
-    object_id: int
-    class_before: str | None  # None: the id had no class (a new object)
-    class_after: str | None  # None: the object was removed
+    A class of None means "no such object" (before: a new object; after: removed).
+    """
+
+    classes_before: dict[int, str | None]
+    classes_after: dict[int, str | None]
     edit: LabelEdit
+
+    @property
+    def object_ids(self) -> list[int]:
+        """The objects changed, ascending."""
+        return sorted(self.classes_after)
+
+    def inverse(self) -> Change:
+        return Change(self.classes_after, self.classes_before, self.edit.inverse())
 
 
 class ObjectAnnotations:
@@ -162,29 +173,54 @@ class ObjectAnnotations:
             ValueError: no mask, a mask of the wrong shape, an empty mask, or a mask lying
                 wholly under other objects with the ``"keep"`` rule.
         """
-        name = " ".join(str(class_name).split())
-        if not name:
-            raise ValueError("An object needs a class name.")
+        name = _clean_class(class_name)
         if not masks:
             raise ValueError("Nothing to commit: no mask.")
-        rule = _check_overlap(overlap or self.overlap)
         object_id = self.next_id() if object_id is None else int(object_id)
         if not 0 < object_id <= np.iinfo(self.labels.dtype).max:
             raise ValueError(
                 f"Object ids are 1..{np.iinfo(self.labels.dtype).max}, got {object_id}."
             )
-        parts = [self._slice_edit(index, mask, object_id, rule) for index, mask in masks.items()]
-        if not any(np.any(mask) for mask in masks.values()):
+        values = {index: np.asarray(mask).astype(bool) * object_id for index, mask in masks.items()}
+        if not any(v.any() for v in values.values()):
             raise ValueError("Nothing to commit: the mask is empty.")
-        if not any(taken for _, taken in parts):
+        return self._commit(values, {object_id: name}, overlap)
+
+    def commit_instances(
+        self,
+        class_name: str,
+        instances: Mapping[SliceIndex, np.ndarray],
+        *,
+        overlap: OverlapRule | None = None,
+    ) -> Change:
+        """Write every instance of an instance image (per slice) as a new object of
+        ``class_name``, in one change (one undo).
+
+        Args:
+            instances: ``{leading index: int [Y, X]}``, 0 background; a value found on
+                several slices is one object (e.g. instances linked through a stack).
+
+        Instances lying wholly under committed objects (``"keep"`` rule) are left out.
+        """
+        name = _clean_class(class_name)
+        if not instances:
+            raise ValueError("Nothing to commit: no instances.")
+        found = np.unique(np.concatenate([np.unique(v) for v in instances.values()]))
+        found = found[found != 0]
+        if found.size == 0:
+            raise ValueError("Nothing to commit: no instance.")
+        first = self.next_id()
+        if first + found.size - 1 > np.iinfo(self.labels.dtype).max:
             raise ValueError(
-                "The object lies wholly under committed objects; commit it with the "
-                "'overwrite' rule to take their pixels."
+                f"The committed labels ({self.labels.dtype}) cannot hold {found.size} more "
+                "objects; use a layer of a larger integer type (e.g. uint32)."
             )
-        edit = _concatenate([part for part, _ in parts], self.labels.ndim)
-        change = Change(object_id, self.classes.get(object_id), name, edit)
-        self._apply(change)
-        return change
+        new_ids = np.arange(first, first + found.size, dtype=np.int64)
+        values = {}
+        for index, image in instances.items():
+            image = np.asarray(image)
+            values[index] = np.where(image != 0, new_ids[np.searchsorted(found, image)], 0)
+        return self._commit(values, {int(i): name for i in new_ids}, overlap)
 
     def remove(self, object_id: int) -> Change:
         """Delete an object from every slice (undoable)."""
@@ -194,7 +230,7 @@ class ObjectAnnotations:
             raise ValueError(f"No object with id {object_id}.")
         before = self.labels[where]
         edit = LabelEdit(where, before, np.zeros_like(before))
-        change = Change(object_id, self.classes.get(object_id), None, edit)
+        change = Change({object_id: self.classes.get(object_id)}, {object_id: None}, edit)
         self._apply(change)
         return change
 
@@ -204,33 +240,59 @@ class ObjectAnnotations:
         there is nothing to undo."""
         if not self._undo:
             return None
-        last = self._undo.pop()
-        reverse = Change(last.object_id, last.class_after, last.class_before, last.edit.inverse())
+        reverse = self._undo.pop().inverse()
         self._write_change(reverse)
         return reverse
 
     # ------------------------------------------------------------------ internals
+    def _commit(
+        self,
+        values: Mapping[SliceIndex, np.ndarray],
+        classes: dict[int, str],
+        overlap: OverlapRule | None,
+    ) -> Change:
+        """Write ``values`` (per slice: the object id of each pixel, 0 none) for the
+        objects of ``classes``: their old pixels on those slices are replaced."""
+        rule = _check_overlap(overlap or self.overlap)
+        owned = np.array(sorted(classes))
+        parts = [self._slice_edit(index, ids, owned, rule) for index, ids in values.items()]
+        kept = set().union(*(taken for _, taken in parts)) & set(classes)
+        if not kept:
+            raise ValueError(
+                "The object lies wholly under committed objects; commit it with the "
+                "'overwrite' rule to take their pixels."
+            )
+        edit = _concatenate([part for part, _ in parts], self.labels.ndim)
+        after = {i: classes[i] for i in sorted(kept)}
+        change = Change({i: self.classes.get(i) for i in after}, after, edit)
+        self._apply(change)
+        return change
+
     def _slice_edit(
-        self, index: SliceIndex, mask: np.ndarray, object_id: int, rule: OverlapRule
-    ) -> tuple[LabelEdit, bool]:
-        """The edit of one slice, and whether the object keeps any pixel there."""
+        self, index: SliceIndex, ids: np.ndarray, owned: np.ndarray, rule: OverlapRule
+    ) -> tuple[LabelEdit, set[int]]:
+        """The edit of one slice, and the objects that keep pixels there.
+
+        ids: the object id of each pixel (0: not in this change); owned: the objects whose
+        old pixels on this slice the change replaces.
+        """
         index = tuple(int(i) for i in index)
         lead = self.labels.shape[:-2]
         if len(index) != len(lead) or any(not 0 <= i < n for i, n in zip(index, lead, strict=True)):
             raise ValueError(f"Slice index {index} does not address a slice of shape {lead}.")
-        mask = np.asarray(mask).astype(bool)
-        if mask.shape != self.labels.shape[-2:]:
+        if ids.shape != self.labels.shape[-2:]:
             raise ValueError(
-                f"A mask of shape {mask.shape} does not fit slices of {self.labels.shape[-2:]}."
+                f"A mask of shape {ids.shape} does not fit slices of {self.labels.shape[-2:]}."
             )
         current = np.asarray(self.labels[index])
-        mine = current == object_id
-        takes = mask if rule == "overwrite" else mask & ((current == 0) | mine)
-        target = np.where(takes, object_id, np.where(mine, 0, current))
+        mine = np.isin(current, owned)
+        wanted = ids != 0
+        takes = wanted if rule == "overwrite" else wanted & ((current == 0) | mine)
+        target = np.where(takes, ids, np.where(mine, 0, current)).astype(current.dtype)
         rows, cols = np.nonzero(target != current)
         indices = tuple(np.full(rows.size, i, dtype=np.intp) for i in index) + (rows, cols)
-        edit = LabelEdit(indices, current[rows, cols], target[rows, cols].astype(current.dtype))
-        return edit, bool(takes.any())
+        edit = LabelEdit(indices, current[rows, cols], target[rows, cols])
+        return edit, {int(i) for i in np.unique(ids[takes])}
 
     def _apply(self, change: Change) -> None:
         self._write_change(change)
@@ -240,13 +302,21 @@ class ObjectAnnotations:
     def _write_change(self, change: Change) -> None:
         if change.edit.size:
             self._write(change.edit.indices, change.edit.after)
-        if change.class_after is None:
-            self.classes.pop(change.object_id, None)
-        else:
-            self.classes[change.object_id] = change.class_after
+        for object_id, name in change.classes_after.items():
+            if name is None:
+                self.classes.pop(object_id, None)
+            else:
+                self.classes[object_id] = name
 
     def _assign(self, indices: tuple[np.ndarray, ...], values: np.ndarray) -> None:
         self.labels[indices] = values
+
+
+def _clean_class(class_name: str) -> str:
+    name = " ".join(str(class_name).split())
+    if not name:
+        raise ValueError("An object needs a class name.")
+    return name
 
 
 def _check_overlap(rule: str) -> OverlapRule:
