@@ -263,7 +263,7 @@ class ObjectAnnotations:
                 "'overwrite' rule to take their pixels."
             )
         edit = _concatenate([part for part, _ in parts], self.labels.ndim)
-        after = {i: classes[i] for i in sorted(kept)}
+        after: dict[int, str | None] = {i: classes[i] for i in sorted(kept)}
         change = Change({i: self.classes.get(i) for i in after}, after, edit)
         self._apply(change)
         return change
