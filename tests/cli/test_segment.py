@@ -1,5 +1,6 @@
 """`clip-guided-sam segment`: files, folders, stacks; reports and exit codes (tiny preset)."""
 
+import numpy as np
 import pytest
 
 from napari_clip_guided_sam.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
@@ -80,3 +81,27 @@ def test_refusals_are_one_line_errors(tmp_path, capsys, write_stack):
     (tmp_path / "movie.avi").write_bytes(b"RIFF")
     assert segment(tmp_path / "movie.avi", "-c", "nucleus") == EXIT_FAILED
     assert "unsupported file type" in capsys.readouterr().err
+
+
+def test_link_slices_needs_instances_and_can_be_turned_off(tmp_path, capsys, write_stack):
+    import json
+
+    from napari_clip_guided_sam.inference.instances import InstanceConfig, labels_to_instances
+    from napari_clip_guided_sam.inference.linking import link_stack
+
+    source = write_stack(tmp_path / "cells.tif", n_slices=3)
+    assert segment(source, "-c", "nucleus", "--link-slices") == EXIT_USAGE
+    assert "add --instances" in capsys.readouterr().err
+
+    assert segment(source, "-c", "nucleus", "-o", tmp_path / "classes") == EXIT_OK
+    classes = read_image(tmp_path / "classes" / "cells_labels.tif").array
+    per_slice = np.stack([labels_to_instances(c, 1, InstanceConfig("connected")) for c in classes])
+    linked = link_stack(per_slice, classes)
+    assert not np.array_equal(linked, per_slice)
+    for flag, expected in (("--no-link-slices", per_slice), (None, linked)):
+        out = tmp_path / str(flag)
+        extra = [flag] if flag else []
+        assert segment(source, "-c", "nucleus", "-o", out, "--instances", "connected", *extra) == 0
+        np.testing.assert_array_equal(read_image(out / "cells_labels.tif").array, expected)
+        settings = json.loads((out / "segment_report.json").read_text())["settings"]
+        assert settings["link_slices"] is (False if flag else None)

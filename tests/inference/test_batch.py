@@ -25,6 +25,7 @@ from napari_clip_guided_sam.inference.batch import (
     stack,
 )
 from napari_clip_guided_sam.inference.instances import InstanceConfig, labels_to_instances
+from napari_clip_guided_sam.inference.linking import link_stack
 from napari_clip_guided_sam.inference.points import read_points_csv
 from napari_clip_guided_sam.inference.predictor import Predictor
 
@@ -134,11 +135,29 @@ def test_instance_output_splits_the_class_labels(predictor, tmp_path):
     image = read_image(write_stack(tmp_path / "stack.tif", blobs(2)))
     _, classes = run(segment_stack_to_array(predictor, image, SegmentOptions(CLASSES)))
     config = InstanceConfig("connected")
-    _, instances = run(
-        segment_stack_to_array(predictor, image, SegmentOptions(CLASSES, instances=config))
-    )
+    per_slice = SegmentOptions(CLASSES, instances=config, link_slices=False)
+    _, instances = run(segment_stack_to_array(predictor, image, per_slice))
     for z in range(2):
         np.testing.assert_array_equal(instances[z], labels_to_instances(classes[z], 2, config))
+    linked = SegmentOptions(CLASSES, instances=config)  # a Z stack: linked by default
+    _, ids = run(segment_stack_to_array(predictor, image, linked))
+    np.testing.assert_array_equal(ids, link_stack(instances, classes))
+    assert not np.array_equal(ids, instances)
+
+
+def test_a_time_series_is_linked_only_when_asked(predictor):
+    movie = ImageData(blobs(3), "TYX")
+    config = InstanceConfig("connected")
+    _, default = run(
+        segment_stack_to_array(predictor, movie, SegmentOptions(CLASSES, instances=config))
+    )
+    _, classes = run(segment_stack_to_array(predictor, movie, SegmentOptions(CLASSES)))
+    per_slice = [labels_to_instances(classes[t], 2, config) for t in range(3)]
+    np.testing.assert_array_equal(default, np.stack(per_slice))
+    asked = SegmentOptions(CLASSES, instances=config, link_slices=True)
+    _, linked = run(segment_stack_to_array(predictor, movie, asked))
+    np.testing.assert_array_equal(linked, link_stack(np.stack(per_slice), classes))
+    assert not np.array_equal(linked, default)
 
 
 def test_points_reach_only_their_slice(predictor, tmp_path):

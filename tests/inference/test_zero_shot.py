@@ -112,3 +112,35 @@ def test_provenance_says_zero_shot_or_fine_tuned(tmp_path):
     assert provenance["adapters"] == "fine-tuned adapters"
     assert provenance["checkpoint"] == str(path) and provenance["classes"] == ["nucleus"]
     assert provenance["card"]["classes"] == ["nucleus"] and provenance["card"]["preset"] == "tiny"
+
+
+@pytest.mark.parametrize("text_guide", [False, True])
+def test_zero_shot_box_prompts_are_sam_predictors(sam_file, reference, image, text_guide):
+    from napari_clip_guided_sam.inference.objects import ObjectPrompt
+
+    predictor = Predictor(build_model("tiny", sam_weights=sam_file), "cpu", "fp32")
+    box, click = np.array([70.0, 50.0, 210.0, 150.0]), np.array([[100.0, 90.0]])
+    prompt = ObjectPrompt(points=click, point_labels=[1], box=box)
+    ours = predictor.segment_objects(
+        image, "nucleus", [prompt], text_guide=text_guide, select=False
+    )
+
+    dense = None
+    if text_guide:
+        model = predictor.model
+        tensor, _ = prepare_image(image, SIZE)
+        with torch.no_grad():
+            text = model.text_features(["nucleus"])
+            dense = model.dense_prompt(model.guidance(tensor[None], text).similarity_map[0])[0]
+    reference.set_image(image)
+    logits, iou, _ = reference.predict(
+        point_coords=click,
+        point_labels=np.array([1]),
+        box=box,
+        mask_input=None if dense is None else dense.numpy(),
+        multimask_output=False,
+        return_logits=True,
+    )
+    expected = torch.sigmoid(torch.from_numpy(logits)).numpy()
+    np.testing.assert_allclose(ours.probabilities, expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(ours.iou_predictions, iou, atol=1e-5)

@@ -99,3 +99,35 @@ def test_wrong_image_tensors_and_points_outside_the_frame_are_refused(tiny_model
         tiny_model(torch.zeros(1, 3, 256, 256, dtype=torch.uint8), text)
     with pytest.raises(ValueError, match="inside the 256x256"):
         tiny_model(sam_input, text, torch.full((2, 1, 2), 300.0), torch.ones(2, 1))
+
+
+def test_boxes_and_no_dense_prompt_reach_the_decoder(tiny_model, sam_input):
+    with torch.no_grad():
+        guide = tiny_model.guidance(sam_input[:1], tiny_model.text_features(["cell"]))
+        embeddings = tiny_model.encode_image(sam_input[:1], guide)
+        dense = tiny_model.dense_prompt(guide.similarity_map[0])
+        plain, _ = tiny_model.decode(embeddings, dense, None, None)
+        boxed, _ = tiny_model.decode(
+            embeddings, dense, None, None, torch.tensor([[8.0, 8, 90, 60]])
+        )
+        bare, _ = tiny_model.decode(embeddings, None, None, None, torch.tensor([[8.0, 8, 90, 60]]))
+    assert not torch.allclose(plain, boxed) and not torch.allclose(boxed, bare)
+    size = tiny_model.config.sam.image_size
+    for box, message in (
+        ([[0.0, 0.0, size + 1.0, 10.0]], "inside"),
+        ([[5.0, 0.0, 5.0, 10.0]], "x0 < x1"),
+        ([[0.0, 0.0, float("nan"), 10.0]], "finite"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            tiny_model.decode(embeddings, dense, None, None, torch.tensor(box))
+
+
+def test_a_mask_prompt_has_the_form_of_the_text_prompt(tiny_model):
+    size = tiny_model.config.sam.image_size
+    masks = torch.zeros(1, size, size)
+    masks[:, : size // 2] = 1.0
+    prompt = tiny_model.mask_prompt(masks)
+    low = tiny_model.config.sam.low_res_size
+    assert prompt.shape == (1, 1, low, low)
+    assert set(prompt.unique().tolist()) == {0.0, tiny_model.config.guide.dense_prompt_scale}
+    assert prompt[0, 0, : low // 2].min() > 0 and prompt[0, 0, low // 2 :].max() == 0

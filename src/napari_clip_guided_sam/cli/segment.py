@@ -30,6 +30,8 @@ examples:
   clip-guided-sam segment nuclei.png -c nucleus --points clicks.csv --instances watershed
       steer with clicks (CSV columns x,y[,label][,slice][,file], or a napari Points export)
       and give every nucleus its own id
+  clip-guided-sam segment movie.tif -c cell --instances watershed --link-slices
+      one id per cell through a time series (Z stacks are linked unless --no-link-slices)
 
 Outputs are label TIFFs (0 = background, k = the k-th class name; with --instances one id per
 object) with the input's axes and pixel size, written only when complete. The report
@@ -91,6 +93,14 @@ def add_parser(subparsers) -> None:
         "touching objects (nuclei)",
     )
     parser.add_argument(
+        "--link-slices",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --instances: link each slice's objects to the previous slice's by overlap, "
+        "so an object keeps one id through the stack (default: on for Z stacks, off for time "
+        "series)",
+    )
+    parser.add_argument(
         "--channels",
         type=int,
         nargs="+",
@@ -133,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     from ..model.checkpoint import read_checkpoint
     from ..model.guide import validate_class_names
 
+    if args.link_slices and not args.instances:
+        raise UsageError("--link-slices links instances: add --instances connected|watershed")
     source = Path(args.input)
     if not source.exists():
         raise CommandError(f"input not found: {printable(source)}")
@@ -150,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
             class_names=tuple(args.classes),
             threshold=args.threshold,
             instances=InstanceConfig(args.instances) if args.instances else None,
+            link_slices=args.link_slices,
             normalize=NormalizeConfig(
                 mode=args.normalize, channels=tuple(args.channels) if args.channels else None
             ),

@@ -14,6 +14,7 @@ __all__ = [
     "SPATIAL_AXES",
     "default_axes",
     "leading_axes",
+    "links_slices_by_default",
     "placeholder_axes",
     "stack_axes",
 ]
@@ -55,3 +56,13 @@ def leading_axes(axes: str) -> str:
     if "Y" not in axes or "X" not in axes:
         raise ValueError(f"axes {axes!r} need both Y and X to be sliced into 2D images")
     return "".join(a for a in axes if a not in PLANE_AXES + CHANNEL_AXES)
+
+
+def links_slices_by_default(axes: str) -> bool:
+    """Whether instance ids are linked across slices unless the user says otherwise.
+
+    Links run along the innermost leading axis: on by default when it is depth (``Z``: a
+    nucleus goes on in the next plane), off for time (``T``) and axes without a meaning.
+    """
+    lead = leading_axes(axes)
+    return bool(lead) and lead[-1] == "Z"

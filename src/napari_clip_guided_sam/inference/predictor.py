@@ -40,9 +40,11 @@ from ..model.guide import validate_class_names
 from ..model.preprocess import InputFrame, prepare_image, validate_rgb
 from ..model.runtime import autocast, resolve_device, resolve_precision
 from ..model.threads import cpu_threads, threads_for_short_work
+from .objects import ObjectPrompt, select_object
 
 __all__ = [
     "InferenceMemoryError",
+    "ObjectPrediction",
     "Prediction",
     "Predictor",
     "PredictorStats",
@@ -71,6 +73,16 @@ class Prediction:
     def __post_init__(self) -> None:
         if self.label_table is None:
             self.label_table = LabelTable.positional(self.class_names)
+
+
+@dataclass
+class ObjectPrediction:
+    """Masks of N objects of one class on one image of size H x W (original frame)."""
+
+    masks: np.ndarray  # bool [N, H, W]: probability above the mask threshold
+    probabilities: np.ndarray  # float32 [N, H, W]
+    iou_predictions: np.ndarray  # float32 [N] SAM's predicted IoU per object
+    class_name: str
 
 
 @dataclass
@@ -440,6 +452,67 @@ class Predictor:
             self.set_image(rgb)
             return self.predict(class_names, points, point_labels, threshold)
 
+    def predict_objects(
+        self,
+        class_name: str,
+        objects: Sequence[ObjectPrompt],
+        *,
+        text_guide: bool = True,
+        threshold: float = 0.5,
+        select: bool = True,
+    ) -> ObjectPrediction:
+        """One mask per object of `class_name` on the current image (the object workflow).
+
+        Each object's prompts (`inference.objects.ObjectPrompt`, original pixels): its
+        clicks and box are SAM's sparse prompts; its mask, if any, is the dense prompt,
+        else (text_guide) the class's similarity map is, as in `predict`. An object
+        without any prompt of its own is prompted by the text alone (sampled points);
+        without the text guide it is an error. The image embedding is the class's either
+        way (the adapters see the class text), so changing prompts runs only the decoder.
+        select: keep of each mask only what the object's prompts point at
+        (`inference.objects.select_object`: inside its box, the pieces holding a positive
+        click); a fine-tuned model segments its whole class, so a click on one nucleus
+        would otherwise give all of them. Probabilities stay the decoder's.
+        """
+        names = _clean_names([class_name])
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"The mask threshold must be in [0, 1), got {threshold}.")
+        objects = list(objects)
+        if not objects:
+            raise ValueError("No objects to segment: give at least one object's prompts.")
+        if not text_guide and not all(o.has_user_prompt for o in objects):
+            raise ValueError(
+                "An object has no click, box or mask and the text guide is off: add a prompt "
+                "or turn the text guide on."
+            )
+        with self._lock:
+            frame = self._require_image().frame
+            prompts = [_object_tensors(o, frame) for o in objects]  # bad input fails here
+            with self._memory_guard("segmenting objects", 1):
+                entry = self._entries(names)[0]
+                prediction = self._decode_objects(names[0], entry, prompts, text_guide, threshold)
+        if select:
+            for index, prompt in enumerate(objects):
+                prediction.masks[index] = select_object(prediction.masks[index], prompt)
+        return prediction
+
+    def segment_objects(
+        self,
+        rgb: np.ndarray,
+        class_name: str,
+        objects: Sequence[ObjectPrompt],
+        *,
+        text_guide: bool = True,
+        threshold: float = 0.5,
+        select: bool = True,
+    ) -> ObjectPrediction:
+        """`set_image` then `predict_objects` as one step."""
+        with self._lock:
+            self.set_image(rgb)
+            return self.predict_objects(
+                class_name, objects, text_guide=text_guide, threshold=threshold, select=select
+            )
+
     def has_embeddings(self, class_names: Sequence[str]) -> bool:
         """Whether `predict(class_names)` on the current image needs no encoder run."""
         with self._lock:
@@ -536,6 +609,49 @@ class Predictor:
             label_table=table,
         )
 
+    def _decode_objects(
+        self,
+        name: str,
+        entry: _ClassEntry,
+        objects: list[_ObjectTensors],
+        text_guide: bool,
+        threshold: float,
+    ) -> ObjectPrediction:
+        """Prompt encoder + mask decoder once per object, then back to the original frame."""
+        frame = self._require_image().frame
+        threads = self.decoder_threads
+        if threads is None and self.device.type == "cpu":
+            threads = threads_for_short_work()
+        similarity = entry.similarity_map[None]
+        embedding = entry.embedding[None]
+        logits, ious = [], []
+        with self._compute(), cpu_threads(threads):
+            text_dense = self.model.dense_prompt(similarity) if text_guide else None
+            for prompt in objects:
+                dense = text_dense
+                if prompt.mask is not None:
+                    dense = self.model.mask_prompt(prompt.mask[None].to(self.device))
+                coords = labels = None
+                if prompt.points is not None:
+                    coords, labels = (t[None].to(self.device) for t in prompt.points)
+                elif prompt.box is None and prompt.mask is None:  # the text alone
+                    coords, labels = (
+                        t.to(self.device) for t in self.model.sample_points(similarity)
+                    )
+                box = None if prompt.box is None else prompt.box[None].to(self.device)
+                mask_logits, iou = self.model.decode(embedding, dense, coords, labels, box)
+                logits.append(mask_logits)
+                ious.append(iou)
+            probabilities = frame.logits_to_original(torch.cat(logits).float()).sigmoid_()
+        self.stats.decoder_calls += len(objects)
+        probabilities_np = probabilities.cpu().numpy()
+        return ObjectPrediction(
+            masks=probabilities_np > threshold,
+            probabilities=probabilities_np,
+            iou_predictions=torch.cat(ious).float().cpu().numpy(),
+            class_name=name,
+        )
+
     # ------------------------------------------------------------------ runtime
     @contextlib.contextmanager
     def _compute(self):
@@ -609,6 +725,25 @@ def _user_points(
         raise ValueError("Point labels must be 1 (positive) or 0 (negative).")
     coords = frame.points_to_input(points)
     return torch.from_numpy(coords).float(), torch.from_numpy(point_labels.astype(np.int64))
+
+
+@dataclass
+class _ObjectTensors:
+    """One object's prompts in the SAM frame (CPU tensors)."""
+
+    points: tuple[torch.Tensor, torch.Tensor] | None  # coords [n, 2], labels [n]
+    box: torch.Tensor | None  # [4]
+    mask: torch.Tensor | None  # float [S, S]
+
+
+def _object_tensors(prompt: ObjectPrompt, frame: InputFrame) -> _ObjectTensors:
+    """An object's prompts in original pixels -> the SAM frame (checked: clear errors)."""
+    points = _user_points(prompt.points, prompt.point_labels, frame)
+    box = None
+    if prompt.box is not None:
+        box = torch.from_numpy(frame.boxes_to_input(prompt.box[None])[0]).float()
+    mask = None if prompt.mask is None else frame.mask_to_input(prompt.mask)
+    return _ObjectTensors(points, box, mask)
 
 
 def _resized_map(entry: _ClassEntry) -> np.ndarray:

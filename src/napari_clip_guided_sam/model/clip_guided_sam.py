@@ -134,6 +134,22 @@ class CLIPGuidedSAM(nn.Module):
                 f"got values from {coords.min().item():g} to {coords.max().item():g}."
             )
 
+    def check_boxes(self, boxes: torch.Tensor) -> None:
+        """Boxes [P, 4] (x0, y0, x1, y1) must be finite, inside the SAM input frame, with
+        x0 < x1 and y0 < y1."""
+        size = self.config.sam.image_size
+        if boxes.dim() != 2 or boxes.shape[-1] != 4:
+            raise ValueError(f"Boxes must be [P, 4] as (x0, y0, x1, y1), got {tuple(boxes.shape)}.")
+        if not torch.isfinite(boxes).all():
+            raise ValueError("Boxes must be finite numbers (no NaN or infinity).")
+        if boxes.numel() and (boxes.min() < 0 or boxes.max() > size):
+            raise ValueError(
+                f"Boxes must lie inside the {size}x{size} input frame; got corners from "
+                f"{boxes.min().item():g} to {boxes.max().item():g}."
+            )
+        if ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])).any():
+            raise ValueError("Boxes need x0 < x1 and y0 < y1 (corners top-left, bottom-right).")
+
     # ------------------------------------------------------------------ guide
     def clip_input(self, images: torch.Tensor) -> torch.Tensor:
         """SAM input [B, 3, S, S] resized bilinearly (no antialias) to CLIP's size."""
@@ -178,6 +194,12 @@ class CLIPGuidedSAM(nn.Module):
             similarity_map, self.config.sam.low_res_size, guide.threshold, guide.dense_prompt_scale
         )
 
+    def mask_prompt(self, masks: torch.Tensor) -> torch.Tensor:
+        """Masks in the SAM frame [P, S, S] (e.g. a previous slice's object) -> SAM `masks`
+        prompt [P, 1, L, L], in the 0/scale form of the text's dense prompt."""
+        size, scale = self.config.sam.low_res_size, self.config.guide.dense_prompt_scale
+        return prompts.dense_prompt(masks, size, 0.5, scale)
+
     def sample_points(
         self, similarity_map: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,25 +234,33 @@ class CLIPGuidedSAM(nn.Module):
     def decode(
         self,
         embeddings: torch.Tensor,
-        dense: torch.Tensor,
+        dense: torch.Tensor | None,
         point_coords: torch.Tensor | None,
         point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + mask decoder for P pairs, one mask each.
 
-        embeddings: [P, C, g, g]; dense: [P, 1, L, L]; point_coords: [P, n, 2] (x, y in the
-        SAM frame) or None; point_labels: [P, n]. Returns logits [P, L, L] and IoU [P].
+        embeddings: [P, C, g, g]; dense: [P, 1, L, L] or None (no dense prompt: SAM's
+        "no mask" embedding); point_coords: [P, n, 2] (x, y in the SAM frame) or None;
+        point_labels: [P, n]; boxes: [P, 4] (x0, y0, x1, y1 in the SAM frame) or None.
+        Returns logits [P, L, L] and IoU [P].
         """
+        if boxes is not None:
+            self.check_boxes(boxes)
         prompt_encoder, decoder = self.sam.prompt_encoder, self.sam.mask_decoder
         position = prompt_encoder.get_dense_pe()
         logits, ious = [], []
         for index in range(embeddings.shape[0]):
+            pair = slice(index, index + 1)
             points = None
             if point_coords is not None:
                 assert point_labels is not None
-                points = (point_coords[index : index + 1], point_labels[index : index + 1])
+                points = (point_coords[pair], point_labels[pair])
             sparse, dense_embedding = prompt_encoder(
-                points=points, boxes=None, masks=dense[index : index + 1].to(embeddings.dtype)
+                points=points,
+                boxes=None if boxes is None else boxes[pair].float(),
+                masks=None if dense is None else dense[pair].to(embeddings.dtype),
             )
             mask_logits, iou = decoder(
                 image_embeddings=embeddings[index : index + 1],

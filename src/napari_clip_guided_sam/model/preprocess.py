@@ -92,6 +92,54 @@ class InputFrame:
         sx, sy = self.scale_xy
         return points_xy * np.array([sx, sy])
 
+    def boxes_to_input(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """Original-image boxes [n, 4] (x0, y0, x1, y1) -> input-frame boxes [n, 4].
+
+        Corners are pixel coordinates like points; a box reaching past the image border is
+        clipped to it (a rectangle drawn to the edge), one lying wholly outside is an error,
+        as are non-finite corners and boxes without area (x0 >= x1 or y0 >= y1).
+        """
+        boxes = np.asarray(boxes_xyxy, dtype=np.float64)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError(
+                f"Boxes must have shape (n, 4) as (x0, y0, x1, y1), got {boxes.shape}."
+            )
+        if not np.isfinite(boxes).all():
+            raise ValueError("Box corners must be finite numbers (no NaN or infinity).")
+        inverted = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+        if inverted.any():
+            raise ValueError(
+                f"Box(es) {boxes[inverted].tolist()} have no area: a box is (x0, y0, x1, y1) "
+                "with x0 < x1 and y0 < y1."
+            )
+        height, width = self.original_size
+        limits = np.array([width, height, width, height], dtype=np.float64)
+        clipped = np.clip(boxes, 0.0, limits)
+        outside = (clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])
+        if outside.any():
+            raise ValueError(
+                f"Box(es) {boxes[outside].tolist()} lie outside the image "
+                f"(x in [0, {width}], y in [0, {height}])."
+            )
+        sx, sy = self.scale_xy
+        return clipped * np.array([sx, sy, sx, sy])
+
+    def mask_to_input(self, mask: np.ndarray) -> torch.Tensor:
+        """A mask of the original image [H, W] -> float [S, S] in the input frame (bilinear;
+        0 in the padding), e.g. to become a dense prompt (`prompts.dense_prompt`)."""
+        mask = np.asarray(mask)
+        if mask.shape != tuple(self.original_size):
+            raise ValueError(
+                f"The mask has shape {mask.shape}, the image {tuple(self.original_size)}."
+            )
+        tensor = torch.from_numpy(mask.astype(np.float32))[None, None]
+        content_h, content_w = self.content_size
+        resized = F.interpolate(
+            tensor, (content_h, content_w), mode="bilinear", align_corners=False
+        )
+        pad_h, pad_w = self.input_size - content_h, self.input_size - content_w
+        return F.pad(resized, (0, pad_w, 0, pad_h))[0, 0]
+
     def logits_to_original(self, low_res_logits: torch.Tensor) -> torch.Tensor:
         """Decoder logits [..., L, L] -> logits at the original size [..., H, W]."""
         lead = low_res_logits.shape[:-2]

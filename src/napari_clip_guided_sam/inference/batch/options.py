@@ -70,6 +70,10 @@ class SegmentOptions:
             slice: class 1's objects first); None writes class labels.
         normalize: how slices become the model's RGB input (per-slice percentiles by
             default; channel choice for multichannel images).
+        link_slices: with ``instances``, link each slice's instances to the previous
+            slice's by overlap so an object keeps one id through the stack (along the
+            innermost leading axis; `inference.linking`); None: on for Z, off for T
+            (`data.axes.links_slices_by_default`).
         points: optional clicks (manual mode) from :func:`~.points.read_points_csv`.
         output_format: ``"auto"`` writes OME-TIFF for OME-TIFF input, TIFF otherwise.
         suffix: added to the input's stem to name its output, e.g. ``a_labels.tif``.
@@ -79,6 +83,7 @@ class SegmentOptions:
     class_names: tuple[str, ...] = ()
     threshold: float = 0.5
     instances: InstanceConfig | None = None
+    link_slices: bool | None = None
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     points: PointPrompts | None = None
     output_format: OutputFormat = "auto"
@@ -99,6 +104,8 @@ class SegmentOptions:
                 f"the suffix {self.suffix!r} must be part of a file name (no / or \\): outputs "
                 "are written inside the output folder only"
             )
+        if self.link_slices and self.instances is None:
+            raise ValueError("linking slices needs instances: choose an instance method")
 
     def settings(self) -> dict[str, Any]:
         """The options as plain JSON values, for the report."""
@@ -106,6 +113,7 @@ class SegmentOptions:
             "class_names": list(self.class_names),
             "threshold": self.threshold,
             "instances": asdict(self.instances) if self.instances else None,
+            "link_slices": self.link_slices,
             "normalize": asdict(self.normalize),
             "points": int(len(self.points.xy)) if self.points is not None else 0,
             "output_format": self.output_format,

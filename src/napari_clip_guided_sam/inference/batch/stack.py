@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..._atomic import atomic_write
-from ...data.axes import PLANE_AXES, leading_axes
+from ...data.axes import PLANE_AXES, leading_axes, links_slices_by_default
 from ...data.formats import is_ome_tiff, is_tiff
 from ...data.image import ImageData
 from ...data.label_writer import LabelSpool, smallest_label_dtype, write_label_tiff
@@ -25,6 +25,7 @@ from ...data.normalize import image_percentiles, normalize_image_slice
 from ...data.reader import read_image_lazy
 from ...data.slicing import iter_indices, leading_shape, n_slices
 from ..instances import labels_to_instances
+from ..linking import SliceLinker
 from .options import SegmentOptions, SlicePredictor, with_classes
 
 __all__ = ["SliceDone", "iter_slice_labels", "segment_stack", "segment_stack_to_array"]
@@ -46,7 +47,8 @@ def iter_slice_labels(
 
     Slices are read one at a time; the predictor's caches are cleared after each slice so
     memory does not grow with the stack. ``options.class_names`` must be resolved (see
-    :func:`resolve_class_names`).
+    :func:`resolve_class_names`). Linked instances keep their id along the innermost
+    leading axis (a new chain at its first slice).
     """
     if not options.class_names:
         raise ValueError("no class names: resolve them with resolve_class_names first")
@@ -57,6 +59,7 @@ def iter_slice_labels(
     name = image.path.name if image.path is not None else ""
     table = predictor.label_table_for(options.class_names)
     values = [table.values[n] for n in options.class_names]
+    linker = SliceLinker() if options.instances is not None and _links(image, options) else None
     for flat, index in enumerate(iter_indices(image)):
         rgb = normalize_image_slice(image, index, config, stats)
         clicks = options.points.for_slice(name, flat) if options.points is not None else None
@@ -70,7 +73,18 @@ def iter_slice_labels(
         labels = prediction.labels
         if options.instances is not None:
             labels = labels_to_instances(labels, config=options.instances, values=values)
+            if linker is not None:
+                if index[-1] == 0:
+                    linker.restart()
+                labels = linker.link(labels, prediction.labels)
         yield labels
+
+
+def _links(image: ImageData, options: SegmentOptions) -> bool:
+    """Whether instance ids are linked across the slices of ``image``."""
+    if options.link_slices is None:
+        return links_slices_by_default(image.axes)
+    return options.link_slices and bool(leading_axes(image.axes))
 
 
 def _label_layout(image: ImageData) -> tuple[str, tuple[int, ...]]:
