@@ -201,6 +201,14 @@ def test_text_mode_samples_points_manual_mode_uses_ground_truth(tiny_model, disk
         assert sample.mask[ys.long(), xs.long()].all()
 
 
+def test_a_batch_may_hold_several_examples_of_one_class(tiny_model, disks_train):
+    config = TrainingConfig(epochs=1, batch_size=2, **FAST)
+    events, result = run_to_end(train(tiny_model, disks_train, None, config))
+
+    assert result.steps == 3  # 5 examples of one class in batches of 2
+    assert all(np.isfinite(e.loss) for e in events if isinstance(e, StepEvent))
+
+
 def test_bad_inputs_are_clear_errors(tiny_model, disks_train, tmp_path):
     with pytest.raises(ValueError, match="empty"):
         next(train(tiny_model, [], None, TrainingConfig(**FAST)))
