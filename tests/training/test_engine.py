@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from napari_clip_guided_sam.model.checkpoint import load_model, read_checkpoint
-from napari_clip_guided_sam.model.config import FINE_TUNING_INIT
 from napari_clip_guided_sam.model.factory import build_model
 from napari_clip_guided_sam.model.trainable import trainable_parameter_names
 from napari_clip_guided_sam.training import (
@@ -259,7 +258,7 @@ def test_checkpoints_carry_a_complete_model_card(tiny_model, disks_train, disks_
     best = read_checkpoint(tmp_path / "best.safetensors")
     card = best.card
     assert card.preset == "tiny" and card.adapters == "fine-tuned adapters"
-    assert card.adapter_init == FINE_TUNING_INIT
+    assert card.adapter_init == "released"  # tiny's own init (model.config)
     assert card.classes == ["disk"] and card.text_features
     assert card.base_weights["sam"]["kind"] == "random" and card.base_weights["seed"] == 0
     assert card.training_data == {"training_samples": 5, "validation_samples": 2,
