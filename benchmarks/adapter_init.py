@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from train_dsb import DATA, N_HELD_OUT, load_split, train_variant
+from train_dsb import DATA, N_HELD_OUT, load_split, otsu_scores, train_variant
 
 from napari_clip_guided_sam.model.config import ADAPTER_INITS, get_preset
 from napari_clip_guided_sam.model.factory import build_model
@@ -82,6 +82,12 @@ def main() -> None:
         f"{len(held_out_data)}; budget {args.budget_s:.0f} s per run; inits {args.inits}, "
         f"seeds {args.seeds}; lr {args.lr:g}, clip_lr {args.clip_lr:g}; "
         f"{torch.get_num_threads()} threads; precision {args.precision}",
+        flush=True,
+    )
+    otsu = otsu_scores(held_out_data)
+    print(
+        f"baseline without training, per-image Otsu: fg_iou={otsu['fg_iou']:.3f} "
+        f"miou={otsu['miou']:.3f}",
         flush=True,
     )
     config = get_preset("tiny")

@@ -200,6 +200,14 @@ def test_text_mode_samples_points_manual_mode_uses_ground_truth(tiny_model, disk
         assert sample.mask[ys.long(), xs.long()].all()
 
 
+def test_a_batch_may_hold_several_examples_of_one_class(tiny_model, disks_train):
+    config = TrainingConfig(epochs=1, batch_size=2, **FAST)
+    events, result = run_to_end(train(tiny_model, disks_train, None, config))
+
+    assert result.steps == 3  # 5 examples of one class in batches of 2
+    assert all(np.isfinite(e.loss) for e in events if isinstance(e, StepEvent))
+
+
 def test_bad_inputs_are_clear_errors(tiny_model, disks_train, tmp_path):
     with pytest.raises(ValueError, match="empty"):
         next(train(tiny_model, [], None, TrainingConfig(**FAST)))
@@ -250,7 +258,8 @@ def test_checkpoints_carry_a_complete_model_card(tiny_model, disks_train, disks_
     best = read_checkpoint(tmp_path / "best.safetensors")
     card = best.card
     assert card.preset == "tiny" and card.adapters == "fine-tuned adapters"
-    assert card.adapter_init == "released" and card.classes == ["disk"] and card.text_features
+    assert card.adapter_init == "released"  # tiny's own init (model.config)
+    assert card.classes == ["disk"] and card.text_features
     assert card.base_weights["sam"]["kind"] == "random" and card.base_weights["seed"] == 0
     assert card.training_data == {"training_samples": 5, "validation_samples": 2,
                                   "source": "prepared samples (no dataset record)"}  # fmt: skip

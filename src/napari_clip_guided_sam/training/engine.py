@@ -313,6 +313,16 @@ def _class_names(data: Sequence, cache: PreparedCache, given: Sequence[str] | No
 
 
 # --------------------------------------------------------------------------- one step
+def _batch_text_features(model, class_names: list[str]) -> torch.Tensor:
+    """Text features of each example's class, [B, D]: a class that several examples of the
+    batch share is encoded once (the guide takes each class name once)."""
+    distinct = list(dict.fromkeys(class_names))
+    if len(distinct) == len(class_names):
+        return model.text_features(class_names)
+    features = model.text_features(distinct)
+    return features[[distinct.index(name) for name in class_names]]
+
+
 def training_loss(
     model,
     batch: Batch,
@@ -336,7 +346,7 @@ def training_loss(
     with autocast(device, dtype):
         # Inside the step, with grad: the text positional embedding learns through the path
         # the model config names (`guide.text_gradient`).
-        text = model.text_features(batch.class_names)[:, None]  # [B, 1, D]
+        text = _batch_text_features(model, batch.class_names)[:, None]  # [B, 1, D]
         output = model(images, text, point_coords=points, point_labels=labels, generator=generator)
     size = model.config.sam.low_res_size
     target = mask_to_logit_size(batch.masks, size).to(device)
