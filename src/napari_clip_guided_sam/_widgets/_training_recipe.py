@@ -94,7 +94,7 @@ class RecipeInputs:
         return {
             **augmentation_settings(chosen),
             "schedule": self.schedule_combo.currentText(),
-            "warmup": round(self.warmup_spin.value(), 3),
+            "warmup": self.warmup_spin.value(),
             "balance": self.balance_check.isChecked(),
         }
 
