@@ -8,6 +8,7 @@ import pytest
 
 from napari_clip_guided_sam import cli
 from napari_clip_guided_sam._widgets import _common
+from napari_clip_guided_sam._widgets._panels import MAX_DOCK_WIDTH
 from napari_clip_guided_sam._widgets.training_widget import TrainingWidget
 from napari_clip_guided_sam.cli._common import class_map_from_args
 from napari_clip_guided_sam.cli.train import _chosen_settings
@@ -125,6 +126,13 @@ def test_the_recipe_rows_give_the_clis_training_config(
     from_cli = plan_run(args.output, preset=args.preset, settings=_chosen_settings(args))
     assert request.plan.config == from_cli.config
     assert request.plan.preset == from_cli.preset == preset
+
+
+def test_the_new_rows_keep_the_open_advanced_section_narrow(widget):
+    widget.advanced.set_expanded(True)
+    rows = [widget.sources.no_background_check, widget.settings.recipe.balance_check]
+    assert all(row.isVisibleTo(widget) for row in rows)
+    assert widget.content.minimumSizeHint().width() <= MAX_DOCK_WIDTH
 
 
 def test_the_recipe_rows_follow_the_preset_until_changed(widget):
