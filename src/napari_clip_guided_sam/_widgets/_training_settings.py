@@ -1,11 +1,11 @@
 """The training settings: the primary "Training" box (preset, length, time limit, output
-folder) and the rows of the Advanced section (prompt mode, learning rates, validation,
-seed, device, precision, step limits, own SAM weights), as `TrainingConfig` fields for
-`training.run.plan_run`.
+folder) and the rows of the Advanced section (prompt mode, learning rates, the recipe's
+augmentation, schedule and sampling, validation, seed, device, precision, step limits, own
+SAM weights), as `TrainingConfig` fields for `training.run.plan_run`.
 
-Defaults are the engine's (the CLI's); the learning rates follow the preset until the user
-types other ones. Another Advanced row is one more entry in `advanced_rows` and one more
-field in `values`.
+Defaults are the engine's (the CLI's); the epochs, learning rates and recipe follow the
+preset until the user changes them. Another Advanced row is one more entry in
+`add_advanced_rows` and one more field in `values`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from ._forms import (
 from ._model_choice import PRESET_TIP, SAM_WEIGHTS_NOTE, sam_weights_field
 from ._panels import AdvancedSection
 from ._training_job import default_output_dir
+from ._training_recipe import RecipeInputs
 
 MODES = {"class name": "text", "points on labels": "manual"}
 
@@ -130,12 +131,14 @@ class TrainingSettings(QGroupBox):
             "epoch (0: epoch ends only). Useful for long epochs.",
         )
         self.sam_weights_edit, self._sam_row = sam_weights_field(self)
+        self.recipe = RecipeInputs()
 
     def add_advanced_rows(self, advanced: AdvancedSection) -> None:
         """Put this box's advanced inputs into the widget's Advanced section."""
         advanced.add_row("Prompts from", self.mode_combo)
         advanced.add_row("Learning rate", self.lr_edit)
         advanced.add_row("CLIP learning rate", self.clip_lr_edit)
+        self.recipe.add_rows(advanced)
         advanced.add_row("Validation share", self.val_spin)
         advanced.add_row("Seed", self.seed_spin)
         advanced.add_row("Device", self.device_combo)
@@ -146,8 +149,8 @@ class TrainingSettings(QGroupBox):
         advanced.add_note(SAM_WEIGHTS_NOTE)
 
     def _on_preset_changed(self, preset: str) -> None:
-        """Fill the epochs and learning rates with the preset's defaults unless the user
-        changed them."""
+        """Fill the epochs, learning rates and recipe with the preset's defaults unless the
+        user changed them."""
         if not preset:
             return
         old_epochs = default_recipe(self._lr_preset)["epochs"] if self._lr_preset else None
@@ -159,6 +162,7 @@ class TrainingSettings(QGroupBox):
             lr, clip_lr = default_learning_rates(preset)
             self.lr_edit.setText(f"{lr:g}")
             self.clip_lr_edit.setText(f"{clip_lr:g}")
+        self.recipe.follow_preset(self._lr_preset, preset)
         self._lr_preset = preset
 
     def output(self) -> Path:
@@ -188,6 +192,7 @@ class TrainingSettings(QGroupBox):
             "lr": non_negative_number(self.lr_edit.text(), "Learning rate"),
             "clip_lr": non_negative_number(self.clip_lr_edit.text(), "CLIP learning rate"),
             "mode": MODES[self.mode_combo.currentText()],
+            **self.recipe.values(),
             "val_fraction": round(self.val_spin.value(), 4),
             "seed": self.seed_spin.value(),
             "device": self.device_combo.currentText(),
@@ -198,10 +203,12 @@ class TrainingSettings(QGroupBox):
         }
 
     def show_resumed(self, preset: str, config: TrainingConfig) -> None:
-        """Show the settings a resumed run keeps (preset, seed, mode, rates, validation)."""
+        """Show the settings a resumed run keeps (preset, seed, mode, rates, recipe,
+        validation): resuming trains with them, as `--resume` does without options."""
         self.preset_combo.setCurrentText(preset)
         self.seed_spin.setValue(config.seed)
         self.mode_combo.setCurrentText(next(k for k, v in MODES.items() if v == config.mode))
         self.lr_edit.setText(f"{config.lr:g}")
         self.clip_lr_edit.setText(f"{config.clip_lr:g}")
+        self.recipe.show(config)
         self.val_spin.setValue(config.val_fraction)

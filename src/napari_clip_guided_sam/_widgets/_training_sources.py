@@ -3,7 +3,9 @@
 The pairs are read from the viewer when training starts (annotated slices only, copied); a
 label count, refreshed shortly after each paint stroke, says how many slices are annotated
 (labels that do not fit their image count as none). Class names go through the model's
-shared check (`model.guide.validate_class_names`), as on the command line.
+shared check (`model.guide.validate_class_names`), as on the command line. The class rows
+(Advanced) give what `--class`, `--class-map`, `--background none` and `--ignore-index` give
+the CLI, and build the `ClassMap` the same way.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from ..data.datasets import SliceDataset
 from ..model.guide import validate_class_names
 from ..training.export import AnnotatedStack, annotated_pairs, training_dataset
 from ._common import guarded, notify_info
-from ._forms import browse_row, choose_folder, combo, form_panel, line_edit, refill
+from ._forms import browse_row, choose_folder, combo, form_panel, int_spin, line_edit, refill
 from ._layers import full_resolution, is_plugin_output, layer_named
 from ._panels import AdvancedSection, text_label
 
 LAYERS, FOLDERS = "layers in the viewer", "folders on disk"
 PAIR_SEPARATOR = "  ←  "  # between image and labels names in the list of pairs
 PAIR_ROWS_SHOWN = 4  # the list of pairs grows up to this many rows, then scrolls
+NO_IGNORE_VALUE = -1  # the ignore value box's "none"
 
 
 class TrainingSources(QWidget):
@@ -66,7 +69,8 @@ class TrainingSources(QWidget):
         self.labels_combo = combo(
             [],
             "The labels layer painted on that image (same size and slices); 0 is "
-            "background, every other value an object. Only slices with a label are used.",
+            "background (unless label 0 is a class, see Advanced), every other value an "
+            "object. Only slices with a nonzero label are used.",
         )
         for box in (self.image_combo, self.labels_combo):
             box.currentIndexChanged.connect(self.schedule_count)
@@ -151,11 +155,29 @@ class TrainingSources(QWidget):
             "e.g. 1=nucleus, 2=cell",
         )
         self.class_map_edit.setEnabled(False)
+        self.no_background_check = QCheckBox("Label 0 is a class (no background)")
+        self.no_background_check.setToolTip(
+            "For fully labelled maps, where every pixel belongs to a class and 0 is one of "
+            "them (e.g. 0=pore, 1=clay, 2=quartz): give label 0 its class in the class map. "
+            "Off: 0 is background. Same as --background none."
+        )
+        self.no_background_check.setEnabled(False)
+        self.ignore_spin = int_spin(
+            NO_IGNORE_VALUE,
+            NO_IGNORE_VALUE,
+            2**31 - 1,
+            "The label value of pixels nobody annotated (e.g. 255): they are left out of "
+            "training and of the scores. 'none': every pixel counts. Same as --ignore-index.",
+        )
+        self.ignore_spin.setSpecialValueText("none")
 
     def add_advanced_rows(self, advanced: AdvancedSection) -> None:
-        """Put the several-classes inputs into the widget's Advanced section."""
+        """Put the class inputs (several classes, label 0, ignore value) into the widget's
+        Advanced section."""
         advanced.add_row("", self.one_class_check)
         advanced.add_row("Class map", self.class_map_edit)
+        advanced.add_row("", self.no_background_check)
+        advanced.add_row("Ignore value", self.ignore_spin)
 
     # ------------------------------------------------------------------ choices
     def update_layer_choices(self) -> list[str]:
@@ -179,6 +201,7 @@ class TrainingSources(QWidget):
     def _on_one_class_toggled(self, checked: bool) -> None:
         self.class_name_edit.setEnabled(checked)
         self.class_map_edit.setEnabled(not checked)
+        self.no_background_check.setEnabled(not checked)  # one class: 0 is background
         self.class_name_edit.setPlaceholderText(
             "e.g. nucleus" if checked else "see the class map (Advanced)"
         )
@@ -268,6 +291,12 @@ class TrainingSources(QWidget):
     def stacks(self) -> list[AnnotatedStack]:
         return [self.stack(image, labels) for image, labels in self.pair_names()]
 
+    @property
+    def ignore_index(self) -> int | None:
+        """The ignore value chosen, or None."""
+        value = self.ignore_spin.value()
+        return None if value == NO_IGNORE_VALUE else value
+
     def class_map(self) -> ClassMap:
         """The class map typed in the widget (raises ValueError with a message)."""
         if self.one_class_check.isChecked():
@@ -275,8 +304,12 @@ class TrainingSources(QWidget):
             if not name:
                 raise ValueError("Type a class name, e.g. 'nucleus' (what the labels show).")
             validate_class_names([name])
-            return ClassMap.single_class(name)
-        class_map = parse_class_map(self.class_map_edit.text())
+            return ClassMap.single_class(name, ignore_index=self.ignore_index)
+        class_map = parse_class_map(
+            self.class_map_edit.text(),
+            background=not self.no_background_check.isChecked(),
+            ignore_index=self.ignore_index,
+        )
         validate_class_names(list(class_map.class_names))
         return class_map
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..evaluation.modes import PROMPT_MODES
 from ..model.config import ADAPTER_INITS
-from ..training.recipe import AUGMENTATIONS, SCHEDULES
+from ..training.recipe import AUGMENTATIONS, SCHEDULES, augmentation_settings
 from ._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -220,12 +220,7 @@ def _augment_settings(args: argparse.Namespace) -> dict:
             f"--augment: unknown {', '.join(sorted(unknown))}; choose from "
             f"{', '.join(AUGMENTATIONS)} or none"
         )
-    return {
-        "augment": "flips" in names,
-        "augment_intensity": "intensity" in names,
-        "augment_scale": "scale" in names,
-        "augment_blur": "blur" in names,
-    }
+    return augmentation_settings(names)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ learning (docs/training.md), so no preset turns them on by default.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
@@ -19,15 +20,24 @@ __all__ = [
     "DEFAULT_RECIPES",
     "LEGACY_SETTINGS",
     "PAPER_RECIPE",
+    "AUGMENTATION_FIELDS",
     "SCHEDULES",
+    "augmentation_names",
+    "augmentation_settings",
     "default_recipe",
     "describe_augmentation",
     "lr_factor",
 ]
 
 SCHEDULES = ("constant", "cosine")
-# Names of the switchable augmentations (`training.inputs.Augmentation`).
-AUGMENTATIONS = ("flips", "intensity", "scale", "blur")
+# The switchable augmentations (`training.inputs.Augmentation`): name -> TrainingConfig field.
+AUGMENTATION_FIELDS = {
+    "flips": "augment",
+    "intensity": "augment_intensity",
+    "scale": "augment_scale",
+    "blur": "augment_blur",
+}
+AUGMENTATIONS = tuple(AUGMENTATION_FIELDS)
 
 PAPER_RECIPE: dict[str, Any] = {
     "epochs": 10,
@@ -67,12 +77,30 @@ def lr_factor(progress: float, schedule: str, warmup: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (progress - warmup) / span))
 
 
+def augmentation_settings(names: Iterable[str]) -> dict[str, bool]:
+    """The `TrainingConfig` fields that switch on exactly the augmentations `names`.
+
+    Raises:
+        ValueError: a name is not one of `AUGMENTATIONS`.
+    """
+    names = set(names)
+    unknown = names - set(AUGMENTATIONS)
+    if unknown:
+        raise ValueError(
+            f"unknown augmentation {', '.join(sorted(unknown))}; choose from "
+            f"{', '.join(AUGMENTATIONS)}"
+        )
+    return {field: name in names for name, field in AUGMENTATION_FIELDS.items()}
+
+
+def augmentation_names(settings: Any) -> tuple[str, ...]:
+    """The augmentations switched on in `settings`: a `TrainingConfig`, or a mapping of its
+    fields such as a preset's recipe."""
+    if isinstance(settings, Mapping):
+        return tuple(name for name, key in AUGMENTATION_FIELDS.items() if settings[key])
+    return tuple(name for name, key in AUGMENTATION_FIELDS.items() if getattr(settings, key))
+
+
 def describe_augmentation(config: Any) -> str:
     """The enabled augmentations of a `TrainingConfig`, e.g. "flips,intensity" or "none"."""
-    flags = {
-        "flips": config.augment,
-        "intensity": config.augment_intensity,
-        "scale": config.augment_scale,
-        "blur": config.augment_blur,
-    }
-    return ",".join(name for name, on in flags.items() if on) or "none"
+    return ",".join(augmentation_names(config)) or "none"
