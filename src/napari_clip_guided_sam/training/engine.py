@@ -33,7 +33,14 @@ from ..model.checkpoint import same_architecture, save_checkpoint
 from ..model.config import ModelConfig
 from ..model.runtime import autocast, resolve_device, resolve_precision
 from ..model.trainable import parameter_groups
-from .inputs import Batch, PreparedCache, collate, mask_to_logit_size
+from .compute import (
+    CHECKPOINTING_CHOICES,
+    has_frozen_prefix,
+    resolve_augment_variants,
+    training_compute,
+    variant_generators,
+)
+from .inputs import Batch, PreparedCache, collate, concat_batches, mask_to_logit_size
 from .losses import segmentation_loss
 from .model_card import summarize_data, training_card
 from .state import (
@@ -83,6 +90,15 @@ class TrainingConfig:
     time_budget_s: float | None = None  # stop after this much training time in total
     checkpoint_every: int | None = None  # also write the last checkpoint every N steps
     cache_mb: int = 2048  # memory for prepared inputs (each file is read once when it fits)
+    # CPU-friendly training (training.compute): recompute trained encoder blocks in the
+    # backward ("auto": on the CPU when they would keep > 2 GiB), memory and disk for the
+    # frozen prefix per image (used when the model has one), and how many fixed
+    # augmentations each sample cycles through (0: a fresh draw per visit; None: 2 with a
+    # cached prefix, else 0).
+    activation_checkpointing: str = "auto"
+    prefix_cache_mb: int = 2048
+    prefix_cache_disk_mb: int = 8192
+    augment_variants: int | None = None
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
@@ -103,6 +119,16 @@ class TrainingConfig:
             raise ValueError(f"time_budget_s must be positive, got {self.time_budget_s}.")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be at least 1, got {self.checkpoint_every}.")
+        if self.activation_checkpointing not in CHECKPOINTING_CHOICES:
+            raise ValueError(
+                f"activation_checkpointing must be one of {', '.join(CHECKPOINTING_CHOICES)}, "
+                f"got {self.activation_checkpointing!r}."
+            )
+        for name in ("prefix_cache_mb", "prefix_cache_disk_mb"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}.")
+        if self.augment_variants is not None and self.augment_variants < 0:
+            raise ValueError(f"augment_variants must be >= 0, got {self.augment_variants}.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -116,8 +142,10 @@ class TrainingConfig:
         return None if self.output_dir is None else Path(self.output_dir) / self.last_name
 
 
-# Settings a resumed run must share with the interrupted one to continue it exactly.
-_RESUME_KEYS = ("seed", "batch_size", "grad_accumulation", "mode", "augment")
+# Settings a resumed run must share with the interrupted one to continue it exactly, and
+# the value of those a run saved before they existed used.
+_RESUME_KEYS = ("seed", "batch_size", "grad_accumulation", "mode", "augment", "augment_variants")
+_SAVED_BEFORE = {"augment_variants": 0}
 
 
 # --------------------------------------------------------------------------- events
@@ -310,6 +338,9 @@ def train(
         check_writable(Path(config.output_dir))
     model.to(device)
     model.fine_tuned = True  # from here on the adapters are in use (and trained)
+    caches = has_frozen_prefix(model) and (config.prefix_cache_mb or config.prefix_cache_disk_mb)
+    variants = resolve_augment_variants(config.augment_variants, bool(caches))
+    config = dataclasses.replace(config, augment_variants=variants)
     optimizer = torch.optim.AdamW(
         parameter_groups(
             model, config.lr, config.clip_lr, config.weight_decay, config.clip_weight_decay
@@ -338,7 +369,8 @@ def train(
         info["training_config"] = config.to_dict()
         state = loaded.state
     run = _Run(model, optimizer, config, device, dtype, train_cache, val_cache, names, info, state)
-    return (yield from run.loop())
+    with training_compute(model, config, device):
+        return (yield from run.loop())
 
 
 def _with_restored_weight_decays(
@@ -373,7 +405,8 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
     if not saved_base.same_weights(BaseWeights.from_dict(current["base"])):
         problems.append(f"base weights {saved['base_weights']} (now {current['base_weights']})")
     for key in _RESUME_KEYS:
-        was, now = saved["training_config"][key], current["training_config"][key]
+        was = saved["training_config"].get(key, _SAVED_BEFORE.get(key))
+        now = current["training_config"][key]
         if was != now:
             problems.append(f"{key}={was!r} (now {now!r})")
     if saved["n_train"] != current["n_train"]:
@@ -400,6 +433,7 @@ class _Run:
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
         self.clock = _Clock(state.elapsed_s)
         self.stopped = "completed"
+        self.variants = config.augment_variants if config.augment else 0
 
     # ------------------------------------------------------------------ loop
     def loop(self) -> Generator[Event, None, TrainingResult]:
@@ -444,12 +478,19 @@ class _Run:
         seed = config.seed
         for index in group:
             with _seeded_global_rng(self.device, derived_seed(seed, epoch, index, _STREAM_TORCH)):
-                augment = (
-                    np.random.default_rng(derived_seed(seed, epoch, index, _STREAM_AUGMENT))
-                    if config.augment
-                    else None
-                )
-                batch = collate([self.train_cache[int(i)] for i in batches[index]], augment)
+                samples = [self.train_cache[int(i)] for i in batches[index]]
+                if self.variants:  # fixed augmentations per sample: cached prefixes are reused
+                    generators = variant_generators(seed, epoch, batches[index], self.variants)
+                    batch = concat_batches(
+                        [collate([s], g) for s, g in zip(samples, generators, strict=True)]
+                    )
+                else:
+                    augment = (
+                        np.random.default_rng(derived_seed(seed, epoch, index, _STREAM_AUGMENT))
+                        if config.augment
+                        else None
+                    )
+                    batch = collate(samples, augment)
                 points = torch.Generator().manual_seed(
                     derived_seed(seed, epoch, index, _STREAM_POINTS)
                 )

@@ -8,6 +8,7 @@ prepared tensors, so each file is read, normalised and resized once per run.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, overload
@@ -146,6 +147,21 @@ def collate(samples: Sequence[PreparedSample], rng: np.random.Generator | None =
         images.append(image)
         masks.append(mask)
     return Batch(torch.stack(images), torch.stack(masks), [s.class_name for s in samples])
+
+
+def concat_batches(batches: Sequence[Batch]) -> Batch:
+    """One batch of the examples of several, in order (tensors concatenated along the
+    batch axis, lists joined)."""
+    values = {}
+    for field in dataclasses.fields(Batch):
+        parts = [getattr(batch, field.name) for batch in batches]
+        if isinstance(parts[0], torch.Tensor):
+            values[field.name] = torch.cat(parts)
+        elif parts[0] is None:
+            values[field.name] = None
+        else:
+            values[field.name] = [item for part in parts for item in part]
+    return Batch(**values)
 
 
 class Subset(Sequence):
