@@ -155,11 +155,12 @@ class CLIPGuidedSAM(nn.Module):
     def clip_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """Raw CLIP Surgery tokens, text-independent: [B, 3, S, S] -> [B, 1+N, D].
 
-        With a prefix cache, the visual blocks before the first trainable one are looked up
-        per image (computed once per image content).
+        The visual blocks before the first trainable one run one image at a time (so that
+        a cached and a computed prefix are the same numbers) and, with a prefix cache, once
+        per image content.
         """
         depth = self.clip_prefix_depth()
-        if depth == 0 or not self._caches("clip"):
+        if depth == 0:
             return self.guide.encode_image_tokens(self.clip_input(images))
 
         def streams_of(image: torch.Tensor) -> Entry:
@@ -167,8 +168,8 @@ class CLIPGuidedSAM(nn.Module):
             return (x_ori,) if x_new is x_ori else (x_ori, x_new)  # one tensor before surgery
 
         entries = [self._prefix("clip", image[None], depth, streams_of) for image in images]
-        ori = torch.cat([entry[0] for entry in entries])
-        new = torch.cat([entry[-1] for entry in entries])
+        ori = _join([entry[0] for entry in entries])
+        new = _join([entry[-1] for entry in entries])
         streams: VisualStreams = (ori, ori if all(len(e) == 1 for e in entries) else new)
         return self.guide.finish_tokens(streams, depth)
 
@@ -267,7 +268,7 @@ class CLIPGuidedSAM(nn.Module):
             return (x,)
 
         entries = [self._prefix("sam", image[None], depth, tokens_of) for image in images]
-        return torch.cat([entry[0] for entry in entries])
+        return _join([entry[0] for entry in entries])
 
     def _caches(self, part: str) -> bool:
         return self.prefix_cache is not None and part in self.prefix_cache.parts
@@ -422,6 +423,12 @@ class CLIPGuidedSAM(nn.Module):
             point_coords=coords.reshape(batch, classes, *coords.shape[-2:]),
             point_labels=labels.reshape(batch, classes, -1),
         )
+
+
+def _join(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Per-image tensors as one batch; a single one as it is (its memory layout, which the
+    next kernels' rounding follows, stays that of the unsplit encoder's)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _first_trainable(blocks) -> int:

@@ -80,7 +80,9 @@ class PrefixStore:
         self.stats = PrefixStats()
         self._memory: OrderedDict[str, Entry] = OrderedDict()
         self._memory_bytes = 0
-        self._disk: OrderedDict[str, tuple[int, torch.device]] = OrderedDict()
+        # key -> (bytes, device, strides): entries come back in their memory layout, which
+        # the rounding of the kernels that read them follows.
+        self._disk: OrderedDict[str, tuple[int, torch.device, list]] = OrderedDict()
         self._disk_bytes = 0
         self._lock = threading.Lock()
 
@@ -95,12 +97,15 @@ class PrefixStore:
                 return entry
             if key not in self._disk:
                 return None
-            size, device = self._disk.pop(key)
+            size, device, strides = self._disk.pop(key)
             path = self._path(key)
             tensors = load_file(str(path))
             path.unlink(missing_ok=True)
             self._disk_bytes -= size
-            entry = tuple(tensors[str(i)].to(device) for i in range(len(tensors)))
+            entry = tuple(
+                _with_strides(tensors[str(i)], stride).to(device)
+                for i, stride in enumerate(strides)
+            )
             self.stats.disk_reads += 1
             self.stats.hits += 1
             self._keep(key, entry)
@@ -155,16 +160,23 @@ class PrefixStore:
         if size > self.max_disk_bytes:
             return
         while self._disk_bytes + size > self.max_disk_bytes:
-            old_key, (old_size, _) = self._disk.popitem(last=False)
+            old_key, (old_size, *_) = self._disk.popitem(last=False)
             self._path(old_key).unlink(missing_ok=True)
             self._disk_bytes -= old_size
         tensors = {str(i): t.contiguous().cpu() for i, t in enumerate(entry)}
         # Not atomic on purpose: the store reads back only files it finished writing itself.
         save_file(tensors, str(self._path(key)))
-        self._disk[key] = (size, entry[0].device)
+        self._disk[key] = (size, entry[0].device, [t.stride() for t in entry])
         self._disk_bytes += size
         self.stats.disk_writes += 1
 
     def _path(self, key: str) -> Path:
         assert self.folder is not None
         return self.folder / f"{key}.safetensors"
+
+
+def _with_strides(tensor: torch.Tensor, stride: tuple[int, ...]) -> torch.Tensor:
+    """A copy of a contiguous tensor laid out in memory with `stride`."""
+    if tensor.stride() == tuple(stride):
+        return tensor
+    return torch.empty_strided(tensor.shape, stride, dtype=tensor.dtype).copy_(tensor)

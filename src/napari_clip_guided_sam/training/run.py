@@ -171,7 +171,9 @@ def plan_run(
         raise ExistingRunError(f"{output} already holds checkpoints of a run.")
     if saved is not None:
         model_config = ModelConfig.from_dict(saved["model_config"])
-        if preset and not same_architecture(model_config, get_preset(preset)):
+        # The run's own preset (its compute choices may differ from the preset's defaults).
+        own = preset == model_config.name
+        if preset and not own and not same_architecture(model_config, get_preset(preset)):
             raise ValueError(
                 f"preset {preset!r} differs from the resumed run's preset "
                 f"{model_config.name!r}; resume with that preset."
