@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..evaluation.modes import PROMPT_MODES
-from ..model.config import ADAPTER_INITS
+from ..model.config import ADAPTER_INITS, adapted_blocks
 from ._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -245,6 +245,14 @@ def run(args: argparse.Namespace) -> int:
         f"{config.mode} mode, lr {config.lr:g}, CLIP lr {config.clip_lr:g}, "
         f"{config.epochs} epoch(s) -> {output}"
     )
+    model_config = plan.model_config
+    adapted = adapted_blocks(model_config)
+    if len(adapted) < model_config.sam.encoder_depth or model_config.sam.base_image_size:
+        print(
+            f"SAM at {model_config.sam.image_size} px, adapters in {len(adapted)} of "
+            f"{model_config.sam.encoder_depth} encoder blocks, CLIP attention trained in its "
+            f"last {model_config.trainable.clip_attention_blocks} blocks"
+        )
     for line in custom_base_lines(model):
         print(line)
     return _consume_training(plan.train(model, train_data, val_data), skipped)
