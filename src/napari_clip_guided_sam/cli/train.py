@@ -140,7 +140,7 @@ def add_parser(subparsers) -> None:
 
 def _add_compute_arguments(parser: argparse.ArgumentParser) -> None:
     """How the run computes (training.compute): none of these changes the results."""
-    from ..training.compute import CHECKPOINTING_CHOICES
+    from ..model.runtime import CHECKPOINTING_CHOICES
 
     parser.add_argument(
         "--checkpointing",

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from ..model.prefix_cache import PrefixStore
+from ..model.runtime import CHECKPOINTING_CHOICES
 
-CHECKPOINTING_CHOICES = ("auto", "on", "off")
 # "auto" checkpoints the trained blocks on the CPU when they would keep more than this for
 # the backward pass (paper at 1024 px: ~10 GiB with every block trained; `paper_cpu`, three
 # blocks at 512 px: ~0.4 GiB).
