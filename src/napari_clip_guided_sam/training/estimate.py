@@ -69,7 +69,8 @@ class Estimate:
 
 @dataclass(frozen=True)
 class EstimateProgress:
-    """The measurement is `done` of `total` steps in (`phase` in words)."""
+    """The measurement is `done` of `total` steps in (`phase` in words; total 0 while the
+    model is built)."""
 
     phase: str
     done: int
@@ -102,7 +103,7 @@ def iter_estimate(
     device = resolve_device(config.device)
     per_step = config.batch_size * config.grad_accumulation
     memory = _PeakMemory(device)
-    yield EstimateProgress("building the model", 0, 3)
+    yield EstimateProgress("building the model", 0, 0)
     with memory:
         model = build_model(model_config, base_weights="random")
         model.fine_tuned = True  # as the engine sets it: the adapters in use
@@ -127,15 +128,17 @@ def iter_estimate(
         epoch_ends: list[float] = []
         store_bytes = 0
         checkpointing = False
-        for event in train(model, train_samples, val_samples, measuring):
-            if model.prefix_cache is not None:
-                store_bytes = model.prefix_cache.memory_bytes
-            checkpointing = model.activation_checkpointing or checkpointing
-            if isinstance(event, StepEvent):
-                times.append(event.elapsed_s)
-                yield EstimateProgress(f"step {event.step} of {steps}", event.step, steps)
-            elif isinstance(event, EpochEvent):
-                epoch_ends.append(event.elapsed_s)
+        run = contextlib.closing(train(model, train_samples, val_samples, measuring))
+        with run as events:  # closing the estimate closes the run (and its cache)
+            for event in events:
+                if model.prefix_cache is not None:
+                    store_bytes = model.prefix_cache.memory_bytes
+                checkpointing = model.activation_checkpointing or checkpointing
+                if isinstance(event, StepEvent):
+                    times.append(event.elapsed_s)
+                    yield EstimateProgress(f"step {event.step} of {steps}", event.step, steps)
+                elif isinstance(event, EpochEvent):
+                    epoch_ends.append(event.elapsed_s)
         del model
     miss = times[1] - times[0]
     val_miss = epoch_ends[0] - times[1]
