@@ -15,6 +15,8 @@ from napari_clip_guided_sam.model.prefix_cache import PrefixStore
 from napari_clip_guided_sam.training import CheckpointEvent, StepEvent, TrainingConfig, train
 from napari_clip_guided_sam.training.compute import (
     activation_bytes,
+    has_frozen_prefix,
+    resolve_augment_variants,
     uses_checkpointing,
     variant_generators,
 )
@@ -128,6 +130,18 @@ def test_auto_checkpointing_follows_the_activation_estimate():
     assert uses_checkpointing("on", models["paper_cpu"], cpu)
     with pytest.raises(ValueError, match="activation_checkpointing"):
         TrainingConfig(activation_checkpointing="always")
+
+
+def test_reference_and_paper_keep_every_adapter_and_no_frozen_prefix():
+    for name in ("reference", "paper"):
+        with torch.device("meta"):
+            model = build_model(name, base_weights="random")
+        model.fine_tuned = True
+        depth = model.config.sam.encoder_depth
+        assert model.adapters.adapted_blocks == list(range(depth))
+        assert model.encoder_prefix_depth() == 0 and model.clip_prefix_depth() == 0
+        assert not has_frozen_prefix(model)  # no prefix cache is made for them
+        assert resolve_augment_variants(None, has_frozen_prefix(model)) == 0
 
 
 def test_each_sample_cycles_through_its_fixed_augmentations():
