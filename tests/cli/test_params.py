@@ -28,3 +28,13 @@ def test_info_prints_the_automatic_precision_and_why(capsys):
     assert "(cached " in capsys.readouterr().out
     assert main(["info", "--device", "cpu", "--reprobe"]) == 0
     assert "measured now" in capsys.readouterr().out
+
+
+def test_params_counts_each_adapter_depth(capsys):
+    assert (
+        main(["params", "--preset", "paper", "--adapter-blocks", "3", "--image-size", "512"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "SAM vit_b at 512 px" in out and "adapters in 3 of 12 encoder blocks" in out
+    assert "4.1M" in out  # 3 x 1,379,712 adapter parameters
+    assert "16.56M" in out and "<- this config" in out

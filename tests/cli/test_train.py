@@ -316,3 +316,55 @@ def test_a_time_budget_without_epochs_plans_the_run_by_the_clock(tmp_path, capsy
     assert settings["epochs"] is None and settings["augment_blur"] is True
     assert main([*args[:-2], "--augment", "sharpen", "--overwrite"]) == EXIT_USAGE
     assert "unknown sharpen" in capsys.readouterr().err
+
+
+def test_cpu_friendly_options_reach_the_model_and_the_run(tmp_path, capsys):
+    from napari_clip_guided_sam.training.state import load_state
+
+    output = tmp_path / "run"
+    code = main(train_args(
+        DSB / "images", DSB / "labels", output, "--max-steps", "2", "--image-size", "128",
+        "--adapter-blocks", "2", "--clip-trainable-blocks", "1", "--checkpointing", "on",
+        "--prefix-cache-mb", "64", "--prefix-cache-disk-mb", "0", "--augment-variants", "3",
+    ))  # fmt: skip
+    assert code == EXIT_OK, capsys.readouterr().err
+    config = read_checkpoint(output / "last.safetensors").config
+    assert (config.sam.image_size, config.sam.base_image_size) == (128, 256)
+    assert config.adapters.blocks == (2, 3) and config.trainable.clip_attention_blocks == 1
+    settings = load_state(output / "last.state.safetensors").info["training_config"]
+    assert settings["activation_checkpointing"] == "on" and settings["augment_variants"] == 3
+    assert (settings["prefix_cache_mb"], settings["prefix_cache_disk_mb"]) == (64, 0)
+
+    # A resumed run keeps its architecture; another one is refused.
+    args = train_args(DSB / "images", DSB / "labels", output, "--resume", "--max-steps", "3")
+    assert main(args) == EXIT_OK, capsys.readouterr().err
+    assert main([*args, "--adapter-blocks", "3"]) != EXIT_OK
+    assert "leave them out to resume" in capsys.readouterr().err
+
+
+def test_estimate_prints_time_and_memory_without_training(tmp_path, capsys):
+    output = tmp_path / "run"
+    args = train_args(DSB / "images", DSB / "labels", output, "--adapter-blocks", "2")
+    assert main([*args, "--estimate", "--epochs", "3"]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert "estimate: about" in captured.out and "peak memory about" in captured.out
+    assert "3 epoch(s) x 2 step(s)" in captured.out and "computed 4 time(s)" in captured.out
+    assert not output.exists() or not any(output.iterdir())
+
+    # A run planned by its time budget: as many epochs as fit, no more time than the budget.
+    assert main([*args, "--estimate", "--time-budget", "3600"]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert "as many epochs as fit in 3600 s" in captured.err
+    assert "estimate: about" in captured.out and "epoch(s) x 2 step(s)" in captured.out
+
+
+def test_compute_settings_out_of_range_name_their_option(tmp_path, capsys):
+    args = train_args(DSB / "images", DSB / "labels", tmp_path / "run", "--max-steps", "1")
+    for option, value in [
+        ("--prefix-cache-mb", "-1"),
+        ("--prefix-cache-disk-mb", "-5"),
+        ("--augment-variants", "-1"),
+    ]:
+        assert main([*args, option, value]) == EXIT_USAGE
+        assert f"{option}: " in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())

@@ -157,3 +157,32 @@ def test_batched_encoding_gives_the_same_masks(shared_model, rgb_image):
     two = batched.segment(rgb_image, names)
     assert torch.get_num_threads() == threads  # the decoder's thread setting is restored
     np.testing.assert_allclose(one.probabilities, two.probabilities, atol=1e-4)
+
+
+def test_a_new_class_on_a_cached_image_runs_only_the_adapted_blocks(rgb_image):
+    """With adapters in the last blocks, the frozen ones run once per image."""
+    from napari_clip_guided_sam.model.config import get_preset, with_compute_choices
+
+    config = with_compute_choices(get_preset("tiny"), adapter_blocks=2)
+    model = build_model(config, seed=0)
+    model.fine_tuned = True
+    predictor = Predictor(model, device="cpu", precision="fp32")
+    runs = [0] * 4
+    for index, block in enumerate(model.sam.image_encoder.blocks):
+        block.register_forward_hook(lambda *_, i=index: runs.__setitem__(i, runs[i] + 1))
+    first = predictor.segment(rgb_image, ["nucleus"])
+    assert runs == [1, 1, 1, 1]
+    second = predictor.predict(["nucleus", "cell"])
+    assert runs == [1, 1, 2, 2]  # the new class: blocks 2 and 3 only
+    np.testing.assert_array_equal(second.probabilities[0], first.probabilities[0])
+
+    uncached = build_model(config, seed=0)
+    uncached.fine_tuned = True
+    tensor, frame = prepare_image(rgb_image, config.sam.image_size)
+    for index, name in enumerate(["nucleus", "cell"]):  # the predictor's points: per class
+        with torch.no_grad():
+            output = uncached(tensor[None], uncached.text_features([name]))
+        expected = torch.sigmoid(frame.logits_to_original(output.low_res_logits[0, 0]))
+        np.testing.assert_allclose(second.probabilities[index], expected.numpy(), atol=1e-6)
+    predictor.clear_cache()
+    assert len(model.prefix_cache) == 0

@@ -27,6 +27,8 @@ PRESET_TIP = (
     "The model's architecture. 'paper' (SAM ViT-B + CLIP ViT-B/16) is the published model and "
     "needs the official weights (downloaded once). 'tiny' is a small model with random "
     "weights: it runs anywhere without downloads, to try the plugin (its masks are noise). "
+    "'paper_cpu' is the CPU-friendly one: the paper model set up to fine-tune on a laptop "
+    "CPU in hours (512 px, adapters in the last SAM blocks; the same official weights). "
     "A fine-tuned checkpoint sets this for you."
 )
 CHECKPOINT_TIP = (

@@ -13,8 +13,9 @@ Closing the window while a run goes: napari's `create_worker` registers every wo
 the window's task list, so napari asks first and then quits the worker; its `aborted` signal
 closes the job in the worker thread. The plugin itself uses only public napari API.
 
-The parts: `TrainingSources` (what to train on), `TrainingSettings` (how), the run box and
-its events (`RunPanel`), `CheckpointPreview` (trying the result), the `MessagePanel` and a
+The parts: `TrainingSources` (what to train on), `TrainingSettings` (how), `EstimateBox`
+(the run's expected time and memory, measured before it starts), the run box and its
+events (`RunPanel`), `CheckpointPreview` (trying the result), the `MessagePanel` and a
 remembered Advanced section.
 """
 
@@ -53,6 +54,7 @@ from ._layers import is_plugin_output
 from ._messages import MessagePanel
 from ._panels import AdvancedSection, DockPanel
 from ._shared_model import viewer_session
+from ._training_estimate import EstimateBox, mark_cpu_friendly
 from ._training_job import (
     PLUGIN,
     Cancelled,
@@ -106,6 +108,11 @@ class TrainingWidget(DockPanel):
             user_action(self.messages, self.sources.add_pair)
         )
         self.settings = TrainingSettings()
+        mark_cpu_friendly(self.settings.preset_combo)
+        self.estimate_box = EstimateBox(self.messages, self._estimate_inputs)
+        self.settings.preset_combo.currentTextChanged.connect(
+            guarded(lambda *_: self.estimate_box.clear())
+        )
         self.run_panel = RunPanel(
             user_action(self.messages, self.start_training),
             user_action(self.messages, self.resume_training),
@@ -122,7 +129,8 @@ class TrainingWidget(DockPanel):
         self.settings.add_advanced_rows(self.advanced)
         self._result_buttons()
         layout = self.content_layout
-        for part in (self.sources, self.settings, self.run_panel, self.messages, self.advanced):
+        parts = (self.sources, self.settings, self.estimate_box, self.run_panel)
+        for part in (*parts, self.messages, self.advanced):
             layout.addWidget(part)
         self.finish()
 
@@ -230,7 +238,25 @@ class TrainingWidget(DockPanel):
         if self.running:
             notify_info("Training is running; wait for it or press Cancel.")
             return True
+        if self.estimate_box.running:
+            notify_info("The estimate is measuring; wait for it or press its Cancel.")
+            return True
         return False
+
+    def _estimate_inputs(self):
+        """The run Train would start, for the estimate: (model config, training config,
+        training samples, validation samples). Nothing is written."""
+        if self.running:
+            raise ValueError("Training is running: estimate before training, or cancel it.")
+        dataset, _ = self.sources.dataset()
+        plan = plan_run(
+            self.settings.output(),
+            preset=self.settings.preset,
+            settings=self.settings.values(),
+            overwrite=True,  # only planned: an existing run is not touched
+        )
+        train_data, val_data = plan.split(dataset)
+        return plan.model_config, plan.config, len(train_data), len(val_data)
 
     def _ask_existing_output(self, output: Path) -> str:
         """Ask what to do with a folder that holds checkpoints: overwrite, new name, cancel."""

@@ -84,6 +84,43 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_architecture_arguments(parser: argparse.ArgumentParser) -> None:
+    """--image-size/--adapter-blocks/--clip-trainable-blocks: the architecture choices that
+    trade accuracy for training cost (`model.config.with_compute_choices`)."""
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="side of SAM's input frame (the preset's: 1024; 512 has 4x fewer tokens, for "
+        "images up to about 700 px); the base weights' position tables are interpolated",
+    )
+    parser.add_argument(
+        "--adapter-blocks",
+        type=int,
+        default=None,
+        metavar="N",
+        help="adapters in the last N SAM encoder blocks only (default: the preset's, all for "
+        "paper); the blocks before them are computed once per image",
+    )
+    parser.add_argument(
+        "--clip-trainable-blocks",
+        type=int,
+        default=None,
+        metavar="M",
+        help="train CLIP's visual attention in its last M blocks only (default: the preset's)",
+    )
+
+
+def architecture_choices(args: argparse.Namespace) -> dict:
+    """The keyword arguments of `with_compute_choices` given on the command line."""
+    return {
+        "image_size": args.image_size,
+        "adapter_blocks": args.adapter_blocks,
+        "clip_trainable_blocks": args.clip_trainable_blocks,
+    }
+
+
 def class_map_from_args(args: argparse.Namespace):
     """--class NAME, or --class-map "1=nucleus,2=cell" or a class_map.json (as exported),
     with --background and --ignore-index (which override a class_map.json's own)."""

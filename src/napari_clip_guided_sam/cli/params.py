@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import EXIT_OK
+from ._common import EXIT_OK, add_architecture_arguments, architecture_choices
 
 
 def add_parser(subparsers) -> None:
@@ -15,17 +15,30 @@ def add_parser(subparsers) -> None:
         "weights (paper Table 1).",
     )
     parser.add_argument("--preset", default="paper", help="model preset (default: paper)")
+    add_architecture_arguments(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..model.accounting import count_parameters, format_table
-    from ..model.config import get_preset
+    from ..model.accounting import (
+        adapter_depth_table,
+        count_parameters,
+        format_depth_table,
+        format_table,
+    )
+    from ..model.config import adapted_blocks, get_preset, with_compute_choices
 
-    config = get_preset(args.preset)
+    config = with_compute_choices(get_preset(args.preset), **architecture_choices(args))
+    adapted = adapted_blocks(config)
     print(
-        f"preset {config.name}: SAM {config.sam.variant}, CLIP {config.clip.arch} "
-        f"at {config.clip.clip_size} px"
+        f"preset {config.name}: SAM {config.sam.variant} at {config.sam.image_size} px, "
+        f"CLIP {config.clip.arch} at {config.clip.clip_size} px; adapters in "
+        f"{len(adapted)} of {config.sam.encoder_depth} encoder blocks, CLIP attention trained "
+        f"in its last {config.trainable.clip_attention_blocks} blocks"
     )
     print(format_table(count_parameters(config)))
+    depth_rows = adapter_depth_table(config)
+    if depth_rows:
+        print("\nAdapters in the last N blocks only (--adapter-blocks N):")
+        print(format_depth_table(depth_rows, len(adapted)))
     return EXIT_OK

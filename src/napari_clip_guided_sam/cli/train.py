@@ -7,15 +7,17 @@ import sys
 from pathlib import Path
 
 from ..evaluation.modes import PROMPT_MODES
-from ..model.config import ADAPTER_INITS
+from ..model.config import ADAPTER_INITS, adapted_blocks
 from ..training.recipe import AUGMENTATIONS, SCHEDULES, augmentation_settings
 from ._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     UsageError,
+    add_architecture_arguments,
     add_base_weights_arguments,
     add_data_arguments,
     add_runtime_arguments,
+    architecture_choices,
     class_map_from_args,
     custom_base_lines,
     format_number,
@@ -38,6 +40,10 @@ examples:
       --output tiny_run/ --time-budget 300
   # continue an interrupted run (same folder; the saved settings are reused)
   clip-guided-sam train --images imgs/ --labels labels/ --class nucleus --output run1/ --resume
+  # CPU-friendly fine-tuning of the paper architecture (512 px, adapters in the last blocks,
+  # frozen prefix computed once per image); --estimate measures time and memory first
+  clip-guided-sam train --images imgs/ --labels labels/ --class nucleus --preset paper_cpu \
+      --output cpu_run/ --estimate
 
 Images and labels are paired by file name (a.tif <-> a.tif, or a.png <-> a_labels.tif with
 --label-suffix _labels); labels are integer images of the same height and width, 0 being
@@ -159,6 +165,8 @@ def add_parser(subparsers) -> None:
         help="draw training examples balanced over classes and foreground sizes (few or small "
         "objects come up more often); default: off",
     )
+    add_architecture_arguments(parser)
+    _add_compute_arguments(parser)
     add_runtime_arguments(parser)
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the run saved in --output")
@@ -180,7 +188,57 @@ _OPTIONS = {
     "max_steps": "--max-steps",
     "time_budget_s": "--time-budget",
     "checkpoint_every": "--checkpoint-every",
+    "warmup": "--warmup",
+    "schedule": "--schedule",
+    "activation_checkpointing": "--checkpointing",
+    "prefix_cache_mb": "--prefix-cache-mb",
+    "prefix_cache_disk_mb": "--prefix-cache-disk-mb",
+    "augment_variants": "--augment-variants",
 }
+
+
+def _add_compute_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the run computes (training.compute): none of these changes the results."""
+    from ..model.runtime import CHECKPOINTING_CHOICES
+
+    parser.add_argument(
+        "--checkpointing",
+        choices=CHECKPOINTING_CHOICES,
+        default=None,
+        help="recompute the trained encoder blocks in the backward pass instead of keeping "
+        "their activations: less memory, more time (auto, the default: on the CPU when they "
+        "would keep more than 2 GiB)",
+    )
+    parser.add_argument(
+        "--prefix-cache-mb",
+        type=int,
+        default=None,
+        metavar="MB",
+        help="memory for the frozen blocks' output per image, when adapters sit in the last "
+        "blocks only (2048; 0 with --prefix-cache-disk-mb 0: no cache)",
+    )
+    parser.add_argument(
+        "--prefix-cache-disk-mb",
+        type=int,
+        default=None,
+        metavar="MB",
+        help="temporary disk space for what does not fit in memory (8192; removed after the run)",
+    )
+    parser.add_argument(
+        "--augment-variants",
+        type=int,
+        default=None,
+        metavar="K",
+        help="each image cycles through K fixed draws of the --augment changes, so its "
+        "frozen blocks are computed K times in the whole run (default: 2 when adapters sit in "
+        "the last blocks only; 0: a fresh draw at every visit)",
+    )
+    parser.add_argument(
+        "--estimate",
+        action="store_true",
+        help="measure a few steps of this run on synthetic images and print the expected "
+        "time and peak memory, then stop (no base weights needed)",
+    )
 
 
 def _chosen_settings(args: argparse.Namespace) -> dict:
@@ -203,6 +261,10 @@ def _chosen_settings(args: argparse.Namespace) -> dict:
         "max_steps": args.max_steps,
         "time_budget_s": args.time_budget,
         "checkpoint_every": args.checkpoint_every,
+        "activation_checkpointing": args.checkpointing,
+        "prefix_cache_mb": args.prefix_cache_mb,
+        "prefix_cache_disk_mb": args.prefix_cache_disk_mb,
+        "augment_variants": args.augment_variants,
     }
 
 
@@ -240,6 +302,7 @@ def run(args: argparse.Namespace) -> int:
             adapter_init=args.adapter_init,
             sam_weights=args.sam_weights,
             clip_weights=args.clip_weights,
+            architecture=architecture_choices(args),
         )
     except ExistingRunError:
         raise UsageError(
@@ -249,6 +312,8 @@ def run(args: argparse.Namespace) -> int:
     except SettingError as error:
         raise UsageError(f"{_OPTIONS.get(error.name, error.name)}: {error}") from None
     config = plan.config
+    if args.estimate:
+        return _print_estimate(plan, args, class_map)
     # The model first: missing base weights should fail before a long folder scan.
     model = plan.build_model()
     dataset, skipped = load_folders(args, class_map)
@@ -267,12 +332,54 @@ def run(args: argparse.Namespace) -> int:
         f"{config.clip_lr:g}, augment {describe_augmentation(config)}, "
         f"{'balanced' if config.balance else 'shuffled'} sampling, {length} -> {output}"
     )
+    model_config = plan.model_config
+    adapted = adapted_blocks(model_config)
+    if len(adapted) < model_config.sam.encoder_depth or model_config.sam.base_image_size:
+        print(
+            f"SAM at {model_config.sam.image_size} px, adapters in {len(adapted)} of "
+            f"{model_config.sam.encoder_depth} encoder blocks, CLIP attention trained in its "
+            f"last {model_config.trainable.clip_attention_blocks} blocks"
+        )
     for line in custom_base_lines(model):
         print(line)
     note = plan.validation_note(dataset, val_data)
     if note:
         print(note)
     return _consume_training(plan.train(model, train_data, val_data), skipped)
+
+
+def _print_estimate(plan, args: argparse.Namespace, class_map) -> int:
+    from ..training.estimate import iter_estimate
+
+    dataset, skipped = load_folders(args, class_map)
+    train_data, val_data = plan.split(dataset)
+    print(
+        f"estimating preset {plan.preset} at {plan.model_config.sam.image_size} px: "
+        f"{len(train_data)} training and {len(val_data)} validation sample(s), "
+        + (
+            f"{plan.config.epochs} epoch(s)"
+            if plan.config.epochs is not None
+            else f"as many epochs as fit in {plan.config.time_budget_s:g} s"
+        ),
+        file=sys.stderr,
+    )
+    steps = iter_estimate(plan.model_config, plan.config, len(train_data), len(val_data))
+    while True:
+        try:
+            progress = next(steps)
+        except StopIteration as stop:
+            estimate = stop.value
+            break
+        print(f"  {progress.phase}", file=sys.stderr, flush=True)
+    print(f"estimate: {estimate.summary()}")
+    print(
+        f"  {estimate.epochs} epoch(s) x {estimate.steps_per_epoch} step(s); frozen prefixes "
+        f"computed {estimate.prefix_computations} time(s); validation "
+        f"{estimate.seconds_per_validation:.2g} s per sample; activation checkpointing "
+        f"{'on' if estimate.checkpointing else 'off'}"
+    )
+    print_skipped(skipped)
+    return EXIT_OK
 
 
 def _consume_training(events, skipped) -> int:

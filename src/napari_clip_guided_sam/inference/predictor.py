@@ -5,7 +5,10 @@ stateless modules", as segment-anything's `SamPredictor`; docs/architecture.md, 
 
 - CLIP visual tokens per image (text-independent);
 - guide text features per class name (or the features a closed-set checkpoint brought);
-- the adapted SAM image embedding and the similarity map per (image, class).
+- the adapted SAM image embedding and the similarity map per (image, class);
+- with adapters in the last encoder blocks only, the SAM encoder's frozen prefix per image
+  (the blocks before the first adapted one; all of them when zero-shot), so a new class on
+  a cached image runs only the blocks after it.
 
 A predictor's weights never change (a new checkpoint is a new predictor), so no key needs
 a weights version.
@@ -34,9 +37,10 @@ from ..data.class_map import LabelTable
 from ..model.card import ModelCard
 from ..model.checkpoint import CheckpointError, load_model, read_checkpoint, same_architecture
 from ..model.clip_guided_sam import CLIPGuidedSAM, GuideOutput
-from ..model.config import get_preset
+from ..model.config import adapted_blocks, get_preset
 from ..model.factory import build_model
 from ..model.guide import validate_class_names
+from ..model.prefix_cache import PrefixStore
 from ..model.preprocess import InputFrame, prepare_image, validate_rgb
 from ..model.runtime import autocast, resolve_device, resolve_precision
 from ..model.threads import cpu_threads, threads_for_short_work
@@ -207,6 +211,11 @@ class Predictor:
         self._tokens = LRUCache(cache_size)
         self._embeddings = LRUCache(cache_size)
         self._image: _ImageState | None = None
+        adapted = adapted_blocks(self.config)
+        if adapted and adapted[0] > 0 and self.model.prefix_cache is None:
+            sam = self.config.sam
+            entry = sam.grid_size**2 * sam.encoder_embed_dim * 4  # one image's tokens, fp32
+            self.model.prefix_cache = PrefixStore(cache_size * entry, parts=("sam",))
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -348,10 +357,12 @@ class Predictor:
                 self.model.config = self.model.config.replace(**changes)
 
     def clear_cache(self) -> None:
-        """Drop cached tokens and embeddings (text features stay)."""
+        """Drop cached tokens, prefixes and embeddings (text features stay)."""
         with self._lock:
             self._tokens.clear()
             self._embeddings.clear()
+            if self.model.prefix_cache is not None:
+                self.model.prefix_cache.clear()
 
     # ------------------------------------------------------------------ image
     def set_image(self, rgb: np.ndarray) -> str:

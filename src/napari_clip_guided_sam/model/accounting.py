@@ -70,6 +70,43 @@ def count_parameters(config: ModelConfig | str) -> list[ParameterRow]:
     return parameter_table(model)
 
 
+@dataclass(frozen=True)
+class AdapterDepthRow:
+    """Adapters in the last `blocks` encoder blocks: their parameters and the system's
+    trainable total."""
+
+    blocks: int
+    adapters: int
+    trainable: int
+
+
+def adapter_depth_table(config: ModelConfig) -> list[AdapterDepthRow]:
+    """Trainable parameters for adapters in the last N encoder blocks, N = 1 .. depth (the
+    rest of `config`, CLIP's trainable blocks included, as it is)."""
+    if not config.adapters.enabled:
+        return []
+    with torch.device("meta"):
+        model = build_model(config.replace(**{"adapters.blocks": None}), base_weights="random")
+    assert model.adapters is not None  # adapters are enabled
+    per_block = [sum(p.numel() for p in block.parameters()) for block in model.adapters]
+    others = sum(p.numel() for p in model.parameters() if p.requires_grad) - sum(per_block)
+    return [
+        AdapterDepthRow(n, sum(per_block[-n:]), others + sum(per_block[-n:]))
+        for n in range(1, len(per_block) + 1)
+    ]
+
+
+def format_depth_table(rows: list[AdapterDepthRow], chosen: int | None = None) -> str:
+    """`adapter_depth_table` as text; `chosen` marks the config's own choice."""
+    lines = [f"{'last N blocks adapted':<22} {'adapters':>9}  {'trainable':>9}"]
+    for row in rows:
+        mark = "  <- this config" if row.blocks == chosen else ""
+        lines.append(
+            f"{row.blocks:<22} {row.adapters / 1e6:>8.2f}M  {row.trainable / 1e6:>8.1f}M{mark}"
+        )
+    return "\n".join(lines)
+
+
 def format_table(rows: list[ParameterRow]) -> str:
     width = max(len(r.component) for r in rows)
     lines = [f"{'component':<{width}}  {'total':>9}  {'trainable':>9}"]

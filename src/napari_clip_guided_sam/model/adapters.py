@@ -92,29 +92,41 @@ class SemanticAdapter(nn.Module):
 
 
 class BlockAdapters(nn.Module):
-    """The adapters of one encoder block."""
+    """The adapters of one encoder block (both None in a block without adapters)."""
 
-    def __init__(self, regular: RegularAdapter, semantic: SemanticAdapter | None):
+    def __init__(self, regular: RegularAdapter | None, semantic: SemanticAdapter | None):
         super().__init__()
         self.regular = regular
         self.semantic = semantic
 
+    @property
+    def empty(self) -> bool:
+        return self.regular is None and self.semantic is None
+
 
 class EncoderAdapters(nn.ModuleList):
-    """All blocks' adapters, and the hooks that splice them into a SAM image encoder."""
+    """All blocks' adapters, and the hooks that splice them into a SAM image encoder.
+
+    One entry per encoder block; blocks outside `AdapterConfig.blocks` get an empty entry,
+    so tensor names stay `adapters.{block}.*` whichever blocks are adapted.
+    """
 
     def __init__(self, encoder: ImageEncoderViT, guide_dim: int, config: AdapterConfig):
         width = encoder.blocks[0].norm1.normalized_shape[0]
         hidden = int(width * config.mlp_ratio)
         depth = len(encoder.blocks)
-        semantic_blocks = range(depth) if config.semantic_blocks is None else config.semantic_blocks
-        invalid = [b for b in semantic_blocks if not 0 <= b < depth]
-        if invalid:
-            raise ValueError(f"semantic_blocks {invalid} do not exist in a {depth}-block encoder.")
+        blocks = _block_set("blocks", config.blocks, range(depth), depth)
+        semantic_blocks = _block_set("semantic_blocks", config.semantic_blocks, blocks, depth)
+        outside = sorted(set(semantic_blocks) - set(blocks))
+        if outside:
+            raise ValueError(
+                f"semantic_blocks {outside} carry no adapters; semantic adapters go in a subset "
+                f"of the adapted blocks {sorted(blocks)}."
+            )
         inner_skip = config.init == "released"
         super().__init__(
             BlockAdapters(
-                RegularAdapter(width, hidden, config.alpha, inner_skip),
+                RegularAdapter(width, hidden, config.alpha, inner_skip) if b in blocks else None,
                 SemanticAdapter(width, hidden, guide_dim, config) if b in semantic_blocks else None,
             )
             for b in range(depth)
@@ -143,8 +155,9 @@ class EncoderAdapters(nn.ModuleList):
         grid_size = encoder.pos_embed.shape[1]  # [1, grid, grid, C]
         adapters: BlockAdapters
         for block, adapters in zip(encoder.blocks, self, strict=True):  # type: ignore[assignment]
-            hook = _regular_hook(adapters.regular, self)
-            self._handles.append(block.attn.register_forward_hook(hook))
+            if adapters.regular is not None:
+                hook = _regular_hook(adapters.regular, self)
+                self._handles.append(block.attn.register_forward_hook(hook))
             if adapters.semantic is not None:
                 hook = _semantic_hook(adapters.semantic, self)
                 self._handles.append(block.mlp.register_forward_hook(hook))
@@ -158,14 +171,21 @@ class EncoderAdapters(nn.ModuleList):
             handle.remove()
         self._handles.clear()
 
+    @property
+    def adapted_blocks(self) -> list[int]:
+        """Indices of the encoder blocks that carry adapters."""
+        return [index for index, block in enumerate(self) if not block.empty]
+
     @contextlib.contextmanager
     def guided(self, guidance: Guidance) -> Iterator[None]:
-        """Within the block, semantic adapters read `guidance`."""
-        self._guidance = guidance
+        """Within the block, semantic adapters read `guidance` (nesting restores the outer
+        guidance on exit, so a block recomputed inside the forward pass of another, as
+        activation checkpointing does, leaves it intact)."""
+        outer, self._guidance = self._guidance, guidance
         try:
             yield
         finally:
-            self._guidance = None
+            self._guidance = outer
 
     def current_guidance(self) -> Guidance:
         if self._guidance is None:
@@ -174,6 +194,15 @@ class EncoderAdapters(nn.ModuleList):
                 "CLIPGuidedSAM.encode_image, not directly."
             )
         return self._guidance
+
+
+def _block_set(name: str, chosen, default, depth: int) -> list[int]:
+    """Validated block indices (`default` when `chosen` is None)."""
+    blocks = list(default if chosen is None else chosen)
+    invalid = [b for b in blocks if not 0 <= b < depth]
+    if invalid:
+        raise ValueError(f"{name} {invalid} do not exist in a {depth}-block encoder.")
+    return blocks
 
 
 def _regular_hook(adapter: RegularAdapter, owner: EncoderAdapters):

@@ -6,22 +6,31 @@ Every stage is a method so the predictor can cache what does not change: CLIP to
 image, text features per class, the image embedding per (image, text), and re-run only the
 prompt encoder and mask decoder when the user's points move. `forward` chains them and is
 differentiable (segment-anything's own `Sam.forward` runs under `no_grad`).
+
+The leading encoder blocks that carry no adapter and do not train (the frozen prefix, in
+SAM and in CLIP's visual tower) run once per image rather than once per image-class pair,
+and with a `prefix_cache` once per image content at all (docs/architecture.md, "Frozen
+prefix"). `activation_checkpointing` recomputes the trained SAM blocks in the backward pass
+instead of keeping their activations.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from . import prompts
 from .adapters import EncoderAdapters, Guidance
 from .base_weights import BaseWeights
 from .config import ModelConfig
-from .guide import SemanticGuide
+from .guide import SemanticGuide, VisualStreams
+from .prefix_cache import Entry, PrefixStore, tensor_digest
 
 ZERO_SHOT = "zero-shot (no fine-tuned adapters)"
 FINE_TUNED = "fine-tuned adapters"
@@ -81,6 +90,9 @@ class CLIPGuidedSAM(nn.Module):
             else None
         )
         self.fine_tuned = False
+        # Runtime choices, not part of the architecture (training and the predictor set them).
+        self.prefix_cache: PrefixStore | None = None
+        self.activation_checkpointing = False
 
     @property
     def device(self) -> torch.device:
@@ -157,8 +169,25 @@ class CLIPGuidedSAM(nn.Module):
         return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
 
     def clip_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """Raw CLIP Surgery tokens, text-independent: [B, 3, S, S] -> [B, 1+N, D]."""
-        return self.guide.encode_image_tokens(self.clip_input(images))
+        """Raw CLIP Surgery tokens, text-independent: [B, 3, S, S] -> [B, 1+N, D].
+
+        The visual blocks before the first trainable one run one image at a time (so that
+        a cached and a computed prefix are the same numbers) and, with a prefix cache, once
+        per image content.
+        """
+        depth = self.clip_prefix_depth()
+        if depth == 0:
+            return self.guide.encode_image_tokens(self.clip_input(images))
+
+        def streams_of(image: torch.Tensor) -> Entry:
+            x_ori, x_new = self.guide.visual_streams(self.clip_input(image), depth)
+            return (x_ori,) if x_new is x_ori else (x_ori, x_new)  # one tensor before surgery
+
+        entries = [self._prefix("clip", image[None], depth, streams_of) for image in images]
+        ori = _join([entry[0] for entry in entries])
+        new = _join([entry[-1] for entry in entries])
+        streams: VisualStreams = (ori, ori if all(len(e) == 1 for e in entries) else new)
+        return self.guide.finish_tokens(streams, depth)
 
     def text_features(self, class_names: list[str]) -> torch.Tensor:
         """Guide text features of K class names: [K, D]."""
@@ -215,6 +244,77 @@ class CLIPGuidedSAM(nn.Module):
             similarity_map, guide.threshold, guide.n_points, generator, guide.n_negative_points
         )
 
+    # ------------------------------------------------------------------ frozen prefix
+    def encoder_prefix_depth(self) -> int:
+        """How many leading SAM encoder blocks depend on the image only and never train:
+        those before the first adapted block (every block when zero-shot), as long as none
+        of their parameters (or the patch and position embeddings) is trainable."""
+        encoder = self.sam.image_encoder
+        blocks = encoder.blocks
+        stop = len(blocks)
+        if self.adapters is not None and self.adapters.active:
+            adapted = self.adapters.adapted_blocks
+            stop = adapted[0] if adapted else stop
+        stem = [*encoder.patch_embed.parameters(), encoder.pos_embed]
+        if any(p is not None and p.requires_grad for p in stem):
+            return 0
+        return _first_trainable(blocks[:stop])
+
+    def clip_prefix_depth(self) -> int:
+        """How many leading CLIP visual blocks have no trainable parameter (and neither the
+        patch embedding, class and position embeddings nor `ln_pre`)."""
+        visual = self.guide.clip.visual
+        stem = [
+            *visual.conv1.parameters(),
+            *visual.ln_pre.parameters(),
+            visual.class_embedding,
+            visual.positional_embedding,
+        ]
+        if any(p.requires_grad for p in stem):
+            return 0
+        return _first_trainable(visual.transformer.resblocks)
+
+    def encoder_prefix(self, images: torch.Tensor, depth: int) -> torch.Tensor:
+        """Tokens entering SAM encoder block `depth`, computed without autograd (one image at
+        a time, so a cached and a computed prefix are the same numbers): [B, 3, S, S] ->
+        [B, g, g, C]. Only for `depth <= encoder_prefix_depth()`."""
+        encoder = self.sam.image_encoder
+
+        def tokens_of(image: torch.Tensor) -> Entry:
+            with torch.no_grad():
+                x = encoder.patch_embed(image)
+                if encoder.pos_embed is not None:
+                    x = x + encoder.pos_embed
+                for block in encoder.blocks[:depth]:
+                    x = block(x)
+            return (x,)
+
+        entries = [self._prefix("sam", image[None], depth, tokens_of) for image in images]
+        return _join([entry[0] for entry in entries])
+
+    def _caches(self, part: str) -> bool:
+        return self.prefix_cache is not None and part in self.prefix_cache.parts
+
+    def _prefix(
+        self, part: str, image: torch.Tensor, depth: int, compute: Callable[[torch.Tensor], Entry]
+    ) -> Entry:
+        """`compute(image)`, or the entry a prefix cache holds for this image content and
+        everything else the prefix's numbers depend on."""
+        store = self.prefix_cache
+        if store is None or part not in store.parts:
+            return compute(image)
+        device = image.device.type
+        autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        fused = type(self.sam.image_encoder.blocks[0].attn).__name__, self.guide.fused_attention
+        active = self.adapters is not None and self.adapters.active
+        context = (part, depth, self.training, active, fused, autocast, str(image.device))
+        key = f"{part}-{depth}-{tensor_digest(repr(context).encode())}-{tensor_digest(image)}"
+        entry = store.get(key)
+        if entry is None:
+            entry = compute(image)
+            store.put(key, entry)
+        return entry
+
     # ------------------------------------------------------------------ SAM
     def encode_image(self, images: torch.Tensor, guide_output: GuideOutput) -> torch.Tensor:
         """Adapted SAM image embeddings (vanilla ones when zero-shot), one per image-class
@@ -224,12 +324,52 @@ class CLIPGuidedSAM(nn.Module):
         """
         classes = guide_output.similarity.shape[1]
         encoder = self.sam.image_encoder
-        if self.adapters is None or self.zero_shot:  # the embedding ignores the class
-            embeddings = encoder(images)
+        adapted = self.adapters is not None and not self.zero_shot
+        depth = self.encoder_prefix_depth()
+        # The whole encoder in one call (and as compiled, if it is) unless part of it is
+        # frozen prefix to share or cache, or blocks are to be recomputed in the backward.
+        split = (depth > 0 and (adapted or self._caches("sam"))) or self.activation_checkpointing
+        if not adapted:  # the embedding ignores the class
+            if split:
+                embeddings = self._encoder_suffix(self.encoder_prefix(images, depth), depth)
+            else:
+                embeddings = encoder(images)
             return embeddings.repeat_interleave(classes, dim=0) if classes > 1 else embeddings
-        pairs = images.repeat_interleave(classes, dim=0) if classes > 1 else images
-        with self.adapters.guided(guide_output.adapter_guidance(self.config.adapters)):
-            return encoder(pairs)
+        assert self.adapters is not None
+        guidance = guide_output.adapter_guidance(self.config.adapters)
+        if not split:
+            pairs = images.repeat_interleave(classes, dim=0) if classes > 1 else images
+            with self.adapters.guided(guidance):
+                return encoder(pairs)
+        tokens = self.encoder_prefix(images, depth)
+        pairs = tokens.repeat_interleave(classes, dim=0) if classes > 1 else tokens
+        with self.adapters.guided(guidance):
+            return self._encoder_suffix(pairs, depth, guidance)
+
+    def _encoder_suffix(
+        self, tokens: torch.Tensor, start: int, guidance: Guidance | None = None
+    ) -> torch.Tensor:
+        """SAM encoder blocks `start`.. and the neck: [P, g, g, C] -> [P, 256, g, g].
+
+        With activation checkpointing (and autograd on), each block keeps only its input
+        and is recomputed in the backward pass, under the same guidance.
+        """
+        encoder = self.sam.image_encoder
+        recompute = self.activation_checkpointing and torch.is_grad_enabled()
+        for block in encoder.blocks[start:]:
+            if recompute:
+                tokens = checkpoint(self._run_block, block, tokens, guidance, use_reentrant=False)
+            else:
+                tokens = block(tokens)
+        return encoder.neck(tokens.permute(0, 3, 1, 2))
+
+    def _run_block(
+        self, block: nn.Module, tokens: torch.Tensor, guidance: Guidance | None
+    ) -> torch.Tensor:
+        if guidance is None or self.adapters is None:
+            return block(tokens)
+        with self.adapters.guided(guidance):  # also when recomputed during the backward
+            return block(tokens)
 
     def decode(
         self,
@@ -313,6 +453,20 @@ class CLIPGuidedSAM(nn.Module):
             point_coords=coords.reshape(batch, classes, *coords.shape[-2:]),
             point_labels=labels.reshape(batch, classes, -1),
         )
+
+
+def _join(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Per-image tensors as one batch; a single one as it is (its memory layout, which the
+    next kernels' rounding follows, stays that of the unsplit encoder's)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _first_trainable(blocks) -> int:
+    """Index of the first block with a trainable parameter (len(blocks) when none has)."""
+    for index, block in enumerate(blocks):
+        if any(p.requires_grad for p in block.parameters()):
+            return index
+    return len(blocks)
 
 
 def _pair_points(

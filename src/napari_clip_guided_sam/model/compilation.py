@@ -3,7 +3,9 @@
 Off by default: on a CPU, compiling the ViT-B encoder takes minutes before the first
 result, more than it saves over the first few images (benchmarks/inference.py measures
 both; docs/performance.md). The adapters' hooks and the fused attention are traced into
-the compiled graph; a new CLIP guidance per call does not recompile it.
+the compiled graph; a new CLIP guidance per call does not recompile it. A model with a
+frozen prefix or activation checkpointing runs its encoder block by block
+(docs/architecture.md, "Frozen prefix"), past the compiled whole-encoder graph.
 """
 
 from __future__ import annotations

@@ -24,6 +24,11 @@ class SamConfig:
 
     variant: str = "vit_b"  # registry name of the official checkpoint ("tiny" has none)
     image_size: int = 1024  # side of the square SAM input frame
+    # Input side the base weights were made for (None: `image_size`). When it differs, SAM
+    # is built at this size, its weights are loaded strictly, and the absolute position
+    # embedding and the global blocks' relative-position tables are interpolated to
+    # `image_size` ("Smaller inputs" in docs/architecture.md).
+    base_image_size: int | None = None
     patch_size: int = 16
     encoder_embed_dim: int = 768
     encoder_depth: int = 12
@@ -41,6 +46,11 @@ class SamConfig:
     def grid_size(self) -> int:
         """Side of the image-embedding token grid (64 at 1024 px)."""
         return self.image_size // self.patch_size
+
+    @property
+    def weights_image_size(self) -> int:
+        """The input side SAM is built at before its base weights load."""
+        return self.image_size if self.base_image_size is None else self.base_image_size
 
     @property
     def low_res_size(self) -> int:
@@ -85,7 +95,11 @@ class AdapterConfig:
     enabled: bool = True  # False gives vanilla SAM (plus the CLIP-derived prompts)
     mlp_ratio: float = 0.25  # hidden width = ratio * encoder width
     alpha: float = 0.5  # scale of the adapter branches
-    semantic_blocks: tuple[int, ...] | None = None  # None = every encoder block
+    # Encoder blocks that carry adapters (None = every block). With adapters only in the last
+    # blocks, the blocks before them are frozen and class-independent: training computes
+    # them once per image ("Frozen prefix" in docs/architecture.md).
+    blocks: tuple[int, ...] | None = None
+    semantic_blocks: tuple[int, ...] | None = None  # None = every block in `blocks`
     use_text: bool = True
     use_vision: bool = True
     use_similarity: bool = True
@@ -163,6 +177,56 @@ class ModelConfig:
             else:
                 raise ValueError(f"Unknown model config field {key!r}.")
         return cls(**kwargs)
+
+
+def adapted_blocks(config: ModelConfig) -> tuple[int, ...]:
+    """The SAM encoder blocks that carry adapters (none when the adapters are off)."""
+    if not config.adapters.enabled:
+        return ()
+    blocks = config.adapters.blocks
+    return tuple(range(config.sam.encoder_depth)) if blocks is None else tuple(sorted(blocks))
+
+
+def with_compute_choices(
+    config: ModelConfig,
+    *,
+    image_size: int | None = None,
+    adapter_blocks: int | None = None,
+    clip_trainable_blocks: int | None = None,
+) -> ModelConfig:
+    """`config` with the architecture choices that trade accuracy for training cost.
+
+    image_size: SAM's input side (the base weights' position tables are interpolated from
+    their own size). adapter_blocks: adapters in the last N encoder blocks only (the
+    semantic ones too). clip_trainable_blocks: CLIP's visual attention trains in the last
+    M blocks only. None keeps the config's choice.
+    """
+    changes: dict[str, Any] = {}
+    sam = config.sam
+    if image_size is not None and image_size != sam.image_size:
+        if image_size < sam.patch_size or image_size % sam.patch_size:
+            raise ValueError(
+                f"The SAM input size must be a multiple of the patch size {sam.patch_size}, "
+                f"got {image_size}."
+            )
+        changes["sam.image_size"] = image_size
+        changes["sam.base_image_size"] = sam.weights_image_size
+    if adapter_blocks is not None:
+        depth = sam.encoder_depth
+        if not 1 <= adapter_blocks <= depth:
+            raise ValueError(
+                f"Adapters can sit in the last 1 to {depth} encoder blocks, got {adapter_blocks}."
+            )
+        last = tuple(range(depth - adapter_blocks, depth))
+        changes["adapters.blocks"] = None if adapter_blocks == depth else last
+        semantic = config.adapters.semantic_blocks
+        if semantic is not None:  # keep an ablation's choice where it still has adapters
+            changes["adapters.semantic_blocks"] = tuple(b for b in semantic if b in last)
+    if clip_trainable_blocks is not None:
+        if clip_trainable_blocks < 0:
+            raise ValueError(f"clip_trainable_blocks must be >= 0, got {clip_trainable_blocks}.")
+        changes["trainable.clip_attention_blocks"] = clip_trainable_blocks
+    return config.replace(**changes) if changes else config
 
 
 # Fields added after configs were first saved, with the value that describes a config saved
@@ -263,11 +327,17 @@ TINY = PAPER.replace(
         "adapters.init": "released",
     },
 )
+# Fine-tuning the paper architecture on a laptop CPU (docs/training.md, "CPU-friendly
+# fine-tuning"): SAM at 512 px, adapters in the last 3 encoder blocks, CLIP's attention
+# trained in its last 2 blocks; everything before them is computed once per image.
+CPU_FRIENDLY = {"image_size": 512, "adapter_blocks": 3, "clip_trainable_blocks": 2}
+PAPER_CPU = with_compute_choices(PAPER, **CPU_FRIENDLY).replace(name="paper_cpu")
 
 PRESETS: dict[str, ModelConfig] = {
     "paper": PAPER,
     "reference": REFERENCE,
     "tiny": TINY,
+    "paper_cpu": PAPER_CPU,
     "paper_vit_l": PAPER.replace(name="paper_vit_l", sam=SAM_VARIANTS["vit_l"]),
     "paper_vit_h": PAPER.replace(name="paper_vit_h", sam=SAM_VARIANTS["vit_h"]),
     # Paper Table 4: CLIP ViT-L/14 (24 blocks, patch 14); 518 px keeps a whole 37x37 grid.

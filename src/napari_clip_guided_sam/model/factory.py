@@ -12,7 +12,7 @@ from .base_weights import ROLES, BaseSource, BaseWeights, identify, official_fil
 from .clip_guided_sam import CLIPGuidedSAM
 from .config import ModelConfig, get_preset
 from .guide import SemanticGuide, build_clip, resize_positional_embedding
-from .sam import build_sam
+from .sam import build_sam, resize_input
 from .trainable import configure_trainable
 from .weights import CLIP_WEIGHTS, SAM_WEIGHTS, load_clip_weights, load_sam_weights, official_paths
 
@@ -73,6 +73,7 @@ def build_model(
             load_sam_weights(sam, config.sam.variant, files["sam"])
         if files["clip"] is not None:
             load_clip_weights(clip, config.clip.arch, files["clip"])
+        resize_input(sam, config.sam)
         resize_positional_embedding(clip.visual, config.clip.clip_size)
         model = CLIPGuidedSAM(config, sam, SemanticGuide(clip, config.clip, config.guide))
     configure_trainable(model)

@@ -82,6 +82,10 @@ def resize_positional_embedding(visual: VisionTransformer, image_size: int) -> N
     visual.image_size = (image_size, image_size)
 
 
+# The visual tower's two residual streams (original path, v-v path) between two blocks.
+VisualStreams = tuple[torch.Tensor, torch.Tensor]
+
+
 def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """[B, L, C] -> [B, heads, L, C / heads]."""
     batch, length, width = x.shape
@@ -161,21 +165,41 @@ class SemanticGuide(nn.Module):
         clip_input: [B, 3, s, s] (s = clip_size) -> [B, 1 + N, D] after `ln_post` and `proj`,
         the CLS token taken from the original path, the patch tokens from the v-v path.
         """
+        return self.finish_tokens(self.visual_streams(clip_input, 0), 0)
+
+    def visual_streams(self, clip_input: torch.Tensor, stop: int) -> VisualStreams:
+        """The visual tower's residual streams entering block `stop` (0 = after `ln_pre`).
+
+        clip_input: [B, 3, s, s] -> (original path, v-v path), each [B, 1 + N, C]; before
+        the surgery blocks both are the same tensor. With `finish_tokens(streams, stop)`
+        this splits `encode_image_tokens` at block `stop` (the frozen prefix that training
+        computes once per image, docs/architecture.md "Frozen prefix").
+        """
         visual = self.clip.visual
         x = visual.conv1(clip_input.to(visual.conv1.weight.dtype))
         x = x.flatten(2).transpose(1, 2)  # [B, N, C]
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
-        x = visual.ln_pre(x)
-        blocks = visual.transformer.resblocks
-        first_surgery = len(blocks) - self.clip_config.surgery_depth
-        for block in blocks[:first_surgery]:
-            x = block(x)
-        x_ori, x_new = x, x
-        for block in blocks[first_surgery:]:
-            x_ori, x_new = surgery_block(block, x_ori, x_new, self.fused_attention)
+        return self._run_blocks((visual.ln_pre(x),) * 2, 0, stop)
+
+    def finish_tokens(self, streams: VisualStreams, start: int) -> torch.Tensor:
+        """Blocks `start`.. of the visual tower, then the CLIP Surgery tokens [B, 1 + N, D]:
+        the CLS token from the original path, the patch tokens from the v-v path."""
+        visual = self.clip.visual
+        x_ori, x_new = self._run_blocks(streams, start, len(visual.transformer.resblocks))
         tokens = torch.cat([x_ori[:, :1], x_new[:, 1:]], dim=1)
         return visual.ln_post(tokens) @ visual.proj
+
+    def _run_blocks(self, streams: VisualStreams, start: int, stop: int) -> VisualStreams:
+        blocks = self.clip.visual.transformer.resblocks
+        first_surgery = len(blocks) - self.clip_config.surgery_depth
+        x_ori, x_new = streams
+        for index in range(start, stop):
+            if index < first_surgery:
+                x_ori = x_new = blocks[index](x_ori)
+            else:
+                x_ori, x_new = surgery_block(blocks[index], x_ori, x_new, self.fused_attention)
+        return x_ori, x_new
 
     # ------------------------------------------------------------------- text
     def _tokenize(self, texts: list[str]) -> torch.Tensor:

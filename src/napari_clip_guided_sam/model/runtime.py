@@ -14,6 +14,8 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # The choices offered by the CLI and the widgets, in the order they are listed.
 DEVICE_CHOICES: tuple[DeviceName, ...] = ("auto", "cuda", "mps", "cpu")
 PRECISION_CHOICES: tuple[Precision, ...] = ("auto", "fp32", "bf16", "fp16")
+# Activation checkpointing of the trained encoder blocks (training.compute decides "auto").
+CHECKPOINTING_CHOICES: tuple[str, ...] = ("auto", "on", "off")
 
 
 def resolve_device(name: str = "auto") -> torch.device:

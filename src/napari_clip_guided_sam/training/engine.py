@@ -41,10 +41,16 @@ from ..model.config import ModelConfig
 from ..model.guide import validate_class_names
 from ..model.runtime import autocast, resolve_device, resolve_precision
 from ..model.trainable import parameter_groups
+from .compute import (
+    has_frozen_prefix,
+    resolve_augment_variants,
+    training_compute,
+    variant_generators,
+)
 from .inputs import Augmentation, Batch, PreparedCache, collate, mask_to_logit_size
 from .losses import segmentation_loss
 from .model_card import summarize_data, training_card
-from .recipe import LEGACY_SETTINGS, SCHEDULES, lr_factor
+from .recipe import LEGACY_SETTINGS, lr_factor
 from .sampling import balanced_order, epoch_order, sampling_weights
 from .settings import check_settings
 from .state import (
@@ -100,16 +106,23 @@ class TrainingConfig:
     time_budget_s: float | None = None  # stop after this much training time in total
     checkpoint_every: int | None = None  # also write the last checkpoint every N steps
     cache_mb: int = 2048  # memory for prepared inputs (each file is read once when it fits)
+    # CPU-friendly training (training.compute): recompute trained encoder blocks in the
+    # backward ("auto": on the CPU when they would keep > 2 GiB), memory and disk for the
+    # frozen prefix per image (used when the model has one), and how many fixed draws of
+    # the chosen augmentations each sample cycles through (0: a fresh draw per visit; None:
+    # 2 with a cached prefix, else 0).
+    activation_checkpointing: str = "auto"
+    prefix_cache_mb: int = 2048
+    prefix_cache_disk_mb: int = 8192
+    augment_variants: int | None = None
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
-        check_settings(self)  # every numeric setting finite and in range (training.settings)
+        # Every numeric setting finite and in range, every named choice known
+        # (training.settings).
+        check_settings(self)
         if self.epochs is None and self.time_budget_s is None:
             raise ValueError("epochs may be left open (None) only with a time budget.")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(
-                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}."
-            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,7 +146,7 @@ class TrainingConfig:
 # saved before a setting existed used the value in LEGACY_SETTINGS.
 _RESUME_KEYS = (
     "seed", "batch_size", "grad_accumulation", "mode", "augment", "augment_intensity",
-    "augment_scale", "augment_blur", "balance", "schedule", "warmup",
+    "augment_scale", "augment_blur", "balance", "schedule", "warmup", "augment_variants",
 )  # fmt: skip
 
 
@@ -380,6 +393,11 @@ def train(
         check_writable(Path(config.output_dir))
     model.to(device)
     model.fine_tuned = True  # from here on the adapters are in use (and trained)
+    caches = has_frozen_prefix(model) and (config.prefix_cache_mb or config.prefix_cache_disk_mb)
+    variants = resolve_augment_variants(config.augment_variants, bool(caches))
+    # Variants of the run's chosen augmentations (none when nothing is augmented).
+    variants = variants if config.augmentation.enabled else 0
+    config = dataclasses.replace(config, augment_variants=variants)
     optimizer = torch.optim.AdamW(
         parameter_groups(
             model, config.lr, config.clip_lr, config.weight_decay, config.clip_weight_decay
@@ -412,7 +430,8 @@ def train(
     yield from _prepare_samples(train_cache, val_cache)
     run = _Run(model, optimizer, config, device, dtype, train_cache, val_cache, names, info, state)
     run.saved_step = state.step if resume_from is not None else None
-    return (yield from run.loop())
+    with training_compute(model, config, device):
+        return (yield from run.loop())
 
 
 def _with_restored_weight_decays(
@@ -483,6 +502,7 @@ class _Run:
         self.weights = sampling_weights(train) if config.balance else None
         self.clock = _Clock(state.elapsed_s)
         self.stopped = "completed"
+        self.variants = config.augment_variants
 
     # ------------------------------------------------------------------ loop
     def loop(self) -> Generator[Event, None, TrainingResult]:
@@ -532,12 +552,14 @@ class _Run:
         augmentation = config.augmentation
         for index in group:
             with _seeded_global_rng(self.device, derived_seed(seed, epoch, index, _STREAM_TORCH)):
-                augment = (
-                    np.random.default_rng(derived_seed(seed, epoch, index, _STREAM_AUGMENT))
-                    if augmentation.enabled
-                    else None
-                )
                 samples = [self.train_cache[int(i)] for i in batches[index]]
+                augment: np.random.Generator | list[np.random.Generator] | None = None
+                if self.variants:  # fixed augmentations per sample: cached prefixes are reused
+                    augment = variant_generators(seed, epoch, batches[index], self.variants)
+                elif augmentation.enabled:
+                    augment = np.random.default_rng(
+                        derived_seed(seed, epoch, index, _STREAM_AUGMENT)
+                    )
                 batch = collate(samples, augment, augmentation)
                 points = torch.Generator().manual_seed(
                     derived_seed(seed, epoch, index, _STREAM_POINTS)

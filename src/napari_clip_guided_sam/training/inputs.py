@@ -263,16 +263,21 @@ class Batch:
 
 def collate(
     samples: Sequence[PreparedSample],
-    rng: np.random.Generator | None = None,
+    rng: np.random.Generator | Sequence[np.random.Generator] | None = None,
     augmentation: Augmentation = Augmentation(),
 ) -> Batch:
     """Stack prepared samples, augmenting each with `augmentation` drawn from `rng` (none
-    without a generator)."""
+    without a generator): one generator for all samples in turn, or one per sample (the
+    fixed augmentation variants of a cached prefix, `training.compute`)."""
+    if rng is None or isinstance(rng, np.random.Generator):
+        generators: Sequence[np.random.Generator | None] = [rng] * len(samples)
+    else:
+        generators = rng
     images, masks, valids = [], [], []
-    for sample in samples:
+    for sample, generator in zip(samples, generators, strict=True):
         image, mask, valid = sample.image, sample.mask, sample.valid
-        if rng is not None and augmentation.enabled:
-            image, mask, valid = augmentation(image, mask, valid, rng)
+        if generator is not None and augmentation.enabled:
+            image, mask, valid = augmentation(image, mask, valid, generator)
         images.append(image)
         masks.append(mask)
         valids.append(valid)

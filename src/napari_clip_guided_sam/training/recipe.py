@@ -52,7 +52,7 @@ DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
     "tiny": {**PAPER_RECIPE, "epochs": 30, "schedule": "cosine"},
 }
 # What a run saved before a setting existed used (for resuming it exactly).
-LEGACY_SETTINGS: dict[str, Any] = {**PAPER_RECIPE, "warmup": 0.03}
+LEGACY_SETTINGS: dict[str, Any] = {**PAPER_RECIPE, "warmup": 0.03, "augment_variants": 0}
 
 
 def default_recipe(preset: str) -> dict[str, Any]:

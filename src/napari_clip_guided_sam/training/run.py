@@ -22,7 +22,7 @@ from .._locking import output_lock
 from ..model import base_weights
 from ..model.checkpoint import same_architecture
 from ..model.clip_guided_sam import CLIPGuidedSAM
-from ..model.config import ModelConfig, get_preset
+from ..model.config import ModelConfig, get_preset, with_compute_choices
 from ..model.factory import build_model
 from .engine import (
     Event,
@@ -65,6 +65,7 @@ RESUMED_SETTINGS = (
     "balance",
     "schedule",
     "warmup",
+    "augment_variants",
 )
 
 
@@ -182,6 +183,7 @@ def plan_run(
     adapter_init: str | None = None,
     sam_weights: str | Path | None = None,
     clip_weights: str | Path | None = None,
+    architecture: Mapping[str, int | None] | None = None,
 ) -> RunPlan:
     """Settle a run in `output`.
 
@@ -196,6 +198,9 @@ def plan_run(
         adapter_init: "released" or "identity"; None: the preset's (a resumed run's own).
         sam_weights, clip_weights: the user's own base files instead of the official ones
             (a resumed run trained on such files needs the same files again).
+        architecture: `model.config.with_compute_choices` arguments (image_size,
+            adapter_blocks, clip_trainable_blocks; None values: the preset's); a resumed
+            run must be given its own.
 
     Raises:
         ExistingRunError: `output` holds a run and neither `resume` nor `overwrite` is set.
@@ -210,7 +215,9 @@ def plan_run(
         raise ExistingRunError(f"{output} already holds checkpoints of a run.")
     if saved is not None:
         model_config = ModelConfig.from_dict(saved["model_config"])
-        if preset and not same_architecture(model_config, get_preset(preset)):
+        # The run's own preset (its compute choices may differ from the preset's defaults).
+        own = preset == model_config.name
+        if preset and not own and not same_architecture(model_config, get_preset(preset)):
             raise ValueError(
                 f"preset {preset!r} differs from the resumed run's preset "
                 f"{model_config.name!r}; resume with that preset."
@@ -220,10 +227,16 @@ def plan_run(
                 f"adapter initialisation {adapter_init!r} differs from the resumed run's "
                 f"{model_config.adapters.init!r}; leave it out to resume."
             )
+        if with_compute_choices(model_config, **(architecture or {})) != model_config:
+            raise ValueError(
+                "the image size, adapted blocks or trained CLIP blocks differ from the "
+                "resumed run's; leave them out to resume."
+            )
     else:
         model_config = get_preset(preset or DEFAULT_PRESET)
         if adapter_init:
             model_config = model_config.replace(**{"adapters.init": adapter_init})
+        model_config = with_compute_choices(model_config, **(architecture or {}))
     config = _training_config(model_config.name, settings or {}, saved, output)
     base = None
     if saved is not None:

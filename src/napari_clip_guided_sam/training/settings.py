@@ -1,9 +1,10 @@
-"""The ranges of the numeric training settings: one check for the CLI and the widget.
+"""The ranges and choices of the training settings: one check for the CLI and the widget.
 
 `engine.TrainingConfig` runs :func:`check_settings` when it is made, so a setting that is not
 a finite number in its range (``--lr nan``, ``--lr 1e6``, a negative weight decay, a zero
-time budget...) is refused before any model is built, with a :class:`SettingError` that
-names the setting, its range and a typical value.
+time budget...) or not one of its choices (``--schedule linear``) is refused before any
+model is built, with a :class:`SettingError` that names the setting, its range or choices
+and a typical value. No torch: the CLI's parser reads it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LIMITS", "SettingError", "check_settings"]
+from ..model.runtime import CHECKPOINTING_CHOICES
+from .recipe import SCHEDULES
+
+__all__ = ["CHOICES", "LIMITS", "SettingError", "check_settings"]
 
 
 class SettingError(ValueError):
@@ -56,6 +60,19 @@ LIMITS: dict[str, Limit] = {
     "checkpoint_every": Limit("the checkpoint interval", True, 1, None, "100", optional=True),
     "cache_mb": Limit("the cache size in MB", True, 0, None, "2048"),
     "warmup": Limit("the warm-up share of the run", False, 0.0, 0.9, "0.03"),
+    # CPU-friendly training (training.compute): the frozen prefix cache's memory and disk
+    # (0: none), and the fixed augmentations each image cycles through (None: automatic).
+    "prefix_cache_mb": Limit("the prefix cache's memory in MB", True, 0, None, "2048"),
+    "prefix_cache_disk_mb": Limit("the prefix cache's disk space in MB", True, 0, None, "8192"),
+    "augment_variants": Limit(
+        "the fixed augmentations per image", True, 0, 10_000, "2", optional=True
+    ),
+}
+
+# The settings that take one of a few names.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "schedule": SCHEDULES,
+    "activation_checkpointing": CHECKPOINTING_CHOICES,
 }
 
 
@@ -85,7 +102,17 @@ def check_value(name: str, value: Any) -> None:
         )
 
 
+def check_choice(name: str, value: Any) -> None:
+    """Raise SettingError unless `value` is one of the choices of the setting `name`."""
+    choices = CHOICES[name]
+    if value not in choices:
+        raise SettingError(name, f"{name} must be one of {', '.join(choices)}, got {value!r}.")
+
+
 def check_settings(settings: Any) -> None:
-    """Check every numeric setting of a `TrainingConfig` (see :data:`LIMITS`)."""
+    """Check every numeric setting (see :data:`LIMITS`) and every named choice (see
+    :data:`CHOICES`) of a `TrainingConfig`."""
     for name in LIMITS:
         check_value(name, getattr(settings, name))
+    for name in CHOICES:
+        check_choice(name, getattr(settings, name))
