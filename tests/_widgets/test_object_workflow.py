@@ -124,6 +124,19 @@ def test_two_commits_give_two_ids_with_their_classes_and_undo_removes_the_last(
     assert not objects.data.any() and errors == []
 
 
+def test_a_commit_during_a_run_waits_for_its_end(viewer, widget, qtbot, errors):
+    _two_disks(viewer)
+    widget.mode_combo.setCurrentText(OBJECTS)
+    points = _click(widget, [24, 46])
+    assert widget.objects.request_preview()
+    assert widget.objects.commit()  # the preview is still running: the commit waits
+    qtbot.waitUntil(lambda: "disks objects" in viewer.layers, timeout=TIMEOUT_MS)
+    _wait(qtbot, widget)
+    objects = viewer.layers["disks objects"]
+    assert set(np.unique(objects.data)) == {0, 1} and mask_iou(objects.data == 1, RIGHT) > 0.6
+    assert len(points.data) == 0 and errors == []
+
+
 def test_clear_drops_the_slices_prompts_and_the_preview(viewer, widget, qtbot):
     _two_disks(viewer)
     widget.mode_combo.setCurrentText(OBJECTS)

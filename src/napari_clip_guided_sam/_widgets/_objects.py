@@ -156,6 +156,7 @@ class ObjectPanel(QGroupBox):
         self.jobs = owner.jobs
         self.preview: ObjectPreview | None = None
         self.prompt_version = 0
+        self.commit_pending = False  # Commit was asked for while a job ran
         self._annotations: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._propagated: list[PropagationStep] = []
         self._stop_reasons = ""  # why the running propagation stopped in each direction
@@ -379,6 +380,8 @@ class ObjectPanel(QGroupBox):
         self, request: ObjectRequest, then: Callable[[], None] | None = None
     ) -> bool:
         def done(ok: bool) -> None:
+            if then is not None:
+                self.commit_pending = False  # `then` is that commit
             self.owner.on_job_done(ok)
             if ok and then is not None:
                 user_action(self.owner.messages, then)()
@@ -418,10 +421,11 @@ class ObjectPanel(QGroupBox):
 
     def commit(self) -> bool:
         """Commit the current object(s); when the prompts changed since the preview, segment
-        them first. False if the request was refused (busy)."""
+        them first. While a job runs, the commit waits for its end (`commit_pending`)."""
         if self.jobs.running:
-            notify_info("Still busy with the previous run; commit when it is done.")
-            return False
+            self.commit_pending = True
+            notify_info("Committing when the current run ends.")
+            return True
         request = self.object_request()
         preview = self._current_preview(request)
         if preview is None:
@@ -548,7 +552,7 @@ class ObjectPanel(QGroupBox):
             class_name,
             config,
             on_event=self._on_propagation_event,
-            on_done=lambda ok: self._commit_propagation(request, layer, object_id, class_name),
+            on_done=lambda ok: self._commit_propagation(ok, request, layer, object_id, class_name),
         )
 
     def _on_propagation_event(self, event) -> None:
@@ -559,12 +563,13 @@ class ObjectPanel(QGroupBox):
             self._stop_reasons = "; ".join(event.stopped.values())
 
     def _commit_propagation(
-        self, request: SegmentRequest, layer: Labels, object_id: int, class_name: str
+        self, ok: bool, request: SegmentRequest, layer: Labels, object_id: int, class_name: str
     ) -> None:
-        """Commit the accepted slices (also of a cancelled run) under the object's id."""
+        """Commit the accepted slices (also of a cancelled or failed run) under the object's
+        id."""
         steps, self._propagated = self._propagated, []
         stops, self._stop_reasons = self._stop_reasons, ""
-        self.owner.on_job_done(True)
+        self.owner.on_job_done(ok)
         if not steps:
             self.jobs.show_status(f"Object {object_id} not propagated: {stops or 'cancelled'}.")
             return

@@ -499,7 +499,14 @@ class SegmentWidget(DockPanel):
             )
 
     def on_job_done(self, ok: bool) -> None:
-        """After a job: run the refresh that edits asked for while it ran."""
+        """After a job: run the commit or refresh that was asked for while it ran (a commit
+        segments the current prompts itself)."""
+        if self.objects.commit_pending:
+            self.objects.commit_pending = False
+            self._pending_refresh = False
+            if ok:
+                user_action(self.messages, self.objects.commit)()
+            return
         if self._pending_refresh:
             self._pending_refresh = False
             self._refresh_timer.start()
