@@ -137,6 +137,13 @@ def test_a_commit_during_a_run_waits_for_its_end(viewer, widget, qtbot, errors):
     assert len(points.data) == 0 and errors == []
 
 
+def test_without_the_text_guide_an_object_needs_a_click_or_box(viewer, widget, errors):
+    _two_disks(viewer)
+    widget.objects.text_guide_check.setChecked(False)
+    widget.objects.preview_button.click()
+    assert "text guide is off" in errors[-1] and not widget.jobs.running
+
+
 def test_clear_drops_the_slices_prompts_and_the_preview(viewer, widget, qtbot):
     _two_disks(viewer)
     widget.mode_combo.setCurrentText(OBJECTS)

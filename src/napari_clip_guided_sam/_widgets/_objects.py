@@ -351,13 +351,8 @@ class ObjectPanel(QGroupBox):
             xy, labels = base.geometry.points_for_slice(points, index)
         box_layer = find_output(self.viewer, BOXES, base.image, Shapes)
         boxes = None if box_layer is None else boxes_for_slice(base.geometry, box_layer, index)
-        text_guide = self.text_guide_check.isChecked()
         prompts = object_prompts(xy, labels, boxes)
-        if not text_guide and not any(p.has_user_prompt for p in prompts):
-            raise ValueError(
-                "No click or box on this slice and the class text guide is off (Advanced): "
-                "add a click or a box, or turn the text guide on."
-            )
+        text_guide = self.text_guide_check.isChecked()
         return ObjectRequest(base, self.class_name(), prompts, text_guide, self.prompt_version)
 
     def refresh(self) -> None:
@@ -379,6 +374,12 @@ class ObjectPanel(QGroupBox):
     def _start_preview(
         self, request: ObjectRequest, then: Callable[[], None] | None = None
     ) -> bool:
+        if not request.text_guide and not any(p.has_user_prompt for p in request.prompts):
+            raise ValueError(
+                "No click or box on this slice and the class text guide is off (Advanced): "
+                "add a click or a box, or turn the text guide on."
+            )
+
         def done(ok: bool) -> None:
             if then is not None:
                 self.commit_pending = False  # `then` is that commit
