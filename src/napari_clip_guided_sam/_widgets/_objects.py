@@ -464,7 +464,7 @@ class ObjectPanel(QGroupBox):
             class_name,
             config,
             on_event=self._on_propagation_event,
-            on_done=lambda ok: self._commit_propagation(ok, request, layer, object_id, class_name),
+            on_done=lambda ok: self._commit_propagation(ok, request, object_id, class_name),
         )
 
     def _on_propagation_event(self, event) -> None:
@@ -475,15 +475,18 @@ class ObjectPanel(QGroupBox):
             self._stop_reasons = "; ".join(event.stopped.values())
 
     def _commit_propagation(
-        self, ok: bool, request: SegmentRequest, layer: Labels, object_id: int, class_name: str
+        self, ok: bool, request: SegmentRequest, object_id: int, class_name: str
     ) -> None:
         """Commit the accepted slices (also of a cancelled or failed run) under the object's
         id."""
         steps, self._propagated = self._propagated, []
         stops, self._stop_reasons = self._stop_reasons, ""
         self.owner.on_job_done(ok)
+        if not stops:
+            stops = "stopped by the error above" if self.jobs.failed else "cancelled"
         if not steps:
-            self.jobs.show_status(f"Object {object_id} not propagated: {stops or 'cancelled'}.")
+            if not self.jobs.failed:  # a failure's status line stays
+                self.jobs.show_status(f"Object {object_id} not propagated: {stops}.")
             return
         *outer, _ = request.indices[0]
         masks = {(*outer, step.position): step.mask for step in steps if step.mask is not None}
@@ -493,5 +496,5 @@ class ObjectPanel(QGroupBox):
         positions = sorted(step.position for step in steps)
         self.jobs.show_status(
             f"Object {object_id} propagated to {len(positions)} slice(s) "
-            f"({positions[0]}-{positions[-1]}); {stops or 'cancelled'}."
+            f"({positions[0]}-{positions[-1]}); {stops}."
         )
