@@ -198,6 +198,29 @@ def test_propagation_keeps_one_id_and_stops_where_the_disk_ends(
     assert [z for z in range(12) if objects.data[z].any()] == [5]
 
 
+def test_a_cancelled_propagation_keeps_the_slices_done(viewer, widget, qtbot, drifting_disk):
+    images, _ = drifting_disk
+    viewer.add_image(images, name="stack", rgb=True)
+    viewer.dims.set_current_step(0, 5)
+    widget.mode_combo.setCurrentText(OBJECTS)
+    _click(widget, [5, 24, 30])
+    _wait(qtbot, widget, widget.objects.commit())
+    original = widget.objects._on_propagation_event
+
+    def cancel_after_the_first_step(event):
+        original(event)
+        if not widget.jobs.cancelled:
+            widget.jobs.cancel()
+
+    widget.objects._on_propagation_event = cancel_after_the_first_step
+    _wait(qtbot, widget, widget.objects.propagate())
+    objects = viewer.layers["stack objects"]
+    slices = {z for z in range(12) if objects.data[z].any()}
+    assert {5, 6} <= slices <= {5, 6, 7}  # the worker may be one slice ahead, never more
+    assert set(np.unique(objects.data)) == {0, 1}
+    assert widget.jobs.cancelled and "cancelled" in widget.jobs.status.text()
+
+
 def test_propagation_needs_a_committed_object_on_the_slice(viewer, widget, errors, drifting_disk):
     viewer.add_image(drifting_disk[0], name="stack", rgb=True)
     widget.objects.propagate_button.click()

@@ -483,7 +483,9 @@ class ObjectPanel(QGroupBox):
         stops, self._stop_reasons = self._stop_reasons, ""
         self.owner.on_job_done(ok)
         if not stops:
-            stops = "stopped by the error above" if self.jobs.failed else "cancelled"
+            stops = (
+                "stopped by an error (see the message panel)" if self.jobs.failed else "cancelled"
+            )
         if not steps:
             if not self.jobs.failed:  # a failure's status line stays
                 self.jobs.show_status(f"Object {object_id} not propagated: {stops}.")
