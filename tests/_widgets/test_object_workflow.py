@@ -205,18 +205,26 @@ def test_a_cancelled_propagation_keeps_the_slices_done(viewer, widget, qtbot, dr
     widget.mode_combo.setCurrentText(OBJECTS)
     _click(widget, [5, 24, 30])
     _wait(qtbot, widget, widget.objects.commit())
+    stats = widget.session.current.stats
+    before, at_cancel = stats.decoder_calls, []
     original = widget.objects._on_propagation_event
 
     def cancel_after_the_first_step(event):
         original(event)
-        if not widget.jobs.cancelled:
+        if not at_cancel:
+            at_cancel.append(stats.decoder_calls)
             widget.jobs.cancel()
 
     widget.objects._on_propagation_event = cancel_after_the_first_step
     _wait(qtbot, widget, widget.objects.propagate())
+    # The worker may be a step ahead of the GUI when the cancel arrives, never more (how far
+    # ahead the GUI lags depends on the machine's load, so count the worker's steps).
+    steps = stats.decoder_calls - before  # one decoder call per slice tried, upwards first
+    assert stats.decoder_calls - at_cancel[0] <= 1 and steps < 9
     objects = viewer.layers["stack objects"]
-    slices = {z for z in range(12) if objects.data[z].any()}
-    assert {5, 6} <= slices <= {5, 6, 7}  # the worker may be one slice ahead, never more
+    slices = [z for z in range(12) if objects.data[z].any()]
+    assert slices == list(range(5, 5 + len(slices))) and len(slices) >= 2
+    assert len(slices) - 1 in (steps - 1, steps)  # the step after the cancel may be dropped
     assert set(np.unique(objects.data)) == {0, 1}
     assert widget.jobs.cancelled and "cancelled" in widget.jobs.status.text()
 
