@@ -59,6 +59,24 @@ def rgb_image():
     return image
 
 
+@pytest.fixture(scope="session")
+def disk_model():
+    """The tiny preset fine-tuned for 50 steps on bright disks (class "disk"); see
+    tests/inference/conftest.py."""
+    from inference.conftest import train_disk_model
+
+    return train_disk_model()
+
+
+@pytest.fixture(scope="session")
+def drifting_disk():
+    """A 12-slice RGB z stack with a disk drifting through slices 2-9, and its masks; see
+    tests/inference/conftest.py."""
+    from inference.conftest import drifting_disk_stack
+
+    return drifting_disk_stack()
+
+
 @pytest.fixture
 def sam_input(tiny_model):
     """Two SAM-normalised random inputs for the tiny model: [2, 3, 256, 256]."""

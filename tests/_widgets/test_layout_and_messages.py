@@ -59,7 +59,14 @@ def _all_widgets(viewer):
 
 def _primary_actions(name, widget):
     if name == "segment":
-        return [widget.segment_button, widget.stack_button, widget.points_button]
+        objects = widget.objects
+        return [
+            widget.segment_button,
+            widget.stack_button,
+            widget.points_button,
+            objects.commit_button,
+            objects.propagate_button,
+        ]
     if name == "training":
         run = widget.run_panel
         return [run.train_button, run.cancel_button, widget.load_button]

@@ -1,9 +1,10 @@
-"""Fixtures for the object workflow: a tiny model fine-tuned on disks, a disk drifting in z."""
+"""Data of the object workflow: a tiny model fine-tuned on disks, a disk drifting in z (the
+session fixtures `disk_model` and `drifting_disk` of tests/conftest.py build them once for
+the inference and widget tests)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from training.conftest import disk_samples
 
 from napari_clip_guided_sam.model.factory import build_model
@@ -13,8 +14,7 @@ from napari_clip_guided_sam.training import TrainingConfig, train
 DISK_SLICES = range(2, 10)  # the slices of `drifting_disk` that hold the disk
 
 
-@pytest.fixture(scope="session")
-def disk_model():
+def train_disk_model():
     """The tiny preset fine-tuned for 50 steps on bright disks (class "disk", text mode):
     enough to segment a disk from text, clicks or a mask (IoU ~0.85-0.9)."""
     model = build_model("tiny", seed=0)
@@ -34,8 +34,7 @@ def disk_image(mask: np.ndarray, seed: int) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=-1)
 
 
-@pytest.fixture(scope="session")
-def drifting_disk() -> tuple[np.ndarray, np.ndarray]:
+def drifting_disk_stack() -> tuple[np.ndarray, np.ndarray]:
     """A 12-slice z stack (RGB [Z, 48, 64, 3]) and its masks [Z, 48, 64]: a disk of radius 8
     drifting 3 px per slice to the right on slices 2-9, nothing elsewhere."""
     rows, cols = np.mgrid[:48, :64]

@@ -110,13 +110,15 @@ class ImageGeometry:
             raise ValueError("Channels were chosen but the image has no channel axis.")
         return to_model_rgb(plane)
 
-    def to_labels_data(self, layer: Points) -> np.ndarray:
-        """Points of `layer` in this image's labels-data coordinates: [n, labels ndim].
+    def to_labels_data(self, layer, coords: np.ndarray | None = None) -> np.ndarray:
+        """Coordinates of `layer` (its points, or `coords` given in its data frame) in this
+        image's labels-data coordinates: [n, labels ndim].
 
         Goes through world coordinates with scale and translate (rotations are ignored);
-        a points layer with fewer axes than the image gets NaN leading coordinates.
+        a layer with fewer axes than the image gets NaN leading coordinates.
         """
-        points = np.asarray(layer.data, dtype=np.float64)
+        points = np.asarray(layer.data if coords is None else coords, dtype=np.float64)
+        points = points.reshape(-1, layer.ndim)
         world = points * np.asarray(layer.scale) + np.asarray(layer.translate)
         ndim = len(self.labels_shape)
         if world.shape[1] < ndim:
@@ -130,10 +132,16 @@ class ImageGeometry:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Clicks on one slice: (x, y) [n, 2] in pixels and labels [n] (1 pos, 0 neg)."""
         coords = self.to_labels_data(layer)
-        lead = coords[:, : len(index)]
-        on_slice = np.all(np.isnan(lead) | (np.round(lead) == np.asarray(index)), axis=1)
+        on_slice = is_on_slice(coords, index)
         labels = point_labels(layer)[on_slice]
         return coords[on_slice][:, ::-1][:, :2].copy(), labels
+
+
+def is_on_slice(coords: np.ndarray, index: tuple[int, ...]) -> np.ndarray:
+    """Which labels-data coordinates [n, ndim] lie on the slice `index` (NaN leading
+    coordinates, from a layer with fewer axes, lie on every slice): bool [n]."""
+    lead = np.asarray(coords)[:, : len(index)]
+    return np.all(np.isnan(lead) | (np.round(lead) == np.asarray(index)), axis=1)
 
 
 def point_labels(layer: Points) -> np.ndarray:
@@ -147,6 +155,12 @@ def point_labels(layer: Points) -> np.ndarray:
 def _marker(layer) -> dict | None:
     value = layer.metadata.get(MARKER) if isinstance(layer.metadata, dict) else None
     return value if isinstance(value, dict) else None
+
+
+def output_role(layer) -> str | None:
+    """The role of a layer this plugin made ("labels", "prompts"...), None for others."""
+    marker = _marker(layer)
+    return None if marker is None else marker.get("role")
 
 
 def is_plugin_output(layer) -> bool:

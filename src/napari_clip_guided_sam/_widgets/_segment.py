@@ -1,4 +1,5 @@
-"""The segment widget: class names (+ clicks) -> a labels layer, for a slice or a whole stack.
+"""The segment widget: class names (+ clicks) -> a labels layer, for a slice or a whole stack;
+and objects one at a time (clicks, boxes, text) committed into a layer of objects.
 
 The primary flow comes first (image, classes, mode and clicks, model, the two segment
 buttons, progress and the last message); thresholds, channels, device, precision and the
@@ -6,7 +7,9 @@ base weights file sit in a remembered "Advanced" section. The model lives in the
 `PredictorSession`, shared with the plugin's other widgets (one model per viewer); every
 computation runs in a napari worker (`JobPanel`), and results are written to the plugin's
 own output layers on the GUI thread. Moving a click re-runs only SAM's prompt encoder and
-mask decoder: the predictor caches the image embedding per (slice, class).
+mask decoder: the predictor caches the image embedding per (slice, class). The object
+workflow (its own group, `_objects.ObjectPanel`) shares the image, classes, model, job panel
+and click layer.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from napari.layers import Image, Points
+from napari.layers import Image, Points, Shapes
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QWidget
 
@@ -46,8 +49,9 @@ from ._layers import (
 )
 from ._messages import MessagePanel
 from ._model_choice import SAM_WEIGHTS_NOTE, ModelChoice, sam_weights_field
+from ._objects import OBJECTS, ObjectPanel
 from ._panels import AdvancedSection, DockPanel
-from ._shared_model import viewer_session
+from ._shared_model import loaded_predictor, viewer_session
 
 if TYPE_CHECKING:
     import napari
@@ -87,10 +91,9 @@ def segment_job(
     session: PredictorSession, request: SegmentRequest
 ) -> Generator[Progress | Notice | SliceResult, None, None]:
     """Load the model if needed, then segment each requested slice (cancellable per slice)."""
-    if not session.is_loaded(request.settings):
-        yield Progress(f"Loading model {request.settings.describe()}…")
-    predictor = session.predictor(request.settings)
-    predictor.set_guide_options(threshold=request.guide_threshold, n_points=request.n_points)
+    predictor = yield from loaded_predictor(
+        session, request.settings, request.guide_threshold, request.n_points
+    )
     total = len(request.indices)
     for done, index in enumerate(request.indices):
         where = f" slice {done + 1}/{total}" if total > 1 else ""
@@ -131,7 +134,7 @@ class SegmentWidget(DockPanel):
         self.session = viewer_session(napari_viewer)
         self.last_prediction: Prediction | None = None
         self._pending_refresh = False
-        self._watched_points: list[Points] = []
+        self._watched_points: list[Points | Shapes] = []
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setSingleShot(True)
         self._refresh_timer.setInterval(REFRESH_DELAY_MS)
@@ -157,10 +160,11 @@ class SegmentWidget(DockPanel):
             "e.g. nucleus, mitochondrion",
         )
         self.mode_combo = combo(
-            [TEXT_ONLY, TEXT_AND_POINTS],
+            [TEXT_ONLY, TEXT_AND_POINTS, OBJECTS],
             "Class name only: the model finds the objects from the name alone. Class name + "
             "clicks: your clicks on the click layer also steer it (green: is the object, "
-            "red: is not); each click updates the mask within a second.",
+            "red: is not); each click updates the mask within a second. Objects: clicks and "
+            "boxes make one object at a time (see Objects), previewed after each edit.",
         )
         self.points_button = QPushButton("Add click layer")
         self.points_button.setToolTip(
@@ -197,6 +201,8 @@ class SegmentWidget(DockPanel):
         buttons.addWidget(self.segment_button)
         buttons.addWidget(self.stack_button)
         self.jobs = JobPanel(self.messages)
+        self.objects = ObjectPanel(self)
+        self.classes_edit.textChanged.connect(guarded(self.objects.update_classes))
         self.messages.add_remedy(
             MissingWeightsError,
             "Use the tiny preset for now",
@@ -212,6 +218,7 @@ class SegmentWidget(DockPanel):
         for part in (image_box, prompt_box, self.model):
             layout.addWidget(part)
         layout.addLayout(buttons)
+        layout.addWidget(self.objects)
         layout.addWidget(self.jobs)
         layout.addWidget(self.messages)
         layout.addWidget(self.advanced)
@@ -274,6 +281,7 @@ class SegmentWidget(DockPanel):
         advanced.add_row("Precision", self.precision_combo)
         advanced.add_row("Own SAM weights", sam_row)
         advanced.add_note(SAM_WEIGHTS_NOTE)
+        self.objects.add_advanced_rows(advanced)
 
     # ------------------------------------------------------------------ choices
     def _image_layers(self) -> list[Image]:
@@ -325,22 +333,26 @@ class SegmentWidget(DockPanel):
     # ------------------------------------------------------------------ clicks
     def add_points_layer(self) -> Points:
         """Create (or select) the click layer of the chosen image and switch to add mode."""
-        image = self._require_image()
+        image = self.require_image()
         geometry = ImageGeometry.of(image, self.channel_axis_combo.currentData())
         layer = prompts_output(self.viewer, image, geometry)
-        self._watch_points(layer)
+        self.watch_prompt_layer(layer)
         self._apply_click_label(self.click_label_combo.currentText())
-        self.mode_combo.setCurrentText(TEXT_AND_POINTS)
+        if self.mode_combo.currentText() == TEXT_ONLY:
+            self.mode_combo.setCurrentText(TEXT_AND_POINTS)
         self.viewer.layers.selection.active = layer
         layer.mode = "add"
         return layer
 
-    def _watch_points(self, layer: Points) -> None:
+    def watch_prompt_layer(self, layer: Points | Shapes) -> None:
+        """Refresh after every edit of this click or box layer; bind its keys."""
         if any(watched is layer for watched in self._watched_points):
             return
         self._watched_points.append(layer)
         layer.events.data.connect(self._on_points_changed)
-        layer.bind_key(TOGGLE_KEY, self._toggle_click_label, overwrite=True)
+        self.objects.bind_commit_key(layer)
+        if isinstance(layer, Points):
+            layer.bind_key(TOGGLE_KEY, self._toggle_click_label, overwrite=True)
 
     def _toggle_click_label(self, layer=None) -> None:
         current = self.click_label_combo.currentText()
@@ -348,7 +360,7 @@ class SegmentWidget(DockPanel):
 
     def _apply_click_label(self, label: str) -> None:
         for layer in self._watched_points:
-            if layer in self.viewer.layers:
+            if isinstance(layer, Points) and layer in self.viewer.layers:
                 layer.feature_defaults = {"label": label}
 
     @guarded
@@ -356,23 +368,27 @@ class SegmentWidget(DockPanel):
         action = str(getattr(event, "action", "changed"))
         if action.lower().endswith(("adding", "changing", "removing")):
             return  # wait for the edit to finish
-        if self.mode_combo.currentText() == TEXT_AND_POINTS:
+        self.objects.prompt_version += 1  # the object preview no longer shows these prompts
+        if self.mode_combo.currentText() in (TEXT_AND_POINTS, OBJECTS):
             self._refresh_timer.start()
 
     def _refresh_from_points(self) -> None:
-        """Re-segment the current slice after a click (decoder only: embedding cached)."""
+        """Re-segment the current slice (or its object, in objects mode) after a click or a
+        box edit (decoder only: the embedding is cached)."""
         if not self.session.is_loaded(self.settings()):
             return  # nothing segmented yet: the first run is the user's explicit choice
         if self.jobs.running:
             self._pending_refresh = True
             return
-        self.segment_current_slice()
+        if self.mode_combo.currentText() == OBJECTS:
+            self.objects.refresh()
+        else:
+            self.segment_current_slice()
 
     # ------------------------------------------------------------------ segment
     def segment_current_slice(self) -> bool:
         """Segment the slice on screen; False if the input was refused (see notifications)."""
-        request = self._request(whole_stack=False)
-        return self._start(request)
+        return self._start(self.slice_request())
 
     def segment_stack(self) -> bool:
         """Segment every slice of the chosen image, one worker step per slice."""
@@ -385,10 +401,11 @@ class SegmentWidget(DockPanel):
             self.session,
             request,
             on_event=lambda event: self._show_result(request, event),
-            on_done=self._on_job_done,
+            on_done=self.on_job_done,
         )
 
-    def _require_image(self) -> Image:
+    def require_image(self) -> Image:
+        """The chosen image layer (ValueError saying what to do when there is none)."""
         image = self.image_layer()
         if image is None:
             raise ValueError(
@@ -397,9 +414,13 @@ class SegmentWidget(DockPanel):
             )
         return image
 
+    def slice_request(self) -> SegmentRequest:
+        """The checked request for the slice on screen (the object workflow's too)."""
+        return self._request(whole_stack=False)
+
     def _request(self, whole_stack: bool) -> SegmentRequest:
         """Gather and check the inputs on the GUI thread (errors leave layers untouched)."""
-        image = self._require_image()
+        image = self.require_image()
         class_names = parse_class_names(self.classes_edit.text())
         validate_class_names(class_names)
         settings = self.settings()
@@ -453,7 +474,7 @@ class SegmentWidget(DockPanel):
         layer = find_output(self.viewer, "prompts", image, Points)
         if layer is None or len(layer.data) == 0:
             return {}
-        self._watch_points(layer)
+        self.watch_prompt_layer(layer)
         clicks = {}
         for index in indices:
             xy, labels = geometry.points_for_slice(layer, index)
@@ -477,7 +498,15 @@ class SegmentWidget(DockPanel):
                 "this slice; try a lower mask threshold or add clicks."
             )
 
-    def _on_job_done(self, ok: bool) -> None:
+    def on_job_done(self, ok: bool) -> None:
+        """After a job: run the commit or refresh that was asked for while it ran (a commit
+        segments the current prompts itself)."""
+        if self.objects.commit_pending:
+            self.objects.commit_pending = False
+            self._pending_refresh = False
+            if ok:
+                user_action(self.messages, self.objects.commit)()
+            return
         if self._pending_refresh:
             self._pending_refresh = False
             self._refresh_timer.start()

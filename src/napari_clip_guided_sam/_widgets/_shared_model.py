@@ -8,8 +8,11 @@ replaces it). The map is weak: a closed viewer takes its session, and its model,
 from __future__ import annotations
 
 import weakref
+from collections.abc import Generator
 
-from ..inference.session import PredictorSession
+from ..inference.predictor import Predictor
+from ..inference.session import PredictorSession, PredictorSettings
+from ._common import Progress
 
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -20,3 +23,18 @@ def viewer_session(viewer) -> PredictorSession:
     if session is None:
         session = _SESSIONS[viewer] = PredictorSession()
     return session
+
+
+def loaded_predictor(
+    session: PredictorSession,
+    settings: PredictorSettings,
+    guide_threshold: float,
+    n_points: int,
+) -> Generator[Progress, None, Predictor]:
+    """A job's first step: the session's predictor for `settings` (a `Progress` event is
+    yielded first when it must be loaded, which is slow), with the widget's guide options."""
+    if not session.is_loaded(settings):
+        yield Progress(f"Loading model {settings.describe()}…")
+    predictor = session.predictor(settings)
+    predictor.set_guide_options(threshold=guide_threshold, n_points=n_points)
+    return predictor

@@ -5,7 +5,9 @@ label count, refreshed shortly after each paint stroke, says how many slices are
 (labels that do not fit their image count as none). Class names go through the model's
 shared check (`model.guide.validate_class_names`), as on the command line. The class rows
 (Advanced) give what `--class`, `--class-map`, `--background none` and `--ignore-index` give
-the CLI, and build the `ClassMap` the same way.
+the CLI, and build the `ClassMap` the same way. A labels layer with a class table in its
+features (the segment widget's committed objects) fills the class inputs when it is chosen
+and whenever its table changes.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..data.class_map import ClassMap, parse_class_map
+from ..data.class_map import ClassMap, format_class_map, parse_class_map
 from ..data.datasets import SliceDataset
 from ..model.guide import validate_class_names
 from ..training.export import AnnotatedStack, annotated_pairs, training_dataset
 from ._common import guarded, notify_info
 from ._forms import browse_row, choose_folder, combo, form_panel, int_spin, line_edit, refill
 from ._layers import full_resolution, is_plugin_output, layer_named
+from ._object_layers import feature_class_map, is_committed_objects
 from ._panels import AdvancedSection, text_label
 
 LAYERS, FOLDERS = "layers in the viewer", "folders on disk"
@@ -74,6 +77,7 @@ class TrainingSources(QWidget):
         )
         for box in (self.image_combo, self.labels_combo):
             box.currentIndexChanged.connect(self.schedule_count)
+        self.labels_combo.currentTextChanged.connect(guarded(self.fill_classes_from_layer))
         self.add_pair_button = QPushButton("Add pair")
         self.add_pair_button.setToolTip(
             "Add the chosen image and labels to the list, to train on several images at once"
@@ -184,15 +188,40 @@ class TrainingSources(QWidget):
         """Offer the viewer's (non-plugin) layers; returns the image names."""
         images = [layer.name for layer in self.viewer.layers if _is_user_layer(layer, Image)]
         labels = [layer.name for layer in self.viewer.layers if _is_user_layer(layer, Labels)]
+        chosen = self.labels_combo.currentText()
         refill(self.image_combo, images)
         refill(self.labels_combo, labels)
+        if self.labels_combo.currentText() != chosen:  # refill changes it silently
+            self.fill_classes_from_layer()
         for layer in self.viewer.layers:
             if isinstance(layer, Labels) and layer not in self._watched_labels:
                 layer.events.paint.connect(self.schedule_count)
                 layer.events.data.connect(self.schedule_count)
+                layer.events.features.connect(self._on_features_changed)
                 self._watched_labels.add(layer)
         self._count_timer.start()
         return images
+
+    def fill_classes_from_layer(self, *args) -> None:
+        """Take the class names of the chosen labels layer's class table, if it has one."""
+        layer = layer_named(self.viewer, self.labels_combo.currentText(), Labels)
+        class_map = None if layer is None else feature_class_map(layer)
+        if class_map is None:
+            return
+        self.one_class_check.setChecked(class_map.is_single_class)
+        if class_map.is_single_class:
+            self.class_name_edit.setText(class_map.class_names[0])
+        else:
+            self.class_map_edit.setText(format_class_map(class_map))
+
+    def _on_features_changed(self, event=None) -> None:
+        try:
+            if getattr(event, "source", None) is layer_named(
+                self.viewer, self.labels_combo.currentText(), Labels
+            ):
+                guarded(self.fill_classes_from_layer)()
+        except RuntimeError:  # the widget was deleted; the layer outlived it
+            pass
 
     def _on_source_changed(self, source: str) -> None:
         self.layers_panel.setVisible(source == LAYERS)
@@ -339,4 +368,5 @@ class TrainingSources(QWidget):
 
 
 def _is_user_layer(layer, kind: type) -> bool:
-    return isinstance(layer, kind) and not is_plugin_output(layer)
+    """A layer the user made, or the segment widget's committed objects (annotations)."""
+    return isinstance(layer, kind) and (not is_plugin_output(layer) or is_committed_objects(layer))
