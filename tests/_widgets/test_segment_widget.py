@@ -99,11 +99,13 @@ def test_cancelling_a_stack_run_stops_at_the_next_slice(viewer, widget, qtbot, e
     widget._show_result = cancel_after_first_slice
     _run(qtbot, widget, widget.segment_stack)
     assert viewer.layers["stack labels"].data.shape == (6, 64, 64)
-    # The worker may be one slice ahead of the GUI when the cancel arrives, never more
-    # (how far ahead the GUI lags depends on the machine's load, so count worker slices).
+    # The worker may be one slice past the slices done when the cancel arrives, never
+    # more. The GUI shows the first slice when it gets to it: on a loaded machine the
+    # worker may have finished the stack by then, so count worker slices at the cancel.
     computed = widget.session.current.stats.encoder_calls
     assert computed - computed_at_cancel[0] <= 1
-    assert computed < 6
+    if computed_at_cancel[0] < 5:  # slices were left to skip when the cancel came
+        assert computed < 6
     assert widget.jobs.cancelled and errors == []
 
 
