@@ -93,7 +93,10 @@ def test_a_box_past_the_border_is_clipped_to_the_image(predictor, two_disks):
     image, left, _ = two_disks
     inside = predictor.segment_objects(image, "disk", [ObjectPrompt(box=[0, 15, 26, 34])])
     past = predictor.segment_objects(image, "disk", [ObjectPrompt(box=[-9, 15, 26, 34])])
-    np.testing.assert_array_equal(inside.probabilities, past.probabilities)
+    # Same prompt after clipping; the second call reuses the cached embedding and may run
+    # the decoder with another thread count (float sums in another order).
+    np.testing.assert_allclose(inside.probabilities, past.probabilities, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(inside.masks, past.masks)
 
 
 def test_clicks_go_to_the_box_they_are_in():
