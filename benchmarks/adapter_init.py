@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from train_dsb import DATA, N_HELD_OUT, load_split, otsu_scores, train_variant
+from train_dsb import DATA, N_HELD_OUT, load_split, otsu_scores, seed_table, train_variant
 
 from napari_clip_guided_sam.model.config import ADAPTER_INITS, get_preset
 from napari_clip_guided_sam.model.factory import build_model
@@ -29,33 +29,6 @@ from napari_clip_guided_sam.training.inputs import PreparedCache
 
 def variant_name(init: str, seed: int) -> str:
     return f"{init} seed {seed}"
-
-
-def summary_table(rows: list[dict], inits: list[str], seeds: list[int]) -> list[str]:
-    """Held-out foreground IoU per scoring point (columns: init x seed, then the means)."""
-    by_variant: dict[str, list[dict]] = {}
-    for row in rows:
-        by_variant.setdefault(row["variant"], []).append(row)
-    names = [variant_name(init, seed) for init in inits for seed in seeds]
-    points = min(len(by_variant[name]) for name in names)
-    header = ["point"] + names + [f"mean {init}" for init in inits]
-    if len(inits) == 2:
-        header.append(f"{inits[1]}/{inits[0]}")
-    lines = [" | ".join(header)]
-    for index in range(points):
-        cells = [f"t~{by_variant[names[0]][index]['train_s']:.0f}s"]
-        means = {}
-        for init in inits:
-            values = [by_variant[variant_name(init, s)][index]["fg_iou"] for s in seeds]
-            means[init] = sum(values) / len(values)
-        for name in names:
-            row = by_variant[name][index]
-            cells.append(f"{row['fg_iou']:.3f} [{row['miou']:.3f}] ({row['step']})")
-        cells += [f"{means[init]:.3f}" for init in inits]
-        if len(inits) == 2:
-            cells.append(f"{means[inits[1]] / max(means[inits[0]], 1e-9):.2f}x")
-        lines.append(" | ".join(cells))
-    return lines
 
 
 def main() -> None:
@@ -105,7 +78,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print("\nheld-out foreground IoU [mIoU] (steps) at each scoring point:")
-    for line in summary_table(rows, args.inits, args.seeds):
+    for line in seed_table(rows, args.inits, args.seeds):
         print("  " + line)
     print(f"total wall time {time.perf_counter() - started:.0f} s")
 

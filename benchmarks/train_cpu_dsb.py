@@ -23,29 +23,13 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from skimage.filters import threshold_otsu
-from train_dsb import DATA, N_HELD_OUT, load_split, train_variant
+from train_dsb import DATA, N_HELD_OUT, load_split, otsu_scores, seed_table, train_variant
 
-from napari_clip_guided_sam.evaluation.metrics import MetricAccumulator
 from napari_clip_guided_sam.model.config import get_preset, with_compute_choices
 from napari_clip_guided_sam.model.factory import build_model
 from napari_clip_guided_sam.training import default_learning_rates
 from napari_clip_guided_sam.training.inputs import PreparedCache
-
-
-def otsu_scores(held_out) -> dict:
-    """Per-image Otsu threshold of the grey image; the foreground is the smaller side
-    (nuclei cover less than half of an image), so no ground truth picks the polarity."""
-    accumulator = MetricAccumulator()
-    for index in range(len(held_out)):
-        sample = held_out[index]
-        grey = sample.image.astype(np.float64).mean(axis=-1)
-        above = grey > threshold_otsu(grey)
-        foreground = above if above.mean() <= 0.5 else ~above
-        accumulator.update(foreground.astype(np.float64), sample.mask)
-    return accumulator.summary()
 
 
 def variant_configs(args) -> dict:
@@ -58,30 +42,6 @@ def variant_configs(args) -> dict:
         small = with_compute_choices(last_n, image_size=args.image_size)
         configs[f"last-{args.adapter_blocks} {args.image_size} px"] = small
     return configs
-
-
-def summary(rows: list[dict], names: list[str], seeds: list[int]) -> list[str]:
-    by_run: dict[str, list[dict]] = {}
-    for row in rows:
-        by_run.setdefault(row["variant"], []).append(row)
-    runs = [f"{name} seed {seed}" for name in names for seed in seeds]
-    points = min(len(by_run[run]) for run in runs)
-    header = ["point", *runs, *(f"mean {name}" for name in names)]
-    header += [f"{name} / full" for name in names[1:]]
-    lines = [" | ".join(header)]
-    for index in range(points):
-        cells = [f"t~{by_run[runs[0]][index]['train_s']:.0f}s"]
-        means = {}
-        for name in names:
-            values = [by_run[f"{name} seed {s}"][index]["fg_iou"] for s in seeds]
-            means[name] = sum(values) / len(values)
-        for run in runs:
-            row = by_run[run][index]
-            cells.append(f"{row['fg_iou']:.3f} [{row['miou']:.3f}] ({row['step']})")
-        cells += [f"{means[name]:.3f}" for name in names]
-        cells += [f"{means[name] / max(means['full'], 1e-9):.2f}x" for name in names[1:]]
-        lines.append(" | ".join(cells))
-    return lines
 
 
 def main() -> None:
@@ -133,7 +93,7 @@ def main() -> None:
             run = f"{name} seed {seed}"
             rows += train_variant(run, model, *prepared[size], args)
     print()
-    for line in summary(rows, list(configs), args.seeds):
+    for line in seed_table(rows, list(configs), args.seeds):
         print(line)
     print(f"per-image Otsu baseline: fg_iou {otsu['fg_iou']:.3f}")
     if args.json:

@@ -180,6 +180,33 @@ def run_seed(seed, args, train_data, held_out, config) -> list[dict]:
     return rows
 
 
+def seed_table(rows: list[dict], names: list[str], seeds: list[int]) -> list[str]:
+    """Held-out foreground IoU [mIoU] (steps) per scoring point of runs named
+    "<name> seed <seed>": one column per run, the mean of each name over the seeds, and the
+    ratio of each later name's mean to the first's."""
+    by_run: dict[str, list[dict]] = {}
+    for row in rows:
+        by_run.setdefault(row["variant"], []).append(row)
+    runs = [f"{name} seed {seed}" for name in names for seed in seeds]
+    points = min(len(by_run[run]) for run in runs)
+    header = ["point", *runs, *(f"mean {name}" for name in names)]
+    header += [f"{name} / {names[0]}" for name in names[1:]]
+    lines = [" | ".join(header)]
+    for index in range(points):
+        cells = [f"t~{by_run[runs[0]][index]['train_s']:.0f}s"]
+        for run in runs:
+            row = by_run[run][index]
+            cells.append(f"{row['fg_iou']:.3f} [{row['miou']:.3f}] ({row['step']})")
+        means = {
+            name: float(np.mean([by_run[f"{name} seed {s}"][index]["fg_iou"] for s in seeds]))
+            for name in names
+        }
+        cells += [f"{means[name]:.3f}" for name in names]
+        cells += [f"{means[name] / max(means[names[0]], 1e-9):.2f}x" for name in names[1:]]
+        lines.append(" | ".join(cells))
+    return lines
+
+
 def summary(rows: list[dict]) -> list[str]:
     """One line per budget: every variant's fg IoU per seed and its mean, then the ratios."""
     budgets = sorted({r["budget_s"] for r in rows if r["budget_s"] > 0})
