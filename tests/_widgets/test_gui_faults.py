@@ -15,7 +15,6 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 
 from napari_clip_guided_sam._locking import output_lock
-from napari_clip_guided_sam._widgets import _common
 from napari_clip_guided_sam._widgets._segment import SegmentWidget
 from napari_clip_guided_sam._widgets.batch_commands import segment_folder_command
 from napari_clip_guided_sam._widgets.training_widget import TrainingWidget
@@ -24,14 +23,6 @@ from napari_clip_guided_sam.model.factory import build_model
 from napari_clip_guided_sam.training.engine import TrainingConfig, train
 
 TIMEOUT_MS = 60_000
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    """Error notifications shown by the plugin."""
-    shown = []
-    monkeypatch.setattr(_common, "show_error", shown.append)
-    return shown
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +49,6 @@ def _edited(source, target, header=None, nan=False):
         tensors[name] = torch.full_like(tensors[name], float("nan"))
     save_file(tensors, str(target), metadata=metadata)
     return target
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
 
 
 @pytest.fixture

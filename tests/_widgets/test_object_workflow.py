@@ -35,11 +35,6 @@ def errors(monkeypatch):
 
 
 @pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
 def widget(viewer, qtbot, disk_checkpoint):
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget)

@@ -11,19 +11,6 @@ TIMEOUT_MS = 60_000
 
 
 @pytest.fixture
-def errors(monkeypatch):
-    """Error notifications shown by the plugin."""
-    shown = []
-    monkeypatch.setattr(_common, "show_error", shown.append)
-    return shown
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
 def widget(viewer, qtbot):
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget)

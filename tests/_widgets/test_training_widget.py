@@ -28,11 +28,6 @@ def notes(monkeypatch):
 
 
 @pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
 def widget(viewer, qtbot, tmp_path):
     widget = TrainingWidget(viewer)
     viewer.window.add_dock_widget(widget)
