@@ -1,6 +1,5 @@
 import dataclasses
 import json
-import time
 
 import pytest
 import torch
@@ -67,11 +66,13 @@ def test_stand_ins_load_as_custom_base_weights(random_official_format):
 
 def test_missing_weights_offline_list_every_file_at_once(tmp_path, monkeypatch):
     monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path))
-    monkeypatch.setattr(weights, "network_available", lambda url, timeout=3.0: False)
-    start = time.perf_counter()
+    probes = []
+    monkeypatch.setattr(
+        weights, "network_available", lambda url, timeout=3.0: probes.append(url) or False
+    )
     with pytest.raises(weights.MissingWeightsError) as error:
         build_model("paper")
-    assert time.perf_counter() - start < 1
+    assert len(probes) <= 1  # one look at the network, not one timeout per file
     assert [file.filename for file in error.value.missing] == [
         "sam_vit_b_01ec64.pth",
         "ViT-B-16.pt",
