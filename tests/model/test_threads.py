@@ -22,7 +22,8 @@ from napari_clip_guided_sam.model.threads import (
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 
-def test_thread_setting_is_restored():
+def test_thread_setting_is_restored(monkeypatch):
+    monkeypatch.delenv(THREADS_ENV)
     before = torch.get_num_threads()
     with cpu_threads(1):
         assert torch.get_num_threads() == 1
