@@ -17,6 +17,15 @@ def _isolated_weights_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CLIP_GUIDED_SAM_CACHE", str(tmp_path_factory.mktemp("weights")))
 
 
+@pytest.fixture(autouse=True)
+def _fixed_thread_count(monkeypatch):
+    """Results do not depend on the machine's load: every unit of work uses torch's thread
+    count (the policy follows the load; its own tests unset this)."""
+    from napari_clip_guided_sam.model.threads import THREADS_ENV
+
+    monkeypatch.setenv(THREADS_ENV, str(torch.get_num_threads()))
+
+
 @pytest.fixture
 def tiny_model():
     """The `tiny` preset with seeded random weights, in eval mode."""

@@ -134,3 +134,16 @@ def test_train_records_the_adapter_init_and_base_of_the_run(trained):
     assert checkpoint.config.adapters.init == "identity"
     assert checkpoint.card.training_data["images"] == 3
     assert checkpoint.card.validation["per_class"]["nucleus"]["fg_iou"] is not None
+
+
+def test_info_system_says_how_many_threads_a_unit_of_work_gets(monkeypatch, capsys):
+    from napari_clip_guided_sam.model.threads import THREADS_ENV
+
+    monkeypatch.setenv(THREADS_ENV, "1")
+    assert main(["info", "--system", "--device", "cpu"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "CPU threads: 1 for a unit of work now" in out
+    assert f"fixed by {THREADS_ENV}" in out
+    monkeypatch.setenv(THREADS_ENV, "many")
+    assert main(["info", "--system", "--device", "cpu"]) == EXIT_FAILED
+    assert f"{THREADS_ENV}='many' is not a thread count" in capsys.readouterr().err

@@ -1,5 +1,8 @@
 """The interactive predictor: caching, decoder-only refresh, multi-class labels, bad input."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -186,3 +189,36 @@ def test_a_new_class_on_a_cached_image_runs_only_the_adapted_blocks(rgb_image):
         np.testing.assert_allclose(second.probabilities[index], expected.numpy(), atol=1e-6)
     predictor.clear_cache()
     assert len(model.prefix_cache) == 0
+
+
+def test_a_segmentation_waits_for_the_unit_of_work_running_in_another_thread(
+    predictor, rgb_image, encoder_runs
+):
+    # Inside napari a preview must not fight a training step for the cores: it waits for
+    # the step (any holder of the process's compute lane) and then runs.
+    from napari_clip_guided_sam.model.compute_lane import COMPUTE_LANE
+
+    holding, release, results = threading.Event(), threading.Event(), []
+
+    def training_step():
+        with COMPUTE_LANE.unit():
+            holding.set()
+            release.wait()
+
+    step = threading.Thread(target=training_step)
+    step.start()
+    holding.wait()
+    preview = threading.Thread(
+        target=lambda: results.append(predictor.segment(rgb_image, ["nucleus"]))
+    )
+    preview.start()
+    deadline = time.monotonic() + 30
+    while COMPUTE_LANE.waiting < 1:
+        assert time.monotonic() < deadline, "the preview never asked for the lane"
+        time.sleep(0.005)
+    assert encoder_runs == [] and results == []
+    release.set()
+    step.join()
+    preview.join()
+    assert encoder_runs and results[0].labels.shape == (96, 128)
+    assert not COMPUTE_LANE.busy

@@ -73,7 +73,13 @@ def print_system(device_name: str, reprobe: bool) -> None:
     from .. import __version__
     from ..model.precision_probe import cache_path, probe_precision
     from ..model.runtime import resolve_device
-    from ..model.threads import other_runnable_threads, usable_cpus
+    from ..model.threads import (
+        THREADS_ENV,
+        other_runnable_threads,
+        thread_override,
+        threads_for_work,
+        usable_cpus,
+    )
 
     device = resolve_device(device_name)
     choice = probe_precision(device, force=reprobe)
@@ -82,9 +88,15 @@ def print_system(device_name: str, reprobe: bool) -> None:
     if device.type == "cpu":
         busy = other_runnable_threads()
         print(
-            f"CPU threads: {torch.get_num_threads()} intra-op, {usable_cpus()} usable CPUs"
-            + ("" if busy is None else f", {busy} other threads runnable now")
+            f"CPU threads: {threads_for_work()} for a unit of work now (torch "
+            f"{torch.get_num_threads()} intra-op, {usable_cpus()} usable CPUs"
+            + ("" if busy is None else f", {busy} other threads runnable")
+            + ")"
         )
+        if thread_override() is not None:
+            print(f"  fixed by {THREADS_ENV}; unset it to follow the CPUs that are free")
+        else:
+            print(f"  follows the CPUs other processes leave free; {THREADS_ENV}=N fixes it")
     source = f"cached {choice.measured_at}" if choice.cached else "measured now"
     print(f"precision auto -> {choice.precision}  ({source})")
     print(f"  why: {choice.reason}")

@@ -25,6 +25,7 @@ import torch
 from ..model import prompts
 from ..model.preprocess import InputFrame
 from ..model.runtime import autocast
+from ..model.threads import work_unit
 from .instances import InstanceAccumulator
 from .metrics import MetricAccumulator
 from .modes import check_mode
@@ -115,7 +116,7 @@ def iter_evaluation(
     seed = model.config.guide.point_seed
     for index in range(len(data)):
         sample = data[index]
-        with torch.no_grad(), autocast(device, dtype):
+        with torch.no_grad(), autocast(device, dtype), work_unit(device):
             if sample.class_name not in text_cache:
                 text_cache[sample.class_name] = model.text_features([sample.class_name])
             points, labels = None, None

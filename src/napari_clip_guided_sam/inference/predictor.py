@@ -43,7 +43,7 @@ from ..model.guide import validate_class_names
 from ..model.prefix_cache import PrefixStore
 from ..model.preprocess import InputFrame, prepare_image, validate_rgb
 from ..model.runtime import autocast, resolve_device, resolve_precision
-from ..model.threads import cpu_threads, threads_for_short_work
+from ..model.threads import work_unit
 from .objects import ObjectPrompt, select_object
 
 __all__ = [
@@ -168,13 +168,12 @@ class Predictor:
     cache_size: image x class embeddings kept (LRU); CLIP tokens of as many images.
     encoder_batch_size: image x class pairs encoded together; None: 1 on the CPU (batching
     gains ~5% there and doubles peak memory), 2 on accelerators.
-    decoder_threads: CPU threads for the prompt encoder + mask decoder. None: torch's
-    setting, reduced to the CPUs other processes leave free at the moment of the click
-    (`model.threads.threads_for_short_work`): the decoder's operations are small, and on a
-    busy CPU each of them waits for a descheduled thread (2 cores, one taken by another
-    job: 1.29 s with 2 threads, 85 ms with 1), while on an idle one 2 threads are about
-    twice as fast as 1. The setting is restored after each decode (it is process-wide
-    meanwhile).
+    decoder_threads: CPU threads for the prompt encoder + mask decoder. None: like every
+    other stage, the thread policy's count at the moment of the click
+    (`model.threads.threads_for_work`, the CPUs other processes leave free): the decoder's
+    operations are small, and on a busy CPU each of them waits for a descheduled thread
+    (2 cores, one taken by another job: 1.29 s with 2 threads, 85 ms with 1), while on an
+    idle one 2 threads are about twice as fast as 1.
     """
 
     def __init__(
@@ -584,10 +583,7 @@ class Predictor:
         frame = self._require_image().frame
         table = self.label_table_for(names)
         maps = torch.stack([e.similarity_map for e in entries])  # [K, S, S]
-        threads = self.decoder_threads
-        if threads is None and self.device.type == "cpu":
-            threads = threads_for_short_work()
-        with self._compute(), cpu_threads(threads):
+        with self._compute(self.decoder_threads):
             dense = self.model.dense_prompt(maps)
             if user_points is None:
                 # One seeded draw per class: a class's points do not depend on the others.
@@ -630,13 +626,10 @@ class Predictor:
     ) -> ObjectPrediction:
         """Prompt encoder + mask decoder once per object, then back to the original frame."""
         frame = self._require_image().frame
-        threads = self.decoder_threads
-        if threads is None and self.device.type == "cpu":
-            threads = threads_for_short_work()
         similarity = entry.similarity_map[None]
         embedding = entry.embedding[None]
         logits, ious = [], []
-        with self._compute(), cpu_threads(threads):
+        with self._compute(self.decoder_threads):
             text_dense = self.model.dense_prompt(similarity) if text_guide else None
             for prompt in objects:
                 dense = text_dense
@@ -665,10 +658,13 @@ class Predictor:
 
     # ------------------------------------------------------------------ runtime
     @contextlib.contextmanager
-    def _compute(self):
-        """No autograd, the resolved precision."""
-        with torch.inference_mode(), autocast(self.device, self.dtype):
-            yield
+    def _compute(self, threads: int | None = None):
+        """One unit of work (`model.threads.work_unit`: its turn in the compute lane and,
+        on the CPU, `threads` intra-op threads or the policy's count), no autograd, the
+        resolved precision."""
+        with work_unit(self.device, threads), torch.inference_mode():
+            with autocast(self.device, self.dtype):
+                yield
 
     @contextlib.contextmanager
     def _memory_guard(self, what: str, n_classes: int):

@@ -40,6 +40,7 @@ from ..model.checkpoint import same_architecture, save_checkpoint
 from ..model.config import ModelConfig
 from ..model.guide import validate_class_names
 from ..model.runtime import autocast, resolve_device, resolve_precision
+from ..model.threads import work_unit
 from ..model.trainable import parameter_groups
 from .compute import (
     has_frozen_prefix,
@@ -516,7 +517,8 @@ class _Run:
                 self.model.guide.reset_text_cache()
             batches = self._epoch_batches(epoch)
             while state.batch < len(batches):
-                loss = self._optimizer_step(epoch, batches)
+                with work_unit(self.device):  # the thread policy's count, chosen per step
+                    loss = self._optimizer_step(epoch, batches)
                 state.epoch_loss_sum += loss
                 state.epoch_loss_count += 1
                 yield from _emit(self.clock, self._step_event(epoch, loss, start_step, start_time))
