@@ -115,6 +115,29 @@ def add_parser(subparsers) -> None:
         help="intensity percentiles per slice (default) or once per stack",
     )
     parser.add_argument(
+        "--tiling",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="segment large images in overlapping windows of the model's input size "
+        "(auto: when a side exceeds 1.5 times the input size; off: squash to the input)",
+    )
+    parser.add_argument(
+        "--tile-shape",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="PX",
+        help="tile height [width] in pixels (default: the model's input size minus 2 halos)",
+    )
+    parser.add_argument(
+        "--halo",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="PX",
+        help="context added on each side of a tile, height [width] (default: 1/8 of the input)",
+    )
+    parser.add_argument(
         "--format",
         dest="output_format",
         choices=OUTPUT_FORMATS,
@@ -140,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.instances import InstanceConfig
     from ..inference.points import read_points_csv
     from ..inference.predictor import Predictor
+    from ..inference.tiles import TilingConfig
     from ..model.checkpoint import read_checkpoint
     from ..model.guide import validate_class_names
 
@@ -165,6 +189,11 @@ def run(args: argparse.Namespace) -> int:
             link_slices=args.link_slices,
             normalize=NormalizeConfig(
                 mode=args.normalize, channels=tuple(args.channels) if args.channels else None
+            ),
+            tiling=TilingConfig(
+                enabled={"auto": None, "on": True, "off": False}[args.tiling],
+                tile_shape=tuple(args.tile_shape) if args.tile_shape else None,
+                halo=tuple(args.halo) if args.halo else None,
             ),
             output_format=args.output_format,
             suffix=args.suffix,

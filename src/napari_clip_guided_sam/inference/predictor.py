@@ -45,6 +45,7 @@ from ..model.preprocess import InputFrame, prepare_image, validate_rgb
 from ..model.runtime import autocast, resolve_device, resolve_precision
 from ..model.threads import cpu_threads, threads_for_short_work
 from .objects import ObjectPrompt, select_object
+from .tiles import TilingConfig, plan_tiles
 
 __all__ = [
     "InferenceMemoryError",
@@ -55,6 +56,9 @@ __all__ = [
 ]
 
 DEFAULT_CACHE_SIZE = 8  # image x class embeddings kept (about 4 MB each for vit_b in fp32)
+# Memory the embedding cache may grow to so that every window of a tiled image stays cached
+# (a click then re-runs only the decoder); beyond it, windows are encoded again.
+TILED_CACHE_MB = 1024
 
 
 class InferenceMemoryError(RuntimeError):
@@ -294,6 +298,11 @@ class Predictor:
         return self.model.config
 
     @property
+    def input_size(self) -> int:
+        """Side of the model's square input (a tile's window, `inference.tiles`)."""
+        return self.config.sam.image_size
+
+    @property
     def zero_shot(self) -> bool:
         """No fine-tuned adapters: the paper's training-free "CLIP Surgery + SAM" baseline."""
         return self.model.zero_shot
@@ -432,6 +441,8 @@ class Predictor:
         points: np.ndarray | None = None,
         point_labels: np.ndarray | None = None,
         threshold: float = 0.5,
+        *,
+        similarity_bounds: np.ndarray | None = None,
     ) -> Prediction:
         """Masks of the current image for K class names.
 
@@ -439,6 +450,10 @@ class Predictor:
         0 negative), shared by all classes; None (or n = 0) is text-only mode, where points
         are sampled from each class's similarity map with a fixed seed. threshold: the mask
         probability above which a pixel takes its most probable class.
+        similarity_bounds: [K, 2] raw (low, high) similarities to normalise each class's map
+        with instead of this image's own range: the image is a window of a larger one
+        (`inference.tiled`). A class then gets no mask (probability 0, not decoded) when its
+        map has no pixel above the similarity threshold and there are no clicks.
         """
         names = _clean_names(class_names)
         if not 0.0 <= threshold < 1.0:
@@ -448,7 +463,27 @@ class Predictor:
             user_points = _user_points(points, point_labels, image.frame)
             with self._memory_guard("segmenting", len(names)):
                 entries = self._entries(names)
-                return self._decode(names, entries, user_points, threshold)
+                if similarity_bounds is None:
+                    return self._decode(names, entries, user_points, threshold)
+                return self._decode_window(
+                    names, entries, user_points, threshold, similarity_bounds
+                )
+
+    def similarity_range(self, class_names: Sequence[str]) -> np.ndarray:
+        """Raw (low, high) patch similarity of the current image to each class: [K, 2].
+
+        CLIP (cached per image) and the text features only, not SAM's encoder; the range
+        the similarity map is min-max normalised with (`SemanticGuide.similarity_map`).
+        """
+        names = _clean_names(class_names)
+        with self._lock:
+            image = self._require_image().tensor[None]
+            tokens = self._clip_tokens()
+            text = self.text_features(names)
+            with self._compute():
+                guide = self.model.guidance(image, text, clip_tokens=tokens)
+            patches = guide.similarity[0, :, 1:].float()
+            return torch.stack([patches.amin(-1), patches.amax(-1)], -1).cpu().numpy()
 
     def segment(
         self,
@@ -457,11 +492,47 @@ class Predictor:
         points: np.ndarray | None = None,
         point_labels: np.ndarray | None = None,
         threshold: float = 0.5,
+        *,
+        tiling: TilingConfig | None = None,
     ) -> Prediction:
-        """`set_image` then `predict` as one step (no other thread can slip in between)."""
+        """`set_image` then `predict` as one step (no other thread can slip in between).
+
+        An image larger than the model's input is segmented in overlapping windows when
+        `tiling` (default: automatic, `inference.tiles.TilingConfig`) says so
+        (`inference.tiled`); its windows' embeddings stay cached where memory allows
+        (`TILED_CACHE_MB`), so a new click re-runs only the decoder.
+        """
+        validate_rgb(rgb)
+        plan = plan_tiles(rgb.shape[:2], self.input_size, tiling or TilingConfig())
         with self._lock:
-            self.set_image(rgb)
-            return self.predict(class_names, points, point_labels, threshold)
+            if not plan.tiled:
+                self.set_image(rgb)
+                return self.predict(class_names, points, point_labels, threshold)
+            from .tiled import ArrayTiles, segment_tiled  # it builds on this module
+
+            names = _clean_names(class_names)
+            if not 0.0 <= threshold < 1.0:
+                raise ValueError(f"The mask threshold must be in [0, 1), got {threshold}.")
+            if points is not None and len(points):  # clear errors before any window runs
+                frame = InputFrame(plan.shape, self.config.sam.image_size, self.config.resize)
+                _user_points(points, point_labels, frame)
+            self._reserve_for_windows(plan.n_tiles, len(names))
+            table = self.label_table_for(names)
+            source = ArrayTiles(rgb)
+            with self._memory_guard("segmenting in tiles", len(names)):
+                return segment_tiled(
+                    self, source, plan, names, table, points, point_labels, threshold
+                )
+
+    def _reserve_for_windows(self, n_windows: int, n_classes: int) -> None:
+        """Let the caches hold every window of a tiled image, within `TILED_CACHE_MB`."""
+        sam = self.config.sam
+        embedding = sam.prompt_embed_dim * sam.grid_size**2 * 4
+        budget = TILED_CACHE_MB * 2**20
+        self._embeddings.capacity = max(
+            self._embeddings.capacity, min(n_windows * n_classes, budget // embedding)
+        )
+        self._tokens.capacity = max(self._tokens.capacity, min(n_windows, 64))
 
     def predict_objects(
         self,
@@ -617,6 +688,56 @@ class Predictor:
             similarity_maps=np.stack([_resized_map(e) for e in entries]),
             class_names=list(names),
             iou_predictions=ious.float().cpu().numpy(),
+            label_table=table,
+        )
+
+    def _decode_window(
+        self,
+        names: list[str],
+        entries: list[_ClassEntry],
+        user_points: tuple[torch.Tensor, torch.Tensor] | None,
+        threshold: float,
+        bounds: np.ndarray,
+    ) -> Prediction:
+        """`_decode` of a window of a larger image: each class's map re-normalised from this
+        window's own similarity range to `bounds` ([K, 2], the whole image's), and only the
+        classes with a prompt decoded (docs/architecture.md, "Tiling")."""
+        bounds = np.asarray(bounds, dtype=np.float32)
+        if bounds.shape != (len(names), 2):
+            raise ValueError(f"similarity_bounds must be [{len(names)}, 2], got {bounds.shape}.")
+        own = self.similarity_range(names)
+        span = np.maximum(bounds[:, 1] - bounds[:, 0], 1e-12)
+        window = [
+            _ClassEntry(
+                entry.embedding,
+                ((entry.similarity_map * (high - low) + low - g_low) / g_span).clamp(0.0, 1.0),
+            )
+            for entry, (low, high), (g_low, _), g_span in zip(
+                entries, own.tolist(), bounds.tolist(), span.tolist(), strict=True
+            )
+        ]
+        tau = self.config.guide.threshold
+        clicked = user_points is not None
+        prompted = [k for k, e in enumerate(window) if clicked or e.similarity_map.max() > tau]
+        frame = self._require_image().frame
+        probabilities = np.zeros((len(names), *frame.original_size), np.float32)
+        ious = np.zeros(len(names), np.float32)
+        if prompted:
+            part = self._decode(
+                [names[k] for k in prompted], [window[k] for k in prompted], user_points, 0.5
+            )
+            probabilities[prompted] = part.probabilities
+            ious[prompted] = part.iou_predictions
+        maps = torch.stack([e.similarity_map for e in window])
+        table = self.label_table_for(names)
+        values = torch.tensor([table.values[n] for n in names], dtype=torch.int32)
+        labels = _label_image(torch.from_numpy(probabilities), threshold, values, table.unlabelled)
+        return Prediction(
+            labels=labels.numpy(),
+            probabilities=probabilities,
+            similarity_maps=frame.logits_to_original(maps).clamp_(0.0, 1.0).cpu().numpy(),
+            class_names=list(names),
+            iou_predictions=ious,
             label_table=table,
         )
 
