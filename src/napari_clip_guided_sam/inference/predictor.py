@@ -59,6 +59,9 @@ DEFAULT_CACHE_SIZE = 8  # image x class embeddings kept (about 4 MB each for vit
 # Memory the embedding cache may grow to so that every window of a tiled image stays cached
 # (a click then re-runs only the decoder); beyond it, windows are encoded again.
 TILED_CACHE_MB = 1024
+# A window of a tiled image is segmented for a class when its similarity map, normalised
+# over the whole image, reaches this level (docs/architecture.md, "Tiling").
+WINDOW_PRESENCE = 0.5
 
 
 class InferenceMemoryError(RuntimeError):
@@ -450,10 +453,10 @@ class Predictor:
         0 negative), shared by all classes; None (or n = 0) is text-only mode, where points
         are sampled from each class's similarity map with a fixed seed. threshold: the mask
         probability above which a pixel takes its most probable class.
-        similarity_bounds: [K, 2] raw (low, high) similarities to normalise each class's map
-        with instead of this image's own range: the image is a window of a larger one
-        (`inference.tiled`). A class then gets no mask (probability 0, not decoded) when its
-        map has no pixel above the similarity threshold and there are no clicks.
+        similarity_bounds: [K, 2] raw (low, high) similarities of the whole image this one is
+        a window of (`inference.tiled`), to normalise each class's map with. A class gets no
+        mask (probability 0, not decoded) when that map stays below `WINDOW_PRESENCE` and
+        there are no clicks.
         """
         names = _clean_names(class_names)
         if not 0.0 <= threshold < 1.0:
@@ -699,36 +702,38 @@ class Predictor:
         threshold: float,
         bounds: np.ndarray,
     ) -> Prediction:
-        """`_decode` of a window of a larger image: each class's map re-normalised from this
-        window's own similarity range to `bounds` ([K, 2], the whole image's), and only the
-        classes with a prompt decoded (docs/architecture.md, "Tiling")."""
+        """`_decode` of a window of a larger image (docs/architecture.md, "Tiling").
+
+        Each class's map is re-normalised from this window's own similarity range to
+        `bounds` ([K, 2], the whole image's). A class is decoded only where that map reaches
+        `WINDOW_PRESENCE` (or with clicks), and then prompted as an untiled image is, from
+        its own map; elsewhere its probability is 0. The returned maps are the re-normalised
+        ones, so that the windows' maps blend into one map of the whole image.
+        """
         bounds = np.asarray(bounds, dtype=np.float32)
         if bounds.shape != (len(names), 2):
             raise ValueError(f"similarity_bounds must be [{len(names)}, 2], got {bounds.shape}.")
-        own = self.similarity_range(names)
-        span = np.maximum(bounds[:, 1] - bounds[:, 0], 1e-12)
-        window = [
-            _ClassEntry(
-                entry.embedding,
-                ((entry.similarity_map * (high - low) + low - g_low) / g_span).clamp(0.0, 1.0),
-            )
-            for entry, (low, high), (g_low, _), g_span in zip(
-                entries, own.tolist(), bounds.tolist(), span.tolist(), strict=True
-            )
-        ]
-        tau = self.config.guide.threshold
+        own = self.similarity_range(names).tolist()
+        span = np.maximum(bounds[:, 1] - bounds[:, 0], 1e-12).tolist()
+        maps = torch.stack(
+            [
+                (entry.similarity_map * (high - low) + low - g_low) / g_span
+                for entry, (low, high), (g_low, _), g_span in zip(
+                    entries, own, bounds.tolist(), span, strict=True
+                )
+            ]
+        ).clamp_(0.0, 1.0)
         clicked = user_points is not None
-        prompted = [k for k, e in enumerate(window) if clicked or e.similarity_map.max() > tau]
+        present = [k for k in range(len(names)) if clicked or maps[k].max() >= WINDOW_PRESENCE]
         frame = self._require_image().frame
         probabilities = np.zeros((len(names), *frame.original_size), np.float32)
         ious = np.zeros(len(names), np.float32)
-        if prompted:
+        if present:
             part = self._decode(
-                [names[k] for k in prompted], [window[k] for k in prompted], user_points, 0.5
+                [names[k] for k in present], [entries[k] for k in present], user_points, 0.5
             )
-            probabilities[prompted] = part.probabilities
-            ious[prompted] = part.iou_predictions
-        maps = torch.stack([e.similarity_map for e in window])
+            probabilities[present] = part.probabilities
+            ious[present] = part.iou_predictions
         table = self.label_table_for(names)
         values = torch.tensor([table.values[n] for n in names], dtype=torch.int32)
         labels = _label_image(torch.from_numpy(probabilities), threshold, values, table.unlabelled)
