@@ -237,7 +237,7 @@ def segment_tiled(
     bands = iter_bands(predictor, source, plan, names, points, point_labels, with_maps=True)
     parts, ious = collect_bands(bands)
     probabilities = np.concatenate([band.probabilities for band in parts], axis=1)
-    maps = np.concatenate([band.similarity_maps for band in parts], axis=1)  # type: ignore[misc]
+    maps = np.concatenate([band.similarity_maps for band in parts], axis=1)
     return Prediction(
         labels=labels_of_band(probabilities, threshold, names, table),
         probabilities=probabilities,

@@ -65,8 +65,8 @@ def iter_slice_labels(
     values = [table.values[n] for n in options.class_names]
     linker = SliceLinker() if options.instances is not None and _links(image, options) else None
     names, threshold = list(options.class_names), options.threshold
-    plane = _label_layout(image)[1][-2:]
-    plan = plan_tiles(plane, predictor.input_size, options.tiling)
+    height, width = _label_layout(image)[1][-2:]
+    plan = plan_tiles((height, width), predictor.input_size, options.tiling)
     for flat, index in enumerate(iter_indices(image)):
         clicks = options.points.for_slice(name, flat) if options.points is not None else None
         points, point_labels = clicks if clicks is not None else (None, None)
