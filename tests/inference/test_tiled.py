@@ -10,8 +10,10 @@ from scipy import ndimage
 
 from napari_clip_guided_sam.data.image import ImageData
 from napari_clip_guided_sam.inference.batch import SegmentOptions, segment_stack_to_array
+from napari_clip_guided_sam.inference.objects import ObjectPrompt
 from napari_clip_guided_sam.inference.predictor import WINDOW_PRESENCE, Predictor
 from napari_clip_guided_sam.inference.tiled import _points_in
+from napari_clip_guided_sam.inference.tiled_objects import object_window
 from napari_clip_guided_sam.inference.tiles import TilingConfig, plan_tiles
 
 from .conftest import disk_image
@@ -136,3 +138,20 @@ def run(generator):
             next(generator)
         except StopIteration as stop:
             return stop.value
+
+
+def test_an_object_is_segmented_in_a_window_around_its_own_prompts(predictor):
+    # Disks at (200, 250), across the edge x = 256 of the plan's first window, and (60, 60).
+    mask = disks((420, 420), [(200, 250)], radius=30)
+    other = disks((420, 420), [(60, 60)], radius=30)
+    image = disk_image(mask | other, seed=2)
+    boxed = ObjectPrompt(box=np.array([215.0, 165.0, 285.0, 235.0]))
+    clicked = ObjectPrompt(points=np.array([[250.0, 200.0]]), point_labels=np.array([1]))
+    window = object_window(boxed, (420, 420), 256, (32, 32))
+    assert window.shape == (256, 256) and window.contains_box(boxed.box)
+    prediction = predictor.segment_objects(image, "disk", [boxed, clicked])
+    assert prediction.masks.shape == (2, 420, 420)
+    for found in prediction.masks:
+        assert iou(found, mask) > 0.8 and not (found & other).any()
+    # One window per object, never the whole image; both prompts centre the same window here.
+    assert (predictor.stats.encoder_calls, predictor.stats.embedding_hits) == (1, 1)

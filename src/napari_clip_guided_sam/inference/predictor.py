@@ -590,8 +590,29 @@ class Predictor:
         text_guide: bool = True,
         threshold: float = 0.5,
         select: bool = True,
+        tiling: TilingConfig | None = None,
     ) -> ObjectPrediction:
-        """`set_image` then `predict_objects` as one step."""
+        """`set_image` then `predict_objects` as one step.
+
+        When `tiling` (default: automatic) would tile `rgb`, each object is segmented in a
+        window around its own prompts at full resolution (`inference.tiled_objects`).
+        """
+        validate_rgb(rgb)
+        plan = plan_tiles(rgb.shape[:2], self.input_size, tiling or TilingConfig())
+        if plan.tiled:
+            from .tiled_objects import segment_objects_in_windows  # it builds on this module
+
+            with self._lock:
+                return segment_objects_in_windows(
+                    self,
+                    rgb,
+                    class_name,
+                    objects,
+                    plan.halo,
+                    text_guide=text_guide,
+                    threshold=threshold,
+                    select=select,
+                )
         with self._lock:
             self.set_image(rgb)
             return self.predict_objects(
