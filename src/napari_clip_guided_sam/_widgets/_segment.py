@@ -28,7 +28,7 @@ from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QWidget
 from ..data.class_map import parse_class_names
 from ..inference.predictor import Prediction
 from ..inference.session import PredictorSession, PredictorSettings
-from ..inference.tiles import TilingConfig
+from ..inference.tiles import TILING_HELP, TILING_MODES, TilingConfig
 from ..model.guide import validate_class_names
 from ..model.preprocess import validate_rgb
 from ..model.runtime import DEVICE_CHOICES, PRECISION_CHOICES
@@ -61,7 +61,6 @@ TEXT_ONLY, TEXT_AND_POINTS = "class name only", "class name + clicks"
 REFRESH_DELAY_MS = 100  # debounce of point edits before the decoder-only refresh
 TOGGLE_KEY = "t"
 SETTINGS_KEY = "segment_widget"
-TILING_CHOICES = {"auto": None, "on": True, "off": False}  # TilingConfig.enabled
 
 
 @dataclass
@@ -259,12 +258,7 @@ class SegmentWidget(DockPanel):
             "How sure the model must be to label a pixel (0-1; 0.5 by default). Lower: "
             "larger masks; higher: only confident pixels.",
         )
-        self.tiling_combo = combo(
-            list(TILING_CHOICES),
-            "Large images are segmented in overlapping windows of the model's input size, "
-            "at full resolution. auto: when a side is more than 1.5 times the input size; "
-            "on: whenever larger than one window; off: squash to the input size.",
-        )
+        self.tiling_combo = combo(list(TILING_MODES), TILING_HELP)
         self.similarity_check = QCheckBox("Show similarity map")
         self.similarity_check.setToolTip(
             "Also add an image layer per class with CLIP's similarity map (0-1), to see "
@@ -459,7 +453,7 @@ class SegmentWidget(DockPanel):
             indices=indices,
             first_rgb=first_rgb,
             points=self._clicks(image, geometry, indices),
-            tiling=TilingConfig(enabled=TILING_CHOICES[self.tiling_combo.currentText()]),
+            tiling=TilingConfig(enabled=TILING_MODES[self.tiling_combo.currentText()]),
         )
 
     def _check_2d_view(self, image: Image, geometry: ImageGeometry) -> None:

@@ -11,6 +11,7 @@ from ..data.formats import LABEL_SUFFIX, printable
 from ..data.normalize import NORMALIZE_MODES
 from ..inference.batch.options import OUTPUT_FORMATS
 from ..inference.instances import INSTANCE_METHODS
+from ..inference.tiles import TILING_MODES, TilingConfig
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -116,7 +117,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--tiling",
-        choices=("auto", "on", "off"),
+        choices=tuple(TILING_MODES),
         default="auto",
         help="segment large images in overlapping windows of the model's input size "
         "(auto: when a side exceeds 1.5 times the input size; off: squash to the input)",
@@ -163,7 +164,6 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.instances import InstanceConfig
     from ..inference.points import read_points_csv
     from ..inference.predictor import Predictor
-    from ..inference.tiles import TilingConfig
     from ..model.checkpoint import read_checkpoint
     from ..model.guide import validate_class_names
 
@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
                 mode=args.normalize, channels=tuple(args.channels) if args.channels else None
             ),
             tiling=TilingConfig(
-                enabled={"auto": None, "on": True, "off": False}[args.tiling],
+                enabled=TILING_MODES[args.tiling],
                 tile_shape=tuple(args.tile_shape) if args.tile_shape else None,
                 halo=tuple(args.halo) if args.halo else None,
             ),

@@ -21,6 +21,8 @@ import numpy as np
 
 __all__ = [
     "AUTO_TILING_FACTOR",
+    "TILING_HELP",
+    "TILING_MODES",
     "Tile",
     "TilePlan",
     "TilingConfig",
@@ -28,6 +30,13 @@ __all__ = [
     "window_around",
 ]
 
+# The tiling choices of the CLI and the widgets -> `TilingConfig.enabled`.
+TILING_MODES: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
+TILING_HELP = (
+    "Large images are segmented in overlapping windows of the model's input size, at full "
+    "resolution. auto: when a side is more than 1.5 times the input size; on: whenever "
+    "larger than one window; off: squash to the input size."
+)
 # Tile automatically when the image's longer side exceeds this many model input sizes.
 AUTO_TILING_FACTOR = 1.5
 # Halo of the automatic tiling, as a fraction of the model's input size.
