@@ -192,11 +192,16 @@ def dsb_split(data: Path):
 def trained_predictor(args, train_data):
     from napari_clip_guided_sam.inference.predictor import Predictor
     from napari_clip_guided_sam.model.factory import build_model
-    from napari_clip_guided_sam.training import TrainingConfig, default_learning_rates, train
+    from napari_clip_guided_sam.training import (
+        StepEvent,
+        TrainingConfig,
+        default_learning_rates,
+        train,
+    )
     from napari_clip_guided_sam.training.recipe import default_recipe
 
     if args.checkpoint:
-        return load_predictor(args.checkpoint)
+        return load_predictor(args.checkpoint), 0
     model = build_model("tiny", seed=0)
     lr, clip_lr = default_learning_rates("tiny")
     recipe = {**default_recipe("tiny"), "epochs": None}
@@ -209,9 +214,8 @@ def trained_predictor(args, train_data):
         precision="fp32",
         time_budget_s=args.train_seconds,
     )
-    for _ in train(model, train_data, None, config):
-        pass
-    return Predictor(model.eval(), device="cpu", precision="fp32")
+    steps = sum(isinstance(event, StepEvent) for event in train(model, train_data, None, config))
+    return Predictor(model.eval(), device="cpu", precision="fp32"), steps
 
 
 def canvas(held_out, side: int, n_pieces: int):
@@ -263,7 +267,7 @@ def run_quality(args) -> dict:
 
     train_data, held_out = dsb_split(Path(args.data))
     start = time.perf_counter()
-    predictor = trained_predictor(args, train_data)
+    predictor, steps = trained_predictor(args, train_data)
     trained_s = time.perf_counter() - start
     image, truth, pieces = canvas(held_out, args.canvas, args.n_pieces)
     used = np.zeros_like(truth)
@@ -294,7 +298,7 @@ def run_quality(args) -> dict:
         "iou_elsewhere": iou(tiled & used & ~bands, truth & ~bands),
         "band_fraction": float(bands.sum() / used.sum()),
     }
-    origin = args.checkpoint or f"tiny trained here for {trained_s:.0f} s"
+    origin = args.checkpoint or f"tiny trained here for {trained_s:.0f} s ({steps} steps)"
     print(
         f"quality canvas {args.canvas}^2 of {len(pieces)} held-out DSB2018 crops of {PIECE} px, "
         f"{plan.n_tiles} windows; model: {origin}"
