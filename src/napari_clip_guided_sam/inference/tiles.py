@@ -219,10 +219,6 @@ class TilePlan:
         window reaches them)."""
         return self.row_spans[row + 1][0] if row + 1 < len(self.row_spans) else self.shape[0]
 
-    def tiles_for_box(self, box_xyxy: np.ndarray) -> list[Tile]:
-        """The windows that hold a whole (x0, y0, x1, y1) box (may be none)."""
-        return [tile for tile in self.tiles() if tile.contains_box(box_xyxy)]
-
 
 def plan_tiles(shape: tuple[int, int], input_size: int, config: TilingConfig) -> TilePlan:
     """Windows over an image of `shape` (H, W) for a model of input size `input_size`.
