@@ -107,3 +107,10 @@ def test_the_widgets_of_a_viewer_share_one_model_session(make_napari_viewer):
     }
     assert len(sessions) == 1
     assert SegmentWidget(other).session is not segment.session
+
+
+def test_the_tiling_choice_reaches_the_batch_options(make_napari_viewer):
+    panel = segment_stack_command(make_napari_viewer())
+    assert panel.options().tiling.enabled is None  # automatic by default
+    panel.tiling.setCurrentText("off")
+    assert panel.options().tiling.enabled is False

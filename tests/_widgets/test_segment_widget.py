@@ -227,3 +227,17 @@ def test_a_checkpoint_subset_keeps_its_label_values_in_the_layer():
     np.testing.assert_array_equal(layer.data[0], [[0, 1], [2, 3]])
     features = dict(zip(layer.features["index"], layer.features["class"], strict=True))
     assert features == {0: "background", 1: "pore", 2: "quartz", 3: "pyrite"}
+
+
+def test_a_large_image_is_segmented_in_tiles_unless_tiling_is_off(viewer, widget, qtbot, errors):
+    viewer.add_image(_image((400, 300)), name="big")  # 400 > 1.5 x 256 (the tiny input)
+    widget.classes_edit.setText("nucleus")
+    assert widget.tiling_combo.currentText() == "auto"
+    _run(qtbot, widget, widget.segment_current_slice)
+    stats = widget.session.current.stats
+    assert stats.encoder_calls == 2 * 2  # 2 x 2 windows of 256 px
+    assert viewer.layers["big labels"].data.shape == (400, 300)
+    widget.tiling_combo.setCurrentText("off")
+    _run(qtbot, widget, widget.segment_current_slice)
+    assert stats.encoder_calls == 2 * 2 + 1  # the whole image, squashed
+    assert errors == []

@@ -105,3 +105,21 @@ def test_link_slices_needs_instances_and_can_be_turned_off(tmp_path, capsys, wri
         np.testing.assert_array_equal(read_image(out / "cells_labels.tif").array, expected)
         settings = json.loads((out / "segment_report.json").read_text())["settings"]
         assert settings["link_slices"] is (False if flag else None)
+
+
+def test_tiling_options_reach_the_run_and_its_report(tmp_path, write_stack, capsys):
+    import json
+
+    source = write_stack(tmp_path / "cells.tif", n_slices=2)  # 40 x 48 slices
+    out = tmp_path / "tiled"
+    tiled = ("--tiling", "on", "--tile-shape", "16", "24", "--halo", "4")
+    assert segment(source, "-c", "nucleus", "-o", out, *tiled) == EXIT_OK
+    settings = json.loads((out / "segment_report.json").read_text())["settings"]
+    assert settings["tiling"] == {"mode": "on", "tile_shape": [16, 24], "halo": [4, 4]}
+    labels = read_image(out / "cells_labels.tif").array
+    assert labels.shape == (2, 40, 48)
+    assert segment(source, "-c", "nucleus", "-o", tmp_path / "whole") == EXIT_OK
+    whole = read_image(tmp_path / "whole" / "cells_labels.tif").array
+    assert not np.array_equal(labels, whole)  # windows of 24 x 32 px, not the squashed slice
+    assert segment(source, "-c", "nucleus", "--halo", "-2") == EXIT_USAGE
+    assert "halo must be 0 or more" in capsys.readouterr().err

@@ -166,9 +166,9 @@ def test_points_reach_only_their_slice(predictor, tmp_path):
     calls = []
 
     class Recording(Predictor):
-        def segment(self, rgb, class_names, points=None, point_labels=None, threshold=0.5):
+        def segment(self, rgb, class_names, points=None, point_labels=None, threshold=0.5, **kw):
             calls.append(None if points is None else (points.tolist(), point_labels.tolist()))
-            return super().segment(rgb, class_names, points, point_labels, threshold)
+            return super().segment(rgb, class_names, points, point_labels, threshold, **kw)
 
     recording = Recording(predictor.model, "cpu", "fp32")
     image = read_image(write_stack(tmp_path / "stack.tif", blobs(3)))

@@ -59,6 +59,7 @@ def preview_job(session: PredictorSession, request: ObjectRequest) -> Generator:
         request.prompts,
         text_guide=request.text_guide,
         threshold=base.mask_threshold,
+        tiling=base.tiling,
     )
     yield ObjectPreview(
         base.image.name, request.index, request.class_name, prediction.masks, request.version

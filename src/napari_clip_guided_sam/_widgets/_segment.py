@@ -28,6 +28,7 @@ from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QWidget
 from ..data.class_map import parse_class_names
 from ..inference.predictor import Prediction
 from ..inference.session import PredictorSession, PredictorSettings
+from ..inference.tiles import TILING_HELP, TILING_MODES, TilingConfig
 from ..model.guide import validate_class_names
 from ..model.preprocess import validate_rgb
 from ..model.runtime import DEVICE_CHOICES, PRECISION_CHOICES
@@ -77,6 +78,7 @@ class SegmentRequest:
     indices: list[tuple[int, ...]]
     first_rgb: np.ndarray  # the first slice, converted up front so bad input fails early
     points: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    tiling: TilingConfig = field(default_factory=TilingConfig)
 
 
 @dataclass
@@ -106,7 +108,7 @@ def segment_job(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             prediction = predictor.segment(
-                rgb, request.class_names, xy, labels, request.mask_threshold
+                rgb, request.class_names, xy, labels, request.mask_threshold, tiling=request.tiling
             )
         for warning in caught:
             yield Notice(str(warning.message))
@@ -256,6 +258,7 @@ class SegmentWidget(DockPanel):
             "How sure the model must be to label a pixel (0-1; 0.5 by default). Lower: "
             "larger masks; higher: only confident pixels.",
         )
+        self.tiling_combo = combo(list(TILING_MODES), TILING_HELP)
         self.similarity_check = QCheckBox("Show similarity map")
         self.similarity_check.setToolTip(
             "Also add an image layer per class with CLIP's similarity map (0-1), to see "
@@ -276,6 +279,7 @@ class SegmentWidget(DockPanel):
         advanced.add_row("Similarity threshold", self.guide_threshold_spin)
         advanced.add_row("Prompt points", self.n_points_spin)
         advanced.add_row("Mask threshold", self.mask_threshold_spin)
+        advanced.add_row("Tiling", self.tiling_combo)
         advanced.add_row("", self.similarity_check)
         advanced.add_row("Device", self.device_combo)
         advanced.add_row("Precision", self.precision_combo)
@@ -449,6 +453,7 @@ class SegmentWidget(DockPanel):
             indices=indices,
             first_rgb=first_rgb,
             points=self._clicks(image, geometry, indices),
+            tiling=TilingConfig(enabled=TILING_MODES[self.tiling_combo.currentText()]),
         )
 
     def _check_2d_view(self, image: Image, geometry: ImageGeometry) -> None:

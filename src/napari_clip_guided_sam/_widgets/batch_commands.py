@@ -30,6 +30,7 @@ from ..data.units import length_unit
 from ..inference import batch
 from ..inference.instances import INSTANCE_METHODS, InstanceConfig
 from ..inference.session import PredictorSession, PredictorSettings
+from ..inference.tiles import TILING_HELP, TILING_MODES, TilingConfig
 from ..model.guide import validate_class_names
 from ..model.runtime import DEVICE_CHOICES
 from ..model.weights import MissingWeightsError
@@ -239,6 +240,8 @@ class _BatchPanel(DockPanel):
         )
         self.sam_weights_edit, sam_row = sam_weights_field(self)
         self.advanced = AdvancedSection(self.settings_key)
+        self.tiling = combo(list(TILING_MODES), TILING_HELP)
+        self.advanced.add_row("Tiling", self.tiling)
         self.advanced.add_row("Device", self.device)
         self.advanced.add_row("Own SAM weights", sam_row)
         self.advanced.add_note(SAM_WEIGHTS_NOTE)
@@ -282,6 +285,7 @@ class _BatchPanel(DockPanel):
             class_names=tuple(names),
             instances=InstanceConfig(method) if method != NO_INSTANCES else None,
             normalize=NormalizeConfig(),
+            tiling=TilingConfig(enabled=TILING_MODES[self.tiling.currentText()]),
             **changes,
         )
 

@@ -156,7 +156,7 @@ def _score_model(args: argparse.Namespace, class_map):
         print(line)
     model.to(device)
     dataset, skipped = load_folders(args, class_map)
-    prepared = PreparedCache(dataset, model.config, max_bytes=0)
+    prepared = PreparedCache(dataset, model.config, max_bytes=0, windows=False)
     instances = None
     if args.instances is not None:
         config = InstanceConfig(args.instances)

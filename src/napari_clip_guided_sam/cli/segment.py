@@ -11,6 +11,7 @@ from ..data.formats import LABEL_SUFFIX, printable
 from ..data.normalize import NORMALIZE_MODES
 from ..inference.batch.options import OUTPUT_FORMATS
 from ..inference.instances import INSTANCE_METHODS
+from ..inference.tiles import TILING_MODES, TilingConfig
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -115,6 +116,29 @@ def add_parser(subparsers) -> None:
         help="intensity percentiles per slice (default) or once per stack",
     )
     parser.add_argument(
+        "--tiling",
+        choices=tuple(TILING_MODES),
+        default="auto",
+        help="segment large images in overlapping windows of the model's input size "
+        "(auto: when a side exceeds 1.5 times the input size; off: squash to the input)",
+    )
+    parser.add_argument(
+        "--tile-shape",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="PX",
+        help="tile height [width] in pixels (default: the model's input size minus 2 halos)",
+    )
+    parser.add_argument(
+        "--halo",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="PX",
+        help="context added on each side of a tile, height [width] (default: 1/8 of the input)",
+    )
+    parser.add_argument(
         "--format",
         dest="output_format",
         choices=OUTPUT_FORMATS,
@@ -165,6 +189,11 @@ def run(args: argparse.Namespace) -> int:
             link_slices=args.link_slices,
             normalize=NormalizeConfig(
                 mode=args.normalize, channels=tuple(args.channels) if args.channels else None
+            ),
+            tiling=TilingConfig(
+                enabled=TILING_MODES[args.tiling],
+                tile_shape=tuple(args.tile_shape) if args.tile_shape else None,
+                halo=tuple(args.halo) if args.halo else None,
             ),
             output_format=args.output_format,
             suffix=args.suffix,

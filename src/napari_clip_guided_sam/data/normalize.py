@@ -16,13 +16,14 @@ import numpy as np
 
 from .axes import PLANE_AXES, placeholder_axes
 from .image import ImageData
-from .slicing import iter_indices, slice_view
+from .slicing import iter_indices, slice_view, take_slice
 
 __all__ = [
     "NormalizeConfig",
     "PercentileStats",
     "image_percentiles",
     "normalize_image_slice",
+    "slice_percentiles",
     "stack_percentiles",
     "to_model_rgb",
 ]
@@ -293,7 +294,30 @@ def image_percentiles(
         data = data[..., np.newaxis] if data.ndim == 2 else data
         step = max(1, math.ceil(math.sqrt(data.shape[0] * data.shape[1] / per_slice)))
         parts.append(data[::step, ::step].reshape(-1, data.shape[-1]))
-    values = np.concatenate(parts, axis=0)
+    return _percentile_stats(np.concatenate(parts, axis=0), percentiles)
+
+
+def slice_percentiles(
+    image: ImageData,
+    index: tuple[int, ...] = (),
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    *,
+    sample: int = 2_000_000,
+) -> PercentileStats:
+    """Per-channel percentiles of one slice from an evenly strided subsample of at most about
+    ``sample`` pixels, read without reading the whole slice: the windows of a tiled image
+    share them, so each window is scaled like the whole slice (docs/batch.md, "Tiling")."""
+    _check_percentiles(percentiles)
+    height, width = (image.shape[image.axes.index(a)] for a in PLANE_AXES)
+    step = max(1, math.ceil(math.sqrt(height * width / sample)))
+    strided = (slice(None, None, step), slice(None, None, step))
+    data = take_slice(image.array, image.axes, index, strided)
+    data = data[..., np.newaxis] if data.ndim == 2 else data
+    return _percentile_stats(data.reshape(-1, data.shape[-1]), percentiles)
+
+
+def _percentile_stats(values: np.ndarray, percentiles: tuple[float, float]) -> PercentileStats:
+    """Per-channel percentiles of pixel values ``[n, C]``."""
     ranges = [_finite_percentiles(values[:, c], percentiles) for c in range(values.shape[1])]
     low, high = (np.array(r, dtype=np.float64) for r in zip(*ranges, strict=True))
     return PercentileStats(low, high, (percentiles[0], percentiles[1]))

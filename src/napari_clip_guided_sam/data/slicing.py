@@ -43,13 +43,17 @@ def iter_indices(image: ImageData) -> Iterator[tuple[int, ...]]:
     return itertools.product(*(range(n) for n in leading_shape(image)))
 
 
-def take_slice(array: Any, axes: str, index: tuple[int, ...]) -> np.ndarray:
+def take_slice(
+    array: Any, axes: str, index: tuple[int, ...], region: tuple[slice, slice] | None = None
+) -> np.ndarray:
     """The ``[Y, X]`` or ``[Y, X, C]`` slice of ``array`` (axes ``axes``) at a leading index.
 
     Args:
         array: numpy or dask array whose dimensions are named by ``axes``.
         axes: e.g. ``"TZCYX"``; the channel axis (``C``), if present, ends up last.
         index: one int per leading axis (see :func:`leading_axes`), in array order.
+        region: (rows, columns) slices of the plane to read, e.g. one window of a tiled
+            image; only that part of a lazy array is read. None: the whole plane.
 
     Returns:
         A numpy array (lazy arrays are read here), ``[Y, X]`` or ``[Y, X, C]``.
@@ -67,6 +71,8 @@ def take_slice(array: Any, axes: str, index: tuple[int, ...]) -> np.ndarray:
         if not -size <= i < size:
             raise IndexError(f"index {i} out of range for axis {axis} of size {size}")
         key[axes.index(axis)] = i
+    if region is not None:
+        key[axes.index("Y")], key[axes.index("X")] = region
     remaining = "".join(a for a in axes if a not in lead)
     order = [remaining.index(a) for a in PLANE_AXES] + [
         remaining.index(a) for a in remaining if a in CHANNEL_AXES

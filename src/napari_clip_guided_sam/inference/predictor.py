@@ -45,6 +45,7 @@ from ..model.preprocess import InputFrame, prepare_image, validate_rgb
 from ..model.runtime import autocast, resolve_device, resolve_precision
 from ..model.threads import work_unit
 from .objects import ObjectPrompt, select_object
+from .tiles import TilingConfig, plan_tiles
 
 __all__ = [
     "InferenceMemoryError",
@@ -55,6 +56,12 @@ __all__ = [
 ]
 
 DEFAULT_CACHE_SIZE = 8  # image x class embeddings kept (about 4 MB each for vit_b in fp32)
+# Memory the embedding cache may grow to so that every window of a tiled image stays cached
+# (a click then re-runs only the decoder); beyond it, windows are encoded again.
+TILED_CACHE_MB = 1024
+# A window of a tiled image is segmented for a class when its similarity map, normalised
+# over the whole image, reaches this level (docs/architecture.md, "Tiling").
+WINDOW_PRESENCE = 0.5
 
 
 class InferenceMemoryError(RuntimeError):
@@ -293,6 +300,11 @@ class Predictor:
         return self.model.config
 
     @property
+    def input_size(self) -> int:
+        """Side of the model's square input (a tile's window, `inference.tiles`)."""
+        return self.config.sam.image_size
+
+    @property
     def zero_shot(self) -> bool:
         """No fine-tuned adapters: the paper's training-free "CLIP Surgery + SAM" baseline."""
         return self.model.zero_shot
@@ -431,6 +443,8 @@ class Predictor:
         points: np.ndarray | None = None,
         point_labels: np.ndarray | None = None,
         threshold: float = 0.5,
+        *,
+        similarity_bounds: np.ndarray | None = None,
     ) -> Prediction:
         """Masks of the current image for K class names.
 
@@ -438,6 +452,10 @@ class Predictor:
         0 negative), shared by all classes; None (or n = 0) is text-only mode, where points
         are sampled from each class's similarity map with a fixed seed. threshold: the mask
         probability above which a pixel takes its most probable class.
+        similarity_bounds: [K, 2] raw (low, high) similarities of the whole image this one is
+        a window of (`inference.tiled`), to normalise each class's map with. A class gets no
+        mask (probability 0, not decoded) when that map stays below `WINDOW_PRESENCE` and
+        there are no clicks.
         """
         names = _clean_names(class_names)
         if not 0.0 <= threshold < 1.0:
@@ -447,7 +465,27 @@ class Predictor:
             user_points = _user_points(points, point_labels, image.frame)
             with self._memory_guard("segmenting", len(names)):
                 entries = self._entries(names)
-                return self._decode(names, entries, user_points, threshold)
+                if similarity_bounds is None:
+                    return self._decode(names, entries, user_points, threshold)
+                return self._decode_window(
+                    names, entries, user_points, threshold, similarity_bounds
+                )
+
+    def similarity_range(self, class_names: Sequence[str]) -> np.ndarray:
+        """Raw (low, high) patch similarity of the current image to each class: [K, 2].
+
+        CLIP (cached per image) and the text features only, not SAM's encoder; the range
+        the similarity map is min-max normalised with (`SemanticGuide.similarity_map`).
+        """
+        names = _clean_names(class_names)
+        with self._lock:
+            image = self._require_image().tensor[None]
+            tokens = self._clip_tokens()
+            text = self.text_features(names)
+            with self._compute():
+                guide = self.model.guidance(image, text, clip_tokens=tokens)
+            patches = guide.similarity[0, :, 1:].float()
+            return torch.stack([patches.amin(-1), patches.amax(-1)], -1).cpu().numpy()
 
     def segment(
         self,
@@ -456,11 +494,47 @@ class Predictor:
         points: np.ndarray | None = None,
         point_labels: np.ndarray | None = None,
         threshold: float = 0.5,
+        *,
+        tiling: TilingConfig | None = None,
     ) -> Prediction:
-        """`set_image` then `predict` as one step (no other thread can slip in between)."""
+        """`set_image` then `predict` as one step (no other thread can slip in between).
+
+        An image larger than the model's input is segmented in overlapping windows when
+        `tiling` (default: automatic, `inference.tiles.TilingConfig`) says so
+        (`inference.tiled`); its windows' embeddings stay cached where memory allows
+        (`TILED_CACHE_MB`), so a new click re-runs only the decoder.
+        """
+        validate_rgb(rgb)
+        plan = plan_tiles(rgb.shape[:2], self.input_size, tiling or TilingConfig())
         with self._lock:
-            self.set_image(rgb)
-            return self.predict(class_names, points, point_labels, threshold)
+            if not plan.tiled:
+                self.set_image(rgb)
+                return self.predict(class_names, points, point_labels, threshold)
+            from .tiled import ArrayTiles, segment_tiled  # it builds on this module
+
+            names = _clean_names(class_names)
+            if not 0.0 <= threshold < 1.0:
+                raise ValueError(f"The mask threshold must be in [0, 1), got {threshold}.")
+            if points is not None and len(points):  # clear errors before any window runs
+                frame = InputFrame(plan.shape, self.config.sam.image_size, self.config.resize)
+                _user_points(points, point_labels, frame)
+            self._reserve_for_windows(plan.n_tiles, len(names))
+            table = self.label_table_for(names)
+            source = ArrayTiles(rgb)
+            with self._memory_guard("segmenting in tiles", len(names)):
+                return segment_tiled(
+                    self, source, plan, names, table, points, point_labels, threshold
+                )
+
+    def _reserve_for_windows(self, n_windows: int, n_classes: int) -> None:
+        """Let the caches hold every window of a tiled image, within `TILED_CACHE_MB`."""
+        sam = self.config.sam
+        embedding = sam.prompt_embed_dim * sam.grid_size**2 * 4
+        budget = TILED_CACHE_MB * 2**20
+        self._embeddings.capacity = max(
+            self._embeddings.capacity, min(n_windows * n_classes, budget // embedding)
+        )
+        self._tokens.capacity = max(self._tokens.capacity, min(n_windows, 64))
 
     def predict_objects(
         self,
@@ -515,8 +589,29 @@ class Predictor:
         text_guide: bool = True,
         threshold: float = 0.5,
         select: bool = True,
+        tiling: TilingConfig | None = None,
     ) -> ObjectPrediction:
-        """`set_image` then `predict_objects` as one step."""
+        """`set_image` then `predict_objects` as one step.
+
+        When `tiling` (default: automatic) would tile `rgb`, each object is segmented in a
+        window around its own prompts at full resolution (`inference.tiled_objects`).
+        """
+        validate_rgb(rgb)
+        plan = plan_tiles(rgb.shape[:2], self.input_size, tiling or TilingConfig())
+        if plan.tiled:
+            from .tiled_objects import segment_objects_in_windows  # it builds on this module
+
+            with self._lock:
+                return segment_objects_in_windows(
+                    self,
+                    rgb,
+                    class_name,
+                    objects,
+                    plan.halo,
+                    text_guide=text_guide,
+                    threshold=threshold,
+                    select=select,
+                )
         with self._lock:
             self.set_image(rgb)
             return self.predict_objects(
@@ -613,6 +708,58 @@ class Predictor:
             similarity_maps=np.stack([_resized_map(e) for e in entries]),
             class_names=list(names),
             iou_predictions=ious.float().cpu().numpy(),
+            label_table=table,
+        )
+
+    def _decode_window(
+        self,
+        names: list[str],
+        entries: list[_ClassEntry],
+        user_points: tuple[torch.Tensor, torch.Tensor] | None,
+        threshold: float,
+        bounds: np.ndarray,
+    ) -> Prediction:
+        """`_decode` of a window of a larger image (docs/architecture.md, "Tiling").
+
+        Each class's map is re-normalised from this window's own similarity range to
+        `bounds` ([K, 2], the whole image's). A class is decoded only where that map reaches
+        `WINDOW_PRESENCE` (or with clicks), and then prompted as an untiled image is, from
+        its own map; elsewhere its probability is 0. The returned maps are the re-normalised
+        ones, so that the windows' maps blend into one map of the whole image.
+        """
+        bounds = np.asarray(bounds, dtype=np.float32)
+        if bounds.shape != (len(names), 2):
+            raise ValueError(f"similarity_bounds must be [{len(names)}, 2], got {bounds.shape}.")
+        own = self.similarity_range(names).tolist()
+        span = np.maximum(bounds[:, 1] - bounds[:, 0], 1e-12).tolist()
+        maps = torch.stack(
+            [
+                (entry.similarity_map * (high - low) + low - g_low) / g_span
+                for entry, (low, high), (g_low, _), g_span in zip(
+                    entries, own, bounds.tolist(), span, strict=True
+                )
+            ]
+        ).clamp_(0.0, 1.0)
+        clicked = user_points is not None
+        present = [k for k in range(len(names)) if clicked or maps[k].max() >= WINDOW_PRESENCE]
+        frame = self._require_image().frame
+        probabilities = np.zeros((len(names), *frame.original_size), np.float32)
+        ious = np.zeros(len(names), np.float32)
+        if present:
+            part = self._decode(
+                [names[k] for k in present], [entries[k] for k in present], user_points, 0.5
+            )
+            probabilities[present] = part.probabilities
+            ious[present] = part.iou_predictions
+        table = self.label_table_for(names)
+        values = torch.tensor([table.values[n] for n in names], dtype=torch.int32)
+        labels = _label_image(torch.from_numpy(probabilities), threshold, values, table.unlabelled)
+        return Prediction(
+            labels=labels.numpy(),
+            probabilities=probabilities,
+            similarity_maps=frame.logits_to_original(maps).clamp_(0.0, 1.0).cpu().numpy(),
+            class_names=list(names),
+            iou_predictions=ious,
             label_table=table,
         )
 

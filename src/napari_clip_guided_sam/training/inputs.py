@@ -23,6 +23,7 @@ from ..data.transforms import draw_flip_rotation
 from ..model.config import ModelConfig
 from ..model.preprocess import InputFrame, prepare_image
 from ..model.sam import PIXEL_MEAN, PIXEL_STD
+from .crops import training_window
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,18 @@ def mask_to_logit_size(masks: torch.Tensor, size: int) -> torch.Tensor:
     return resized[:, 0]
 
 
-def prepare_sample(sample, config: ModelConfig) -> PreparedSample:
+def prepare_sample(sample, config: ModelConfig, window: bool = True) -> PreparedSample:
     """A `data.datasets.Sample` (image uint8 [H, W, 3], mask bool [H, W]) -> PreparedSample.
+
+    window: an image inference would tile becomes one window of its tile plan at full
+    resolution (`training.crops`); smaller ones, or all when False, are resized whole.
 
     Raises:
         ValueError: the image breaks the model's input contract (`validate_rgb`, e.g. too
             small); the message starts with the sample's source.
     """
+    if window:
+        sample = training_window(sample, config.sam.image_size)
     source = getattr(sample, "source", "")
     try:
         image, frame = prepare_image(sample.image, config.sam.image_size, config.resize)
@@ -104,8 +110,11 @@ class PreparedCache:
     cache only saves time (reading, normalising and resizing large files).
     """
 
-    def __init__(self, data: Sequence, config: ModelConfig, max_bytes: int):
+    def __init__(
+        self, data: Sequence, config: ModelConfig, max_bytes: int, *, windows: bool = True
+    ):
         self.data = data
+        self.windows = windows  # large images cut to one window (`prepare_sample`)
         self.config = config
         self.max_bytes = max_bytes
         self._items: dict[int, PreparedSample] = {}
@@ -118,7 +127,7 @@ class PreparedCache:
         cached = self._items.get(index)
         if cached is not None:
             return cached
-        prepared = prepare_sample(self.data[index], self.config)
+        prepared = prepare_sample(self.data[index], self.config, self.windows)
         if self._bytes + prepared.nbytes <= self.max_bytes:
             self._items[index] = prepared
             self._bytes += prepared.nbytes
@@ -141,6 +150,8 @@ class PreparedCache:
         """The ground truth at the original size, bool [H, W], and the pixels that count
         (bool [H, W]; None: all), read in one access."""
         sample = self.data[index]
+        if self.windows:
+            sample = training_window(sample, self.config.sam.image_size)
         valid = getattr(sample, "valid", None)
         mask = np.asarray(sample.mask, dtype=bool)
         return mask, None if valid is None else np.asarray(valid, dtype=bool)

@@ -13,6 +13,7 @@ from ...data.formats import LABEL_SUFFIX
 from ...data.normalize import NormalizeConfig
 from ..instances import InstanceConfig
 from ..points import PointPrompts
+from ..tiles import TilingConfig
 
 if TYPE_CHECKING:  # the CLI reads OUTPUT_FORMATS without loading torch
     from ...data.class_map import LabelTable
@@ -39,8 +40,35 @@ class SlicePredictor(Protocol):
         points: np.ndarray | None = None,
         point_labels: np.ndarray | None = None,
         threshold: float = 0.5,
+        *,
+        tiling: TilingConfig | None = None,
     ) -> Prediction:
         """Masks of one uint8 RGB [H, W, 3] image for the class names."""
+        ...
+
+    def set_image(self, rgb: np.ndarray) -> str:
+        """Make one window the current image (tiled slices, `inference.tiled`)."""
+        ...
+
+    def similarity_range(self, class_names: Sequence[str]) -> np.ndarray:
+        """Raw (low, high) similarity of the current image to each class: [K, 2]."""
+        ...
+
+    def predict(
+        self,
+        class_names: Sequence[str],
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        threshold: float = 0.5,
+        *,
+        similarity_bounds: np.ndarray | None = None,
+    ) -> Prediction:
+        """Masks of the current image (one window of a tiled slice)."""
+        ...
+
+    @property
+    def input_size(self) -> int:
+        """Side of the model's square input: the size of a tile's window."""
         ...
 
     def clear_cache(self) -> None:
@@ -75,6 +103,9 @@ class SegmentOptions:
             innermost leading axis; `inference.linking`); None: on for Z, off for T
             (`data.axes.links_slices_by_default`).
         points: optional clicks (manual mode) from :func:`~.points.read_points_csv`.
+        tiling: whether and how slices larger than the model's input are segmented in
+            overlapping windows (automatic by default: above 1.5 times the input size;
+            `inference.tiles.TilingConfig`).
         output_format: ``"auto"`` writes OME-TIFF for OME-TIFF input, TIFF otherwise.
         suffix: added to the input's stem to name its output, e.g. ``a_labels.tif``.
         overwrite: redo files whose output exists (otherwise they are skipped).
@@ -86,6 +117,7 @@ class SegmentOptions:
     link_slices: bool | None = None
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     points: PointPrompts | None = None
+    tiling: TilingConfig = field(default_factory=TilingConfig)
     output_format: OutputFormat = "auto"
     suffix: str = LABEL_SUFFIX
     overwrite: bool = False
@@ -116,6 +148,7 @@ class SegmentOptions:
             "link_slices": self.link_slices,
             "normalize": asdict(self.normalize),
             "points": int(len(self.points.xy)) if self.points is not None else 0,
+            "tiling": self.tiling.settings(),
             "output_format": self.output_format,
             "suffix": self.suffix,
             "overwrite": self.overwrite,

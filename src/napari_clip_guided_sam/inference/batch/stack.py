@@ -26,7 +26,10 @@ from ...data.reader import read_image_lazy
 from ...data.slicing import iter_indices, leading_shape, n_slices
 from ..instances import labels_to_instances
 from ..linking import SliceLinker
+from ..tiled import tiled_labels
+from ..tiles import plan_tiles
 from .options import SegmentOptions, SlicePredictor, with_classes
+from .tile_source import SliceWindows
 
 __all__ = ["SliceDone", "iter_slice_labels", "segment_stack", "segment_stack_to_array"]
 
@@ -45,7 +48,8 @@ def iter_slice_labels(
 ) -> Iterator[np.ndarray]:
     """Label image ``[H, W]`` of each 2D slice of ``image``, in row-major slice order.
 
-    Slices are read one at a time; the predictor's caches are cleared after each slice so
+    Slices are read one at a time, and a slice larger than the model's input (under
+    ``options.tiling``) one window at a time; the predictor's caches are cleared after each slice so
     memory does not grow with the stack. ``options.class_names`` must be resolved (see
     :func:`resolve_class_names`). Linked instances keep their id along the innermost
     leading axis (a new chain at its first slice).
@@ -60,23 +64,32 @@ def iter_slice_labels(
     table = predictor.label_table_for(options.class_names)
     values = [table.values[n] for n in options.class_names]
     linker = SliceLinker() if options.instances is not None and _links(image, options) else None
+    names, threshold = list(options.class_names), options.threshold
+    height, width = _label_layout(image)[1][-2:]
+    plan = plan_tiles((height, width), predictor.input_size, options.tiling)
     for flat, index in enumerate(iter_indices(image)):
-        rgb = normalize_image_slice(image, index, config, stats)
         clicks = options.points.for_slice(name, flat) if options.points is not None else None
         points, point_labels = clicks if clicks is not None else (None, None)
         try:
-            prediction = predictor.segment(
-                rgb, list(options.class_names), points, point_labels, options.threshold
-            )
+            if plan.tiled:  # window by window: the slice is never read or held whole
+                windows = SliceWindows(image, index, config, stats)
+                class_labels = tiled_labels(
+                    predictor, windows, plan, names, table, points, point_labels, threshold
+                )
+            else:
+                rgb = normalize_image_slice(image, index, config, stats)
+                class_labels = predictor.segment(
+                    rgb, names, points, point_labels, threshold, tiling=options.tiling
+                ).labels
         finally:
             predictor.clear_cache()
-        labels = prediction.labels
+        labels = class_labels
         if options.instances is not None:
             labels = labels_to_instances(labels, config=options.instances, values=values)
             if linker is not None:
                 if index[-1] == 0:
                     linker.restart()
-                labels = linker.link(labels, prediction.labels)
+                labels = linker.link(labels, class_labels)
         yield labels
 
 
