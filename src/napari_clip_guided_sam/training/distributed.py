@@ -7,36 +7,33 @@ docs/scaling.md for the commands).
 joins them (``nccl`` on CUDA, ``gloo`` on the CPU) and gives the engine a :class:`Ranks`.
 Outside torchrun it gives ``Ranks()``, one process, for which every method does nothing:
 the engine has one code path and a single process trains exactly as it always did.
-
-What the engine asks of the group: the device of this process, the model wrapped for
-gradient averaging, the batch loss summed over the ranks, rank 0's training time (so
-schedules and time budgets agree), and a barrier where rank 0 writes files.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..model.runtime import resolve_device
 
-__all__ = ["TIMEOUT", "Ranks", "process_group", "under_launcher"]
+__all__ = ["TIMEOUT", "Ranks", "launched_world_size", "process_group"]
 
 # How long a rank waits for the others: rank 0 validates and writes checkpoints while the
-# other ranks wait at a barrier, which can take minutes on a large validation set.
+# other ranks wait for its metrics, which can take minutes on a large validation set.
 TIMEOUT = timedelta(hours=2)
 
 
-def under_launcher() -> bool:
-    """Whether a launcher (torchrun) started this process as one of several."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+def launched_world_size() -> int:
+    """How many processes a launcher (torchrun) started for this run (1 without one)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 @dataclass(frozen=True)
@@ -63,25 +60,45 @@ class Ranks:
             return torch.device("cuda", self.local_rank)
         return device
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """What the training step calls instead of `model`: the model itself for one
-        process, else the model wrapped by DistributedDataParallel, which averages the
-        gradients of every rank's `backward()` (the text features, computed outside the
-        forward, reach it through the forward's input). Rank 0's weights are copied to
-        every rank here."""
+    def positions(self, count: int) -> np.ndarray:
+        """The positions in an epoch's order of `count` examples that this rank trains on.
+
+        torch's DistributedSampler without its own shuffle (the engine's order is already
+        shuffled by (seed, epoch), the same on every rank): rank r takes positions
+        r, r + W, r + 2W, ..., the order padded with its first positions to a multiple of
+        W. So local batch b of every rank (size B) holds together exactly positions
+        [b W B, (b + 1) W B) of the order: one process's batch b of size W B.
+        """
         if not self.distributed:
-            return model
+            return np.arange(count)
+        from torch.utils.data import DistributedSampler
+
+        positions: list[int] = list(range(count))
+        sampler: DistributedSampler[int] = DistributedSampler(
+            positions,  # type: ignore[arg-type]  # any sized sequence serves as a dataset
+            num_replicas=self.world_size,
+            rank=self.rank,
+            shuffle=False,
+        )
+        return np.fromiter(iter(sampler), dtype=np.int64)
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """What the training step calls instead of `module`: the module itself for one
+        process, else the module wrapped by DistributedDataParallel, which averages the
+        gradients of every rank's `backward()`. Rank 0's weights are copied to every rank."""
+        if not self.distributed:
+            return module
         from torch.nn.parallel import DistributedDataParallel
 
-        device = next(model.parameters()).device
+        device = next(module.parameters()).device
         return DistributedDataParallel(
-            _TrainedOutputs(model),
+            module,
             device_ids=[device.index] if device.type == "cuda" else None,
             # Some trainable tensors never get a gradient (SAM's box-corner embeddings with
-            # point prompts): DDP must not wait for them, and leaves their gradient None, so
-            # AdamW skips them as it does in one process.
+            # point prompts, the IoU head): DDP must not wait for them, and leaves their
+            # gradient None, so AdamW skips them as it does in one process.
             find_unused_parameters=True,
-            broadcast_buffers=False,  # the model's buffers never change
+            forward_sync_buffers=False,  # the model's buffers never change in training
         )
 
     def accumulating(self, forward: nn.Module, last: bool) -> contextlib.AbstractContextManager:
@@ -91,47 +108,25 @@ class Ranks:
             return forward.no_sync()  # type: ignore[operator]
         return contextlib.nullcontext()
 
-    def sum(self, value: torch.Tensor) -> torch.Tensor:
-        """`value` (a scalar) summed over the ranks, the same on every rank."""
+    def mean(self, value: float) -> float:
+        """The mean of `value` over the ranks, the same on every rank."""
         if not self.distributed:
             return value
         import torch.distributed as dist
 
-        total = value.detach().clone().float()
+        total = torch.tensor([value], dtype=torch.float64)
         dist.all_reduce(total)
-        return total
+        return float(total.item()) / self.world_size
 
-    def from_main(self, value: float) -> float:
-        """Rank 0's `value` on every rank (e.g. its training time)."""
+    def from_main(self, value: Any) -> Any:
+        """Rank 0's `value` (any picklable object) on every rank."""
         if not self.distributed:
             return value
         import torch.distributed as dist
 
         carried = [value]
         dist.broadcast_object_list(carried, src=0)
-        return float(carried[0])
-
-    def barrier(self) -> None:
-        """Wait until every rank gets here (rank 0 has written what it writes)."""
-        if self.distributed:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-
-class _TrainedOutputs(nn.Module):
-    """The model as DistributedDataParallel sees it: its output with the IoU predictions
-    cut from the graph. DDP follows the output back to find the tensors a step trains; the
-    loss never uses the IoU head, so its tensors must not look used (DDP would wait
-    forever for their gradients)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, *args, **kwargs):
-        output = self.model(*args, **kwargs)
-        return dataclasses.replace(output, iou_predictions=output.iou_predictions.detach())
+        return carried[0]
 
 
 @contextlib.contextmanager
@@ -146,7 +141,7 @@ def process_group(device: str = "auto") -> Iterator[Ranks]:
         ValueError: the device cannot train on several processes (MPS), or torch was built
             without distributed support.
     """
-    if not under_launcher():
+    if launched_world_size() <= 1:
         yield Ranks()
         return
     import torch.distributed as dist
@@ -156,9 +151,9 @@ def process_group(device: str = "auto") -> Iterator[Ranks]:
             "this torch build cannot train on several processes (no torch.distributed); "
             "train with one process, without torchrun"
         )
-    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    ranks = Ranks(rank, world_size, local_rank)
+    ranks = Ranks(
+        int(os.environ["RANK"]), launched_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+    )
     target = resolve_device(device)
     if target.type == "cuda":
         torch.cuda.set_device(ranks.place(target))
