@@ -98,7 +98,8 @@ class Ranks:
             # point prompts, the IoU head): DDP must not wait for them, and leaves their
             # gradient None, so AdamW skips them as it does in one process.
             find_unused_parameters=True,
-            forward_sync_buffers=False,  # the model's buffers never change in training
+            # Buffers (SAM's pixel mean and std, CLIP's attention mask: a few kB) never
+            # change; DDP's default copy of rank 0's at each forward costs nothing.
         )
 
     def accumulating(self, forward: nn.Module, last: bool) -> contextlib.AbstractContextManager:
