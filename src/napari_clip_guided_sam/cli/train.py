@@ -40,6 +40,9 @@ examples:
   # quick CPU try without pretrained weights (random base weights, small model)
   clip-guided-sam train --images imgs/ --labels labels/ --class nucleus --preset tiny \\
       --output tiny_run/ --time-budget 300
+  # 4 GPUs (DistributedDataParallel; batch 2 on each = one batch of 8; docs/scaling.md)
+  torchrun --standalone --nproc_per_node 4 -m napari_clip_guided_sam.cli train \\
+      --images imgs/ --labels labels/ --class nucleus --output run4/ --batch-size 2
   # continue an interrupted run (same folder; the saved settings are reused)
   clip-guided-sam train --images imgs/ --labels labels/ --class nucleus --output run1/ --resume
   # CPU-friendly fine-tuning of the paper architecture (512 px, adapters in the last blocks,
