@@ -80,7 +80,7 @@ def run_on_cluster(
     with _client(args) as (client, threads):
         workers = len(client.scheduler_info(n_workers=-1)["workers"])
         print(f"dask cluster: {workers} worker(s); dashboard: {client.dashboard_link}")
-        settings = {"preset": preset, "checkpoint": args.checkpoint, "device": args.device}
+        settings = {"preset": preset, "checkpoint": args.checkpoint}  # the device: a worker's
         events = segment_batch_on_cluster(
             client,
             load,

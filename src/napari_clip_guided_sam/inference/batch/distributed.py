@@ -87,15 +87,15 @@ def _worker_predictor() -> SlicePredictor:
 
 
 def _describe_model(options: SegmentOptions) -> tuple[SegmentOptions, dict[str, Any], Any]:
-    """On a worker: the options with their class names resolved, the output label table and
-    the model's provenance (what the report says; the client loads no model)."""
+    """On a worker: the options with their class names resolved, what the report's settings
+    say of the model (output label table, device) and its provenance (the client loads no
+    model)."""
     predictor = _worker_predictor()
     options = with_classes(predictor, options)
-    return (
-        options,
-        predictor.label_table_for(options.class_names).to_config(),
-        (predictor.provenance()),
-    )
+    table = predictor.label_table_for(options.class_names).to_config()
+    device = getattr(predictor, "device", None)
+    said = {"label_table": table, **({"device": str(device)} if device is not None else {})}
+    return options, said, predictor.provenance()
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def segment_batch_on_cluster(
     source, output_dir = Path(source), Path(output_dir)
     same = check_output_folder(source, output_dir, allow_same_folder)
     client.register_plugin(ModelOnWorker(load, torch_threads), name=PLUGIN_NAME)
-    options, table, provenance = client.submit(_describe_model, options, pure=False).result()
+    options, said, provenance = client.submit(_describe_model, options, pure=False).result()
     images, unsupported = collect_inputs(source, exclude_suffix=options.suffix if same else "")
     if options.points is not None:
         options.points.check_targets(images, {})  # clicks on files that are not inputs
@@ -181,7 +181,7 @@ def segment_batch_on_cluster(
             output_dir,
             {
                 **options.settings(),
-                "label_table": table,
+                **said,
                 **(settings or {}),
                 "source": str(source),
                 "output_dir": str(output_dir),
