@@ -10,12 +10,14 @@ benchmarks/batch.py). Three runs write to fresh output folders:
   the time includes each worker loading the model once (in parallel), as a user's run does.
   Each worker's torch uses cores // W threads (what `--workers W` gives it).
 
-Peak memory is each process's peak resident set (VmHWM, Linux), read at the end of its run.
-Outputs of every run are compared with the serial run's, byte for byte.
+The model is built as in benchmarks/batch.py: seeded random base weights (no official
+weights here; speed and memory do not depend on the values), adapters on, so `paper` is the
+full architecture. Peak memory is each process's peak resident set (VmHWM, Linux), read at
+the end of its run. Outputs of every run are compared with the serial run's, byte for byte.
 
 Usage (from the project root; the lead runs it on a quiet machine):
     .venv/bin/python benchmarks/batch_workers.py --preset tiny --files 40 --size 256
-    .venv/bin/python benchmarks/batch_workers.py --preset paper_cpu --files 16 --size 512
+    .venv/bin/python benchmarks/batch_workers.py --preset paper --files 16 --size 512
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from pathlib import Path
 
 import tifffile
 
-sys.path.insert(0, str(Path(__file__).parent))
-from batch import synthetic_stack  # noqa: E402
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from batch import build_predictor, synthetic_stack  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -64,10 +67,14 @@ def main() -> None:
 
     from napari_clip_guided_sam.inference.batch import SegmentOptions, segment_batch
     from napari_clip_guided_sam.inference.batch.distributed import segment_batch_on_cluster
-    from napari_clip_guided_sam.inference.predictor import Predictor
 
     options = SegmentOptions(class_names=tuple(args.classes))
-    load = functools.partial(Predictor.from_preset, args.preset, None, "cpu", "fp32")
+    # The model as benchmarks/batch.py builds it (seeded random base weights: the same model
+    # in every process); the workers import `batch` from this folder.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(HERE), os.environ.get("PYTHONPATH")])
+    )
+    load = functools.partial(build_predictor, args.preset, "cpu", "fp32")
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as temp:
         root = Path(temp)
