@@ -88,3 +88,18 @@ def test_ignored_pixels_add_no_loss_and_get_no_gradient(kind):
     # and the valid pixels alone give the same loss as a crop to them
     crop = segmentation_loss(logits[:, 2:], target[:, 2:], kind)
     assert loss.item() == pytest.approx(crop.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["bce_dice_iou", "bce"])
+def test_a_batch_loss_is_the_mean_of_its_examples_losses(kind):
+    # Training on W processes averages W batches' gradients: that equals one batch's only
+    # when a batch's loss is the mean of its examples', also with unannotated pixels.
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 6, 6, generator=generator)
+    target = torch.rand(2, 6, 6, generator=generator) > 0.5
+    valid = torch.ones(2, 6, 6, dtype=torch.bool)
+    valid[0, :4] = False  # the first example has far fewer annotated pixels
+    whole = segmentation_loss(logits, target, kind, valid)
+    each = [segmentation_loss(logits[i : i + 1], target[i : i + 1], kind, valid[i : i + 1])
+            for i in range(2)]  # fmt: skip
+    assert whole.item() == pytest.approx((each[0].item() + each[1].item()) / 2, rel=1e-6)

@@ -72,8 +72,8 @@ def test_one_reference_step_equals_the_released_step(tiny_reference_config, disk
     engine_model = build_model(tiny_reference_config, seed=0)
     before = trainable_tensors(engine_model)
     seeds = []
-    engine_model.register_forward_pre_hook(
-        lambda module, args, kwargs: seeds.append(kwargs["generator"].initial_seed()),
+    engine_model.register_forward_pre_hook(  # the engine gives each example its generator
+        lambda module, args, kwargs: seeds.append(kwargs["generator"][0].initial_seed()),
         with_kwargs=True,
     )
     run(train(engine_model, [sample], None, TrainingConfig(epochs=1, **RELEASED, **CPU)))

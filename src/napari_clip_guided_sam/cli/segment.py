@@ -12,6 +12,7 @@ from ..data.normalize import NORMALIZE_MODES
 from ..inference.batch.options import OUTPUT_FORMATS
 from ..inference.instances import INSTANCE_METHODS
 from ..inference.tiles import TILING_MODES, TilingConfig
+from ._cluster import add_cluster_arguments, run_on_cluster
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -153,6 +154,7 @@ def add_parser(subparsers) -> None:
         help="allow the output folder to be the input folder",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_cluster_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -206,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
     preset = args.preset
     if preset is None:
         preset = read_checkpoint(args.checkpoint).config.name if args.checkpoint else "paper"
+    if args.workers or args.scheduler:  # on a dask cluster: each worker loads the model
+        return run_on_cluster(args, source, output, options, preset, report_outcome)
     predictor = Predictor.from_preset(
         preset,
         args.checkpoint,
@@ -252,6 +256,11 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
         events.close()
+    return report_outcome(finished)
+
+
+def report_outcome(finished) -> int:
+    """Print how a batch ended (a `BatchFinished`); the exit code."""
     counts = f"{finished.n_done} done, {finished.n_skipped} skipped, {finished.n_failed} failed"
     report = printable(finished.report_path.with_suffix(".csv"))
     print(counts if finished.report_error else f"{counts}; report: {report}")

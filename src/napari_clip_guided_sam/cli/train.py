@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -38,6 +40,9 @@ examples:
   # quick CPU try without pretrained weights (random base weights, small model)
   clip-guided-sam train --images imgs/ --labels labels/ --class nucleus --preset tiny \\
       --output tiny_run/ --time-budget 300
+  # 4 GPUs (DistributedDataParallel; batch 2 on each = one batch of 8; docs/scaling.md)
+  torchrun --standalone --nproc_per_node 4 -m napari_clip_guided_sam.cli train \\
+      --images imgs/ --labels labels/ --class nucleus --output run4/ --batch-size 2
   # continue an interrupted run (same folder; the saved settings are reused)
   clip-guided-sam train --images imgs/ --labels labels/ --class nucleus --output run1/ --resume
   # CPU-friendly fine-tuning of the paper architecture (512 px, adapters in the last blocks,
@@ -286,6 +291,18 @@ def _augment_settings(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train on this process, or, under torchrun, on this process's share of every batch
+    (docs/scaling.md): rank 0 prints, shows the progress bar and writes the files."""
+    from ..training.distributed import process_group
+
+    with process_group(args.device) as ranks:
+        if ranks.is_main:
+            return _run(args, ranks)
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            return _run(args, ranks)
+
+
+def _run(args: argparse.Namespace, ranks) -> int:
     from ..training.recipe import describe_augmentation
     from ..training.run import ExistingRunError, plan_run
     from ..training.settings import SettingError
@@ -303,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
             sam_weights=args.sam_weights,
             clip_weights=args.clip_weights,
             architecture=architecture_choices(args),
+            world_size=ranks.world_size,
         )
     except ExistingRunError:
         raise UsageError(
@@ -345,7 +363,14 @@ def run(args: argparse.Namespace) -> int:
     note = plan.validation_note(dataset, val_data)
     if note:
         print(note)
-    return _consume_training(plan.train(model, train_data, val_data), skipped)
+    if ranks.distributed:
+        print(f"{ranks.world_size} processes of batch {config.batch_size} (torchrun)")
+    events = plan.train(model, train_data, val_data, ranks)
+    if not ranks.is_main:  # rank 0 shows the progress
+        for _ in events:
+            pass
+        return EXIT_OK
+    return _consume_training(events, skipped)
 
 
 def _print_estimate(plan, args: argparse.Namespace, class_map) -> int:

@@ -230,12 +230,12 @@ class CLIPGuidedSAM(nn.Module):
         return prompts.dense_prompt(masks, size, 0.5, scale)
 
     def sample_points(
-        self, similarity_map: torch.Tensor, generator: torch.Generator | None = None
+        self, similarity_map: torch.Tensor, generator: prompts.Generators | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Text-only points from [P, S, S] maps: coords [P, n, 2], labels [P, n].
 
-        Without a generator, a CPU generator seeded with `guide.point_seed` is used, so
-        inference repeats exactly.
+        `generator`: one for all maps, or one per map. Without a generator, a CPU generator
+        seeded with `guide.point_seed` is used, so inference repeats exactly.
         """
         guide = self.config.guide
         if generator is None:
@@ -420,7 +420,7 @@ class CLIPGuidedSAM(nn.Module):
         text: torch.Tensor,
         point_coords: torch.Tensor | None = None,
         point_labels: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: prompts.Generators | None = None,
         clip_tokens: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Masks for every image x class.
@@ -428,7 +428,8 @@ class CLIPGuidedSAM(nn.Module):
         images: [B, 3, S, S] SAM-normalised; text: [K, D] or [B, K, D] guide text features.
         Manual mode: point_coords [B, n, 2] or [B, K, n, 2] (x, y in the SAM frame) with
         point_labels [B, n] / [B, K, n]. Text-only mode (no points): points are sampled from
-        each similarity map with `generator` (default: seeded, repeatable).
+        each similarity map with `generator` (default: seeded, repeatable), or with the
+        generator of its image when given one per image.
         """
         self.check_images(images)
         if point_coords is not None:  # before the CLIP pass, so a bad call fails cheaply
@@ -439,6 +440,8 @@ class CLIPGuidedSAM(nn.Module):
         with torch.no_grad():
             dense = self.dense_prompt(maps)
             if point_coords is None:
+                if generator is not None and not isinstance(generator, torch.Generator):
+                    generator = [g for g in generator for _ in range(classes)]  # per image
                 coords, labels = self.sample_points(maps, generator)
             else:
                 coords, labels = _pair_points(point_coords, point_labels, batch, classes)

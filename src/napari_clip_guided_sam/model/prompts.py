@@ -5,8 +5,24 @@ See docs/architecture.md, "Prompts".
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
+
+# One CPU generator for every pair in turn, or one per pair: training draws each example's
+# points from its own generator, so an example gets the same points whichever batch (or
+# process) it is in (docs/architecture.md, "Training on several processes").
+Generators = torch.Generator | Sequence[torch.Generator]
+
+
+def pair_generators(generator: Generators, pairs: int) -> Sequence[torch.Generator]:
+    """The generator of each of `pairs` pairs."""
+    if isinstance(generator, torch.Generator):
+        return [generator] * pairs
+    if len(generator) != pairs:
+        raise ValueError(f"{len(generator)} generators for {pairs} masks; give one per mask.")
+    return generator
 
 
 def prompt_mask(similarity_map: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -43,19 +59,21 @@ def sample_points_from_map(
     similarity_map: torch.Tensor,
     threshold: float,
     n_positive: int,
-    generator: torch.Generator,
+    generator: Generators,
     n_negative: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Text-only mode points: uniform draws (with replacement) from the prompt mask.
 
     similarity_map: [P, S, S] in [0, 1]. Positives come from map > tau (the top-n pixels
     when that mask is empty), negatives from map < 1 - tau (the bottom-n when empty).
-    The generator is a CPU generator; each pair draws positives, then negatives, in order.
+    `generator`: a CPU generator (or one per pair); each pair draws positives, then
+    negatives, in order.
     Returns coords [P, n, 2] (x, y) in the map's frame and labels [P, n] (1 / 0).
     """
     pairs, _, width = similarity_map.shape
     coords, labels = [], []
-    for flat in similarity_map.reshape(pairs, -1):
+    generators = pair_generators(generator, pairs)
+    for flat, generator in zip(similarity_map.reshape(pairs, -1), generators, strict=True):
         positives = _choose(flat > threshold, flat, n_positive, generator, largest=True)
         points = [_flat_to_xy(positives, width)]
         point_labels = [torch.ones(n_positive, device=flat.device)]
@@ -82,17 +100,19 @@ def _choose(
 
 
 def sample_points_from_masks(
-    masks: torch.Tensor, n_points: int, generator: torch.Generator
+    masks: torch.Tensor, n_points: int, generator: Generators
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Manual-mode training points: `n_points` random foreground pixels of each GT mask.
 
     masks: [P, H, W] bool in the SAM input frame. An empty mask gives random background
-    points labelled negative, so the model also learns to return nothing.
+    points labelled negative, so the model also learns to return nothing. `generator`: a
+    CPU generator (or one per mask).
     Returns coords [P, n, 2] (x, y) and labels [P, n].
     """
     pairs, _, width = masks.shape
     coords, labels = [], []
-    for flat in masks.reshape(pairs, -1):
+    generators = pair_generators(generator, pairs)
+    for flat, generator in zip(masks.reshape(pairs, -1), generators, strict=True):
         foreground = torch.nonzero(flat).flatten()
         is_empty = len(foreground) == 0
         candidates = torch.arange(flat.numel(), device=flat.device) if is_empty else foreground

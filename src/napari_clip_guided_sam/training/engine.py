@@ -7,11 +7,13 @@ metrics after every epoch, `CheckpointEvent` for every file written, and finally
 cancels by no longer iterating (`generator.close()`): checkpoints are written atomically at
 epoch ends (and every `checkpoint_every` steps), so the last one on disk stays valid.
 
-Reproducibility: the shuffle order (or the balanced draw) is a function of (seed, epoch) and
-every random draw of a batch (augmentation, prompt points, torch's global RNG) of (seed,
-epoch, batch), so a run resumed from its training state gives the same weights and metrics
-as an uninterrupted one. The learning-rate schedule follows the planned steps; under a time
-budget it follows the training time instead (see `lr_factor`), which no run repeats exactly.
+Reproducibility: the shuffle order (or the balanced draw) is a function of (seed, epoch),
+every random draw of an example (augmentation, prompt points) of (seed, epoch, its position
+in the epoch's order) and torch's global RNG of (seed, epoch, batch), so a run resumed from
+its training state gives the same weights and metrics as an uninterrupted one, and W
+processes of batch B (`training.distributed`, under torchrun) train as one process of batch
+W B. The learning-rate schedule follows the planned steps; under a time budget it follows
+the training time instead (see `lr_factor`), which no run repeats exactly.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from .compute import (
     training_compute,
     variant_generators,
 )
+from .distributed import Ranks
 from .inputs import Augmentation, Batch, PreparedCache, collate, mask_to_logit_size
 from .losses import segmentation_loss
 from .model_card import summarize_data, training_card
@@ -143,10 +146,11 @@ class TrainingConfig:
         return None if self.output_dir is None else Path(self.output_dir) / self.last_name
 
 
-# Settings a resumed run must share with the interrupted one to continue it exactly. A run
-# saved before a setting existed used the value in LEGACY_SETTINGS.
+# Settings a resumed run must share with the interrupted one to continue it exactly (and the
+# batch of all processes together, `global_batch`). A run saved before a setting existed
+# used the value in LEGACY_SETTINGS.
 _RESUME_KEYS = (
-    "seed", "batch_size", "grad_accumulation", "mode", "augment", "augment_intensity",
+    "seed", "grad_accumulation", "mode", "augment", "augment_intensity",
     "augment_scale", "augment_blur", "balance", "schedule", "warmup", "augment_variants",
 )  # fmt: skip
 
@@ -327,7 +331,7 @@ def _class_names(data: Sequence, cache: PreparedCache, given: Sequence[str] | No
 
 
 # --------------------------------------------------------------------------- one step
-def _batch_text_features(model, class_names: list[str]) -> torch.Tensor:
+def _batch_text_features(model, class_names: Sequence[str]) -> torch.Tensor:
     """Text features of each example's class, [B, D]: a class that several examples of the
     batch share is encoded once (the guide takes each class name once)."""
     distinct = list(dict.fromkeys(class_names))
@@ -337,19 +341,45 @@ def _batch_text_features(model, class_names: list[str]) -> torch.Tensor:
     return features[[distinct.index(name) for name in class_names]]
 
 
+class StepForward(torch.nn.Module):
+    """The forward of a training step: each example's class text features and the decoder
+    logits [B, L, L]. The step calls it (wrapped by DistributedDataParallel on several
+    processes, which sees every trained tensor the loss reaches, text path included)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, class_names, points, labels, generators) -> torch.Tensor:
+        # Inside the step, with grad: the text positional embedding learns through the path
+        # the model config names (`guide.text_gradient`).
+        text = _batch_text_features(self.model, class_names)[:, None]  # [B, 1, D]
+        output = self.model(
+            images, text, point_coords=points, point_labels=labels, generator=generators
+        )
+        return output.low_res_logits[:, 0]  # the IoU head is not trained: not an output
+
+
 def training_loss(
-    model,
+    forward: torch.nn.Module,
     batch: Batch,
     mode: str,
-    generator: torch.Generator,
+    generator: prompts.Generators,
     device: torch.device,
     dtype: torch.dtype | None,
 ) -> torch.Tensor:
-    """Forward a batch and return the loss (scalar float32, with grad).
+    """Forward a batch and return the loss (scalar float32, with grad): the mean of the
+    examples' losses. `forward`: the model, or the step's `StepForward` (wrapped by
+    DistributedDataParallel on several processes).
 
-    Text mode samples the prompt points from each similarity map with `generator` (what the
-    model will do at inference); manual mode draws them from the ground-truth masks.
+    Text mode samples the prompt points from each similarity map with `generator` (one
+    for the batch, or one per example; what the model will do at inference); manual mode
+    draws them from the ground-truth masks.
     """
+    step = getattr(forward, "module", forward)  # inside DistributedDataParallel
+    if not isinstance(step, StepForward):
+        forward = step = StepForward(forward)
+    model = step.model
     images = batch.images.to(device)
     points, labels = None, None
     if mode == "manual":
@@ -358,16 +388,13 @@ def training_loss(
         )
         points, labels = points.to(device), labels.to(device)
     with autocast(device, dtype):
-        # Inside the step, with grad: the text positional embedding learns through the path
-        # the model config names (`guide.text_gradient`).
-        text = _batch_text_features(model, batch.class_names)[:, None]  # [B, 1, D]
-        output = model(images, text, point_coords=points, point_labels=labels, generator=generator)
+        logits = forward(images, batch.class_names, points, labels, generator)
     size = model.config.sam.low_res_size
     target = mask_to_logit_size(batch.masks, size).to(device)
     valid = (
         None if batch.valid is None else (mask_to_logit_size(batch.valid, size) > 0.5).to(device)
     )
-    return segmentation_loss(output.low_res_logits[:, 0], target, model.config.loss, valid)
+    return segmentation_loss(logits, target, model.config.loss, valid)
 
 
 # --------------------------------------------------------------------------- engine
@@ -378,19 +405,22 @@ def train(
     config: TrainingConfig,
     resume_from: str | Path | None = None,
     class_names: Sequence[str] | None = None,
+    ranks: Ranks = Ranks(),
 ) -> Generator[Event, None, TrainingResult]:
     """Train `model` in place on `train_data`, validating on `val_data` after each epoch.
 
     Data items are `data.datasets.Sample`-like (image uint8 [H, W, 3], mask bool [H, W],
     class_name, source). `resume_from`: an output folder, its last checkpoint or the state
     file next to it. `class_names` (default: the dataset's) are stored with each checkpoint
-    together with their text features, for closed-set use.
+    together with their text features, for closed-set use. `ranks`: this process's place
+    in a run of several (`training.distributed.process_group`; each rank trains on its share
+    of every batch and only rank 0 writes files); by default the run has one process.
     """
     if len(train_data) == 0:
         raise ValueError("No training samples: the training set is empty.")
-    device = resolve_device(config.device)
+    device = ranks.place(resolve_device(config.device))
     dtype = resolve_precision(config.precision, device)
-    if config.output_dir is not None:
+    if config.output_dir is not None and ranks.is_main:
         check_writable(Path(config.output_dir))
     model.to(device)
     model.fine_tuned = True  # from here on the adapters are in use (and trained)
@@ -415,6 +445,7 @@ def train(
         "base": model.base.to_dict(),
         "training_config": config.to_dict(),
         "n_train": len(train_data),
+        "world_size": ranks.world_size,
         "class_names": names,
         "training_data": summarize_data(train_data, val_data),
     }
@@ -429,7 +460,9 @@ def train(
         info["training_config"] = config.to_dict()
         state = loaded.state
     yield from _prepare_samples(train_cache, val_cache)
-    run = _Run(model, optimizer, config, device, dtype, train_cache, val_cache, names, info, state)
+    run = _Run(
+        model, optimizer, config, device, dtype, train_cache, val_cache, names, info, state, ranks
+    )
     run.saved_step = state.step if resume_from is not None else None
     with training_compute(model, config, device):
         return (yield from run.loop())
@@ -454,6 +487,18 @@ def _text_training(config: ModelConfig) -> str:
     return f"text gradient through the {config.guide.text_gradient!r} feature"
 
 
+def global_batch(info: Mapping[str, Any]) -> int:
+    """The examples one optimiser step's batch holds over all processes of a run (its
+    training state's `info`): a run of W processes of batch B resumes as one of W' x B'
+    with W' B' = W B, e.g. on one process with batch W B."""
+    return int(info["training_config"]["batch_size"]) * int(info.get("world_size", 1))
+
+
+def _describe_batch(info: Mapping[str, Any]) -> str:
+    size, world = info["training_config"]["batch_size"], info.get("world_size", 1)
+    return f"{size}" if world == 1 else f"{world} processes x {size}"
+
+
 def _check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
     saved_config = ModelConfig.from_dict(saved["model_config"])
     current_config = ModelConfig.from_dict(current["model_config"])
@@ -471,6 +516,8 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
         now = current["training_config"][key]
         if was != now:
             problems.append(f"{key}={was!r} (now {now!r})")
+    if global_batch(saved) != global_batch(current):
+        problems.append(f"a batch of {_describe_batch(saved)} (now {_describe_batch(current)})")
     if saved["n_train"] != current["n_train"]:
         problems.append(f"{saved['n_train']} training samples (now {current['n_train']})")
     if problems:
@@ -485,13 +532,21 @@ class _Run:
 
     saved_step: int | None = None  # step of the training state on disk, if any
 
-    def __init__(self, model, optimizer, config, device, dtype, train, val, names, info, state):
+    def __init__(
+        self, model, optimizer, config, device, dtype, train, val, names, info, state, ranks
+    ):
         self.model, self.optimizer, self.config = model, optimizer, config
+        self.ranks = ranks  # this process's place in a run of several
+        # What a step calls: the model's training forward, on several processes wrapped by
+        # DistributedDataParallel (which copies rank 0's weights to every rank here).
+        self.forward = ranks.wrap(StepForward(model))
         self.device, self.dtype = device, dtype
         self.train_cache, self.val_cache = train, val
         self.class_names, self.info, self.state = names, info, state
         count = len(train)
-        self.batches_per_epoch = math.ceil(count / config.batch_size)
+        # W processes of batch B take W B examples per batch (ceil(ceil(n / W) / B) =
+        # ceil(n / (W B))): the same number of batches on every process.
+        self.batches_per_epoch = math.ceil(count / (config.batch_size * ranks.world_size))
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / config.grad_accumulation)
         # Steps planned by epochs and max_steps (None: only the time budget limits the run).
         planned = None if config.epochs is None else config.epochs * self.steps_per_epoch
@@ -536,47 +591,70 @@ class _Run:
         return result
 
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        if self.weights is None:
-            order = epoch_order(self.config.seed, epoch, len(self.train_cache))
-        else:
-            order = balanced_order(self.config.seed, epoch, self.weights)
+        """This process's batches of the epoch: positions in the epoch's order (the same on
+        every process), which `_optimizer_step` turns into sample indices."""
+        positions = self.ranks.positions(len(self.train_cache))
         size = self.config.batch_size
-        return [order[start : start + size] for start in range(0, len(order), size)]
+        return [positions[start : start + size] for start in range(0, len(positions), size)]
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self.weights is None:
+            return epoch_order(self.config.seed, epoch, len(self.train_cache))
+        return balanced_order(self.config.seed, epoch, self.weights)
 
     def _optimizer_step(self, epoch: int, batches: list[np.ndarray]) -> float:
-        """Accumulate gradients over the next group of batches and step; returns the loss."""
+        """Accumulate gradients over the next group of batches and step; returns the loss
+        (the mean over the examples of every process)."""
         config, state, model = self.config, self.state, self.model
         model.train()
         group = range(state.batch, min(state.batch + config.grad_accumulation, len(batches)))
+        order = self._order(epoch)
         total = 0.0
-        seed = config.seed
         self._set_learning_rates()
-        augmentation = config.augmentation
         for index in group:
-            with _seeded_global_rng(self.device, derived_seed(seed, epoch, index, _STREAM_TORCH)):
-                samples = [self.train_cache[int(i)] for i in batches[index]]
-                augment: np.random.Generator | list[np.random.Generator] | None = None
-                if self.variants:  # fixed augmentations per sample: cached prefixes are reused
-                    augment = variant_generators(seed, epoch, batches[index], self.variants)
-                elif augmentation.enabled:
-                    augment = np.random.default_rng(
-                        derived_seed(seed, epoch, index, _STREAM_AUGMENT)
+            positions = batches[index]
+            # Every draw of an example is seeded by its position in the epoch's order, not by
+            # its place in a batch: the same example gets the same augmentation and points
+            # whichever batch, and whichever process, trains on it.
+            with _seeded_global_rng(
+                self.device, derived_seed(config.seed, epoch, index, _STREAM_TORCH)
+            ):
+                samples = [self.train_cache[int(order[p])] for p in positions]
+                batch = collate(samples, self._augment(epoch, order[positions], positions),
+                                config.augmentation)  # fmt: skip
+                points = [
+                    torch.Generator().manual_seed(
+                        derived_seed(config.seed, epoch, int(p), _STREAM_POINTS)
                     )
-                batch = collate(samples, augment, augmentation)
-                points = torch.Generator().manual_seed(
-                    derived_seed(seed, epoch, index, _STREAM_POINTS)
-                )
-                loss = training_loss(model, batch, config.mode, points, self.device, self.dtype)
-                if not torch.isfinite(loss):
-                    self.optimizer.zero_grad(set_to_none=True)
-                    raise self._diverged(f"the loss became {loss.item()}", state.step + 1)
-                (loss / len(group)).backward()
+                    for p in positions
+                ]
+                with self.ranks.accumulating(self.forward, last=index == group[-1]):
+                    loss = training_loss(
+                        self.forward, batch, config.mode, points, self.device, self.dtype
+                    )
+                    if not torch.isfinite(loss):
+                        self.optimizer.zero_grad(set_to_none=True)
+                        raise self._diverged(f"the loss became {loss.item()}", state.step + 1)
+                    (loss / len(group)).backward()
             total += loss.item()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         state.step += 1
         state.batch = group[-1] + 1
-        return total / len(group)
+        return self.ranks.mean(total / len(group))
+
+    def _augment(
+        self, epoch: int, samples: np.ndarray, positions: np.ndarray
+    ) -> list[np.random.Generator] | None:
+        """One augmentation generator per example (None: nothing is augmented)."""
+        if self.variants:  # fixed augmentations per sample: cached prefixes are reused
+            return variant_generators(self.config.seed, epoch, samples, self.variants)
+        if not self.config.augmentation.enabled:
+            return None
+        return [
+            np.random.default_rng(derived_seed(self.config.seed, epoch, int(p), _STREAM_AUGMENT))
+            for p in positions
+        ]
 
     def _diverged(self, what: str, step: int) -> TrainingDivergedError:
         """The error that stops a run whose numbers are no longer finite at `step`."""
@@ -608,8 +686,13 @@ class _Run:
         if self.planned_steps:
             fractions.append(self.state.step / self.planned_steps)
         if config.time_budget_s is not None:
-            fractions.append(self.clock.elapsed() / config.time_budget_s)
+            fractions.append(self._training_time() / config.time_budget_s)
         return max(fractions, default=0.0)
+
+    def _training_time(self) -> float:
+        """The training time so far; on several processes rank 0's, so that the time budget
+        and the schedule agree on every process (all of them call this at the same point)."""
+        return self.ranks.from_main(self.clock.elapsed())
 
     def _set_learning_rates(self) -> None:
         config = self.config
@@ -624,7 +707,7 @@ class _Run:
         config = self.config
         if config.max_steps is not None and self.state.step >= config.max_steps:
             return "max_steps"
-        if config.time_budget_s is not None and self.clock.elapsed() >= config.time_budget_s:
+        if config.time_budget_s is not None and self._training_time() >= config.time_budget_s:
             return "time_budget"
         return "completed"
 
@@ -665,7 +748,7 @@ class _Run:
             self.clock,
             EpochEvent(epoch + 1, state.step, train_loss, metrics, complete, self.clock.elapsed()),
         )
-        if improved and self.config.best_path is not None:
+        if improved and self.config.best_path is not None and self.ranks.is_main:
             event = self._write_checkpoint(self.config.best_path, "best", metrics)
             yield from _emit(self.clock, event)
         yield from self._save_last(metrics)
@@ -679,19 +762,25 @@ class _Run:
         return True
 
     def _validate(self) -> dict[str, Any]:
-        """Validation metrics; the clock keeps running (it is part of training time)."""
-        return evaluate_model(self.model, self.val_cache, self.config.mode, dtype=self.dtype)
+        """Validation metrics; the clock keeps running (it is part of training time). On
+        several processes rank 0 validates (every rank holds the same weights) and the
+        others receive its metrics, so every rank chooses the same best epoch."""
+        metrics = None
+        if self.ranks.is_main:
+            metrics = evaluate_model(self.model, self.val_cache, self.config.mode, dtype=self.dtype)
+        return self.ranks.from_main(metrics)
 
     # ------------------------------------------------------------------ files
     def _save_last(self, metrics: Mapping[str, Any] | None):
-        """Write the last checkpoint and the training state (when there is an output).
+        """Write the last checkpoint and the training state (when there is an output; on
+        several processes rank 0 writes them).
 
         Both files are complete before the event is yielded, so a consumer that stops at
         the event can always resume.
         """
         path = self.config.last_path
         event = None
-        if path is not None:
+        if path is not None and self.ranks.is_main:
             event = self._write_checkpoint(path, "last", metrics)
             self.state.elapsed_s = self.clock.elapsed()
             state_path = state_path_for(path)
@@ -701,7 +790,8 @@ class _Run:
                 raise self._save_failed(state_path, error) from error
             self.saved_step = self.state.step
         # A checkpoint moment refreshes the cached redundant text feature whether or not a
-        # file is written, so a resumed run (fresh cache) computes exactly the same values.
+        # file is written, so a resumed run (fresh cache) computes exactly the same values,
+        # and every process of a run holds the same one (the same weights, the same moments).
         self.model.guide.reset_text_cache()
         if event is not None:
             yield from _emit(self.clock, event)

@@ -4,8 +4,10 @@ The paper's best loss is BCE + soft Dice + soft IoU on the logits (Table 9); the
 code trains with BCE only (`ModelConfig.loss = "bce"`, the `reference` preset).
 
 `valid` (same shape, bool) leaves pixels out: unannotated pixels (a class map's ignore value)
-add nothing to any term and get no gradient. BCE is then the mean over the valid pixels;
-Dice and IoU sum overlap and areas over them.
+add nothing to any term and get no gradient. BCE is then the mean over each mask's valid
+pixels; Dice and IoU sum overlap and areas over them. Every term is a mean over the masks,
+so a batch's loss is the mean of its examples' losses: the gradient of a batch of 2B equals
+the average of two batches of B (training on several processes relies on it).
 """
 
 from __future__ import annotations
@@ -62,15 +64,18 @@ def soft_iou_loss(
 def bce_loss(
     logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Mean binary cross-entropy on logits (numerically stable form), over valid pixels."""
+    """Binary cross-entropy on logits (numerically stable form): the mean over each mask's
+    valid pixels, averaged over the masks (every mask weighs the same, as in Dice and IoU)."""
     _flat(logits, target, valid)
-    if valid is None:
+    if valid is None:  # every mask has the same number of pixels: the mean of all of them
         return F.binary_cross_entropy_with_logits(logits.float(), target.float())
     weight = valid.float()
-    total = F.binary_cross_entropy_with_logits(
-        logits.float(), target.float(), weight=weight, reduction="sum"
+    per_pixel = F.binary_cross_entropy_with_logits(
+        logits.float(), target.float(), weight=weight, reduction="none"
     )
-    return total / weight.sum().clamp(min=1.0)
+    rows = logits.shape[-2] * logits.shape[-1]
+    per_mask = per_pixel.reshape(-1, rows).sum(1) / weight.reshape(-1, rows).sum(1).clamp(min=1.0)
+    return per_mask.mean()
 
 
 def segmentation_loss(

@@ -24,12 +24,14 @@ from ..model.checkpoint import same_architecture
 from ..model.clip_guided_sam import CLIPGuidedSAM
 from ..model.config import ModelConfig, get_preset, with_compute_choices
 from ..model.factory import build_model
+from .distributed import Ranks
 from .engine import (
     Event,
     TrainingConfig,
     TrainingResult,
     check_writable,
     default_learning_rates,
+    global_batch,
     train,
 )
 from .inputs import Subset, split_dataset
@@ -152,25 +154,36 @@ class RunPlan:
         )
 
     def train(
-        self, model: CLIPGuidedSAM, train_data: Sequence, val_data: Sequence
+        self,
+        model: CLIPGuidedSAM,
+        train_data: Sequence,
+        val_data: Sequence,
+        ranks: Ranks = Ranks(),
     ) -> Generator[Event, None, TrainingResult]:
         """The engine's generator for this run (see `engine.train`), holding the output
         folder's lock: a second run into the same folder is refused, naming this one. The
-        project's stale temporaries of a killed run in the folder are removed first."""
+        project's stale temporaries of a killed run in the folder are removed first. On
+        several processes (`ranks`) rank 0 holds the folder and writes its files."""
+        if not ranks.is_main:
+            return (yield from self._train(model, train_data, val_data, ranks))
         check_writable(self.output)  # a clear message before anything else
         with output_lock(self.output, "a training run"):
             remove_stale_temporaries(self.output)
             if self.overwrite:
                 remove_run(self.output)
-            return (
-                yield from train(
-                    model,
-                    train_data,
-                    val_data if len(val_data) else None,
-                    self.config,
-                    resume_from=self.output if self.resume else None,
-                )
+            return (yield from self._train(model, train_data, val_data, ranks))
+
+    def _train(self, model, train_data, val_data, ranks):
+        return (
+            yield from train(
+                model,
+                train_data,
+                val_data if len(val_data) else None,
+                self.config,
+                resume_from=self.output if self.resume else None,
+                ranks=ranks,
             )
+        )
 
 
 def plan_run(
@@ -184,6 +197,7 @@ def plan_run(
     sam_weights: str | Path | None = None,
     clip_weights: str | Path | None = None,
     architecture: Mapping[str, int | None] | None = None,
+    world_size: int = 1,
 ) -> RunPlan:
     """Settle a run in `output`.
 
@@ -201,6 +215,9 @@ def plan_run(
         architecture: `model.config.with_compute_choices` arguments (image_size,
             adapter_blocks, clip_trainable_blocks; None values: the preset's); a resumed
             run must be given its own.
+        world_size: the processes that will train the run together (torchrun's); a resumed
+            run keeps its batch over all processes (`engine.global_batch`): each process
+            takes its share unless `settings` choose a batch size.
 
     Raises:
         ExistingRunError: `output` holds a run and neither `resume` nor `overwrite` is set.
@@ -237,7 +254,7 @@ def plan_run(
         if adapter_init:
             model_config = model_config.replace(**{"adapters.init": adapter_init})
         model_config = with_compute_choices(model_config, **(architecture or {}))
-    config = _training_config(model_config.name, settings or {}, saved, output)
+    config = _training_config(model_config.name, settings or {}, saved, output, world_size)
     base = None
     if saved is not None:
         base = base_weights.BaseWeights.recorded(
@@ -255,7 +272,11 @@ def plan_run(
 
 
 def _training_config(
-    preset: str, chosen: Mapping[str, Any], saved: Mapping[str, Any] | None, output: Path
+    preset: str,
+    chosen: Mapping[str, Any],
+    saved: Mapping[str, Any] | None,
+    output: Path,
+    world_size: int,
 ) -> TrainingConfig:
     lr, clip_lr = default_learning_rates(preset)
     values: dict[str, Any] = {"lr": lr, "clip_lr": clip_lr, **default_recipe(preset)}
@@ -264,6 +285,8 @@ def _training_config(
         for key in RESUMED_SETTINGS:  # a run saved before a setting existed: its old value
             if key in resumed or key in LEGACY_SETTINGS:
                 values[key] = resumed.get(key, LEGACY_SETTINGS.get(key))
+        if global_batch(saved) % world_size == 0:  # this process's share of the batch
+            values["batch_size"] = global_batch(saved) // world_size
     elif chosen.get("time_budget_s") is not None and chosen.get("epochs") is None:
         values["epochs"] = None  # the budget sets the length of the run
     values.update({key: value for key, value in chosen.items() if value is not None})

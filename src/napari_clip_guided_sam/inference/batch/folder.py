@@ -149,7 +149,7 @@ def _same_folder(a: Path, b: Path) -> bool:
     return a.exists() and b.exists() and a.resolve() == b.resolve()
 
 
-def _channel_count(image: ImageData) -> int:
+def channel_count(image: ImageData) -> int:
     """Channels the model sees differently: uint8 RGBA counts as RGB."""
     if image.channel_axis is None:
         return 1
@@ -189,13 +189,7 @@ def segment_batch(
         :class:`BatchSummary`.
     """
     source, output_dir = Path(source), Path(output_dir)
-    input_folder = source if source.is_dir() else source.parent
-    same = _same_folder(input_folder, output_dir)
-    if same and not allow_same_folder:
-        raise ValueError(
-            f"the output folder {output_dir} is the input folder; choose another output "
-            "folder, or allow it explicitly (--allow-same-folder on the command line)"
-        )
+    same = check_output_folder(source, output_dir, allow_same_folder)
     options = with_classes(predictor, options)
     images, unsupported = collect_inputs(source, exclude_suffix=options.suffix if same else "")
     if options.points is not None:
@@ -216,6 +210,28 @@ def segment_batch(
         return (yield from _segment_files(predictor, images, unsupported, report, options))
 
 
+def check_output_folder(source: Path, output_dir: Path, allow_same_folder: bool) -> bool:
+    """Whether `output_dir` is the input folder (refused unless `allow_same_folder`)."""
+    input_folder = source if source.is_dir() else source.parent
+    same = _same_folder(input_folder, output_dir)
+    if same and not allow_same_folder:
+        raise ValueError(
+            f"the output folder {output_dir} is the input folder; choose another output "
+            "folder, or allow it explicitly (--allow-same-folder on the command line)"
+        )
+    return same
+
+
+def skip_unsupported(
+    unsupported: list[Path], report: BatchReport, summary: BatchSummary
+) -> Generator[FileSkipped, None, None]:
+    """Record the files that are not supported images."""
+    for path in unsupported:
+        report.add(path, "unsupported", reason=UNSUPPORTED)
+        summary.skipped.append(path)
+        yield FileSkipped(path, UNSUPPORTED)
+
+
 def _segment_files(
     predictor: SlicePredictor,
     images: list[Path],
@@ -225,68 +241,110 @@ def _segment_files(
 ) -> Generator[BatchEvent, None, BatchSummary]:
     output_dir = report.folder
     summary = BatchSummary(report.json_path)
-    for path in unsupported:
-        reason = UNSUPPORTED
-        report.add(path, "unsupported", reason=reason)
-        summary.skipped.append(path)
-        yield FileSkipped(path, reason)
-    guard = _InputGuard(images + unsupported)
+    yield from skip_unsupported(unsupported, report, summary)
+    guard = InputGuard(images + unsupported)
     reference: tuple[int, Path] | None = None
     for position, path in enumerate(images):
         output = output_path_for(path, output_dir, options)
-        if (clash := guard.clash(path, output)) is not None:
-            report.add(path, "failed", reason=clash)
-            summary.failed.append(path)
-            yield FileFailed(path, clash)
-            _write_quietly(report)
-            continue
-        if output.exists() and not options.overwrite:
-            report.add(path, "skipped", output, reason="output exists")
-            summary.skipped.append(path)
-            yield FileSkipped(path, f"output exists: {printable(output.name)}")
+        if (passed := pass_over(guard, path, output, options, report, summary)) is not None:
+            yield passed
             continue
         start = time.perf_counter()
         total = 0
         try:
             image = read_image_lazy(path)
             total = n_slices(image)
-            if options.points is not None:
-                options.points.check_targets(images, {path.name: total})
-            channels = _channel_count(image)
-            if reference is not None and channels != reference[0]:
-                raise ValueError(
-                    f"{printable(path.name)} has {channels} channel(s) but "
-                    f"{printable(reference[1].name)} has {reference[0]}; segment files with "
-                    "different channels in separate runs"
-                )
+            channels = check_input(image, path, total, images, options, reference)
             reference = reference or (channels, path)
             yield FileStarted(path, total, position, len(images))
             yield from segment_stack(predictor, image, output, options)
         except Exception as error:  # one bad file must not stop the batch
-            reason = _failure_reason(error)
-            report.add(
-                path, "failed", slices=total, seconds=time.perf_counter() - start, reason=reason
-            )
-            summary.failed.append(path)
-            yield FileFailed(path, reason)
-            if isinstance(error, OSError) and error.errno in _DISK_FULL:
-                summary.stopped = (
-                    f"disk full while writing to {printable(output_dir)}: free some space and "
-                    "run again (finished outputs are complete and will be skipped)"
-                )
+            yield record_failure(path, error, total, time.perf_counter() - start, report, summary)
+            if summary.stopped:
                 break
         else:
             guard.written(path, output)
             report.add(path, "done", output, total, time.perf_counter() - start)
             summary.done.append(path)
             yield FileDone(path, output)
-        _write_quietly(report)
+        write_quietly(report)
+    yield finish(report, summary)
+    return summary
+
+
+def pass_over(
+    guard: InputGuard,
+    path: Path,
+    output: Path,
+    options: SegmentOptions,
+    report: BatchReport,
+    summary: BatchSummary,
+) -> FileFailed | FileSkipped | None:
+    """Why `path` is not segmented, recorded (its output would clash with an input or an
+    earlier output, or exists already); None: segment it."""
+    if (clash := guard.clash(path, output)) is not None:
+        report.add(path, "failed", reason=clash)
+        summary.failed.append(path)
+        write_quietly(report)
+        return FileFailed(path, clash)
+    if output.exists() and not options.overwrite:
+        report.add(path, "skipped", output, reason="output exists")
+        summary.skipped.append(path)
+        return FileSkipped(path, f"output exists: {printable(output.name)}")
+    return None
+
+
+def check_input(
+    image: ImageData,
+    path: Path,
+    total: int,
+    images: list[Path],
+    options: SegmentOptions,
+    reference: tuple[int, Path] | None,
+) -> int:
+    """Check an input before segmenting it: its clicks, and its channels against the first
+    file's (`reference`: channel count and file). Returns its channel count."""
+    if options.points is not None:
+        options.points.check_targets(images, {path.name: total})
+    channels = channel_count(image)
+    if reference is not None and channels != reference[0]:
+        raise ValueError(
+            f"{printable(path.name)} has {channels} channel(s) but "
+            f"{printable(reference[1].name)} has {reference[0]}; segment files with "
+            "different channels in separate runs"
+        )
+    return channels
+
+
+def record_failure(
+    path: Path,
+    error: BaseException,
+    total: int,
+    seconds: float,
+    report: BatchReport,
+    summary: BatchSummary,
+) -> FileFailed:
+    """Record that `path` failed with `error`; a full disk stops the batch
+    (`summary.stopped`: every later file would fail too)."""
+    reason = failure_reason(error)
+    report.add(path, "failed", slices=total, seconds=seconds, reason=reason)
+    summary.failed.append(path)
+    if isinstance(error, OSError) and error.errno in _DISK_FULL:
+        summary.stopped = (
+            f"disk full while writing to {printable(report.folder)}: free some space and "
+            "run again (finished outputs are complete and will be skipped)"
+        )
+    return FileFailed(path, reason)
+
+
+def finish(report: BatchReport, summary: BatchSummary) -> BatchFinished:
+    """Write the final report; the batch's last event."""
     report_error = None
     try:
         report.write(summary.stopped)
     except (OSError, ValueError) as error:
         report_error = f"cannot write the report {printable(report.csv_path)}: {error}"
-    yield BatchFinished(
+    return BatchFinished(
         report.json_path,
         len(summary.done),
         len(summary.failed),
@@ -294,17 +352,16 @@ def _segment_files(
         summary.stopped,
         report_error,
     )
-    return summary
 
 
-def _write_quietly(report: BatchReport) -> None:
+def write_quietly(report: BatchReport) -> None:
     """Rewrite the report after a file; a failure here (e.g. a full disk) must not hide the
     file's own result, and the final write reports it."""
     with contextlib.suppress(OSError, ValueError):
         report.write()
 
 
-class _InputGuard:
+class InputGuard:
     """The rule that a batch never writes over one of its inputs, nor twice to one output."""
 
     def __init__(self, inputs: list[Path]):
@@ -337,7 +394,7 @@ def _identity(path: Path) -> Path:
     return path.resolve()
 
 
-def _failure_reason(error: BaseException) -> str:
+def failure_reason(error: BaseException) -> str:
     if isinstance(error, OSError) and error.errno in _DISK_FULL:
         return printable(f"disk full: {error}")
     text = str(error) or type(error).__name__

@@ -1,0 +1,235 @@
+"""Segmenting a folder on a dask.distributed cluster: one task per file, run by the serial
+batch's own steps (docs/scaling.md).
+
+Each worker loads the model once, when it starts or joins (:class:`ModelOnWorker`, a dask
+worker plugin; a worker that dies and is restarted loads it again). The client (this
+process) decides what to do exactly as :func:`.folder.segment_batch` does (the same
+output names, the same skip of finished outputs, the same refusals) and holds the output
+folder's lock; a task reads its file, checks it and segments it with
+:func:`.stack.segment_stack`, which writes the output atomically from the worker, so a
+worker killed mid-file leaves no output file and dask runs the task again elsewhere. The
+client merges every task's result into one report as the tasks finish.
+
+Differences from the serial run, by design: files finish in any order (the report lists
+them as they finish), and a later input whose output name clashes with an earlier one's
+fails even when the earlier one fails too (the serial run decides it after the earlier).
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distributed import WorkerPlugin, as_completed, get_worker
+
+from ..._atomic import remove_stale_temporaries
+from ..._locking import output_lock
+from ...data.reader import read_image_lazy
+from ...data.slicing import n_slices
+from .folder import (
+    BatchEvent,
+    BatchSummary,
+    FileDone,
+    InputGuard,
+    channel_count,
+    check_input,
+    check_output_folder,
+    collect_inputs,
+    finish,
+    output_path_for,
+    pass_over,
+    record_failure,
+    skip_unsupported,
+    write_quietly,
+)
+from .options import SegmentOptions, SlicePredictor, with_classes
+from .report import BatchReport
+from .stack import segment_stack
+
+__all__ = ["PLUGIN_NAME", "ModelOnWorker", "segment_batch_on_cluster"]
+
+PLUGIN_NAME = "clip-guided-sam-model"
+
+
+class ModelOnWorker(WorkerPlugin):
+    """The model of a worker, loaded once when the worker starts: `load()` builds it (a
+    picklable callable, e.g. a `functools.partial` of `Predictor.from_preset`).
+    `torch_threads`: the CPU threads torch uses on each worker (None: torch's default)."""
+
+    name = PLUGIN_NAME
+
+    def __init__(self, load: Callable[[], SlicePredictor], torch_threads: int | None = None):
+        self.load = load
+        self.torch_threads = torch_threads
+        self.predictor: SlicePredictor | None = None
+
+    def setup(self, worker) -> None:
+        if self.torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
+        self.predictor = self.load()
+
+    def teardown(self, worker) -> None:
+        self.predictor = None
+
+
+def _worker_predictor() -> SlicePredictor:
+    plugin = get_worker().plugins.get(PLUGIN_NAME)
+    predictor = plugin.predictor if isinstance(plugin, ModelOnWorker) else None
+    if predictor is None:
+        raise RuntimeError("this worker has no model: register ModelOnWorker first")
+    return predictor
+
+
+def _describe_model(options: SegmentOptions) -> tuple[SegmentOptions, dict[str, Any], Any]:
+    """On a worker: the options with their class names resolved, what the report's settings
+    say of the model (output label table, device) and its provenance (the client loads no
+    model)."""
+    predictor = _worker_predictor()
+    options = with_classes(predictor, options)
+    table = predictor.label_table_for(options.class_names).to_config()
+    device = getattr(predictor, "device", None)
+    said = {"label_table": table, **({"device": str(device)} if device is not None else {})}
+    return options, said, predictor.provenance()
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What a task did with one file: `error` None when its output is written."""
+
+    path: Path
+    output: Path
+    slices: int
+    seconds: float
+    error: BaseException | None = None
+
+
+def _segment_file(
+    path: Path,
+    output: Path,
+    options: SegmentOptions,
+    images: list[Path],
+    reference: tuple[int, Path] | None,
+) -> FileResult:
+    """On a worker: one file, as the serial batch segments it."""
+    start, total = time.perf_counter(), 0
+    try:
+        image = read_image_lazy(path)
+        total = n_slices(image)
+        check_input(image, path, total, images, options, reference)
+        for _ in segment_stack(_worker_predictor(), image, output, options):
+            pass
+    except Exception as error:  # one bad file must not stop the batch
+        return FileResult(path, output, total, time.perf_counter() - start, _portable(error))
+    return FileResult(path, output, total, time.perf_counter() - start)
+
+
+def _portable(error: Exception) -> BaseException:
+    """`error`, or a RuntimeError with its text when it cannot travel to the client."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
+
+
+def _reference(paths: list[Path]) -> tuple[int, Path] | None:
+    """The first readable file's channel count and path: every file must have as many."""
+    for path in paths:
+        try:
+            return channel_count(read_image_lazy(path)), path
+        except Exception:  # its task fails with the reason
+            continue
+    return None
+
+
+def segment_batch_on_cluster(
+    client,
+    load: Callable[[], SlicePredictor],
+    source: str | Path,
+    output_dir: str | Path,
+    options: SegmentOptions,
+    *,
+    allow_same_folder: bool = False,
+    settings: dict[str, Any] | None = None,
+    torch_threads: int | None = None,
+) -> Generator[BatchEvent, None, BatchSummary]:
+    """:func:`.folder.segment_batch` on the workers of `client` (a `distributed.Client`),
+    one task per file; `load()` builds each worker's model (once per worker, with
+    `torch_threads` CPU threads, see :class:`ModelOnWorker`).
+
+    Yields the serial batch's events but `FileStarted` and `SliceDone` (a file's progress
+    stays on its worker): `FileSkipped`, `FileDone`, `FileFailed` as files finish, then
+    `BatchFinished`. A file whose workers die too often (dask's `allowed-failures`, e.g.
+    out of memory) fails with the reason. Closing the generator cancels what is left.
+    """
+    source, output_dir = Path(source), Path(output_dir)
+    same = check_output_folder(source, output_dir, allow_same_folder)
+    client.register_plugin(ModelOnWorker(load, torch_threads), name=PLUGIN_NAME)
+    options, said, provenance = client.submit(_describe_model, options, pure=False).result()
+    images, unsupported = collect_inputs(source, exclude_suffix=options.suffix if same else "")
+    if options.points is not None:
+        options.points.check_targets(images, {})  # clicks on files that are not inputs
+    with output_lock(output_dir, "a batch segmentation"):
+        remove_stale_temporaries(output_dir)
+        report = BatchReport(
+            output_dir,
+            {
+                **options.settings(),
+                **said,
+                **(settings or {}),
+                "source": str(source),
+                "output_dir": str(output_dir),
+            },
+            provenance,
+        )
+        summary = BatchSummary(report.json_path)
+        yield from skip_unsupported(unsupported, report, summary)
+        guard = InputGuard(images + unsupported)
+        todo: list[tuple[Path, Path]] = []
+        for path in images:
+            output = output_path_for(path, output_dir, options)
+            if (passed := pass_over(guard, path, output, options, report, summary)) is not None:
+                yield passed
+                continue
+            guard.written(path, output)  # taken now: the files run at the same time
+            todo.append((path, output))
+        reference = _reference([path for path, _ in todo])
+        futures = [
+            client.submit(_segment_file, path, output, options, images, reference, pure=False)
+            for path, output in todo
+        ]
+        try:
+            files = {future: item for future, item in zip(futures, todo, strict=True)}
+            yield from _collect(as_completed(futures), files, report, summary)
+        finally:
+            client.cancel(futures)
+            # What the workers killed mid-file left (their temporaries; no output).
+            remove_stale_temporaries(output_dir)
+        yield finish(report, summary)
+    return summary
+
+
+def _collect(finished, files, report: BatchReport, summary: BatchSummary):
+    """Record each task's result as it finishes; a full disk stops the batch."""
+    for future in finished:
+        path, output = files[future]
+        try:
+            result = future.result()
+        except Exception as error:  # the task's workers died (dask's KilledWorker)
+            result = FileResult(path, output, 0, 0.0, error)
+        if result.error is None:
+            report.add(path, "done", output, result.slices, result.seconds)
+            summary.done.append(path)
+            yield FileDone(path, output)
+        else:
+            yield record_failure(path, result.error, result.slices, result.seconds, report,
+                                 summary)  # fmt: skip
+        write_quietly(report)
+        if summary.stopped:
+            break

@@ -1,0 +1,140 @@
+"""The batch on a dask.distributed LocalCluster of 2 worker processes: the serial run's files,
+byte for byte; a worker killed mid-file costs a retry, never a partial file; a rerun skips
+what is complete."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_clip_guided_sam._atomic import TEMP_SUFFIX, is_temporary
+from napari_clip_guided_sam.inference.batch import (
+    BatchFinished,
+    FileDone,
+    FileSkipped,
+    SegmentOptions,
+    segment_batch,
+)
+from napari_clip_guided_sam.inference.batch.distributed import segment_batch_on_cluster
+from napari_clip_guided_sam.inference.predictor import Predictor
+from napari_clip_guided_sam.model.checkpoint import save_checkpoint
+
+from .conftest import disk_image
+
+distributed = pytest.importorskip("distributed")
+
+pytestmark = pytest.mark.skipif(
+    sys.platform == "win32", reason="the worker is killed with a POSIX signal"
+)
+
+OPTIONS = SegmentOptions(class_names=("disk",))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(disk_model, tmp_path_factory) -> Path:
+    """The disk model as a file every worker loads."""
+    return save_checkpoint(
+        disk_model, tmp_path_factory.mktemp("model") / "disk.safetensors", class_names=["disk"]
+    )
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, drifting_disk) -> Path:
+    """Four images of disks and the 12-slice stack of a drifting disk."""
+    folder = tmp_path_factory.mktemp("inputs")
+    rows, cols = np.mgrid[:48, :64]
+    for index in range(4):
+        mask = (rows - 20 - 3 * index) ** 2 + (cols - 18 - 7 * index) ** 2 <= (6 + index) ** 2
+        tifffile.imwrite(folder / f"image{index}.tif", disk_image(mask, seed=index))
+    tifffile.imwrite(folder / "stack.tif", drifting_disk[0], imagej=True, metadata={"axes": "ZYXS"})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def serial(inputs, checkpoint, tmp_path_factory) -> Path:
+    """The serial run's outputs (one process, the same model file)."""
+    output = tmp_path_factory.mktemp("serial")
+    predictor = Predictor.from_preset("tiny", checkpoint, "cpu", "fp32")
+    for _ in segment_batch(predictor, inputs, output, OPTIONS):
+        pass
+    return output
+
+
+def on_cluster(client, checkpoint, inputs, output):
+    """The cluster run: its events and summary."""
+    load = functools.partial(Predictor.from_preset, "tiny", checkpoint, "cpu", "fp32")
+    events = list(segment_batch_on_cluster(client, load, inputs, output, OPTIONS))
+    return events
+
+
+def label_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*_labels.tif"))}
+
+
+def test_workers_write_the_serial_files_and_a_rerun_skips_them(client, checkpoint, inputs,
+                                                               serial, tmp_path):  # fmt: skip
+    events = on_cluster(client, checkpoint, inputs, tmp_path)
+
+    expected = label_files(serial)
+    assert len(expected) == 5 and label_files(tmp_path) == expected
+    assert any(tifffile.imread(serial / name).any() for name in expected)  # real labels
+    finished = events[-1]
+    assert isinstance(finished, BatchFinished)
+    assert (finished.n_done, finished.n_failed, finished.n_skipped) == (5, 0, 0)
+    assert sorted(e.path.name for e in events if isinstance(e, FileDone)) == sorted(
+        p.name for p in inputs.iterdir()
+    )
+    # One report merges every worker's files.
+    report = (tmp_path / "segment_report.csv").read_text()
+    assert report.count(",done,") == 5
+
+    again = on_cluster(client, checkpoint, inputs, tmp_path)
+    assert sum(isinstance(e, FileSkipped) for e in again) == 5
+    assert label_files(tmp_path) == expected
+
+
+def test_a_worker_killed_mid_file_is_retried_without_a_partial_file(
+    client, checkpoint, inputs, serial, tmp_path
+):
+    killed: list[int] = []
+
+    def kill_the_worker_writing_the_stack():
+        # The stack's spool file appears when a worker starts on it; its name holds the
+        # worker's process id (the project's temporary-file rule).
+        while not killed:
+            for path in tmp_path.iterdir():
+                if path.name.startswith(".stack") and is_temporary(path.name):
+                    pid = int(path.name[: -len(TEMP_SUFFIX)].split("-")[-1].split(".")[0])
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            threading.Event().wait(0.01)
+
+    watcher = threading.Thread(target=kill_the_worker_writing_the_stack, daemon=True)
+    watcher.start()
+    events = on_cluster(client, checkpoint, inputs, tmp_path)
+    watcher.join(timeout=60)
+
+    assert killed, "no worker was seen writing the stack"
+    assert (events[-1].n_done, events[-1].n_failed) == (5, 0)
+    assert label_files(tmp_path) == label_files(serial)
+    assert not [p.name for p in tmp_path.iterdir() if is_temporary(p.name)]
