@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ..data.formats import LABEL_SUFFIX, printable
+from ..data.formats import LABEL_SUFFIX, is_zarr, printable
 from ..data.normalize import NORMALIZE_MODES
 from ..inference.batch.options import OUTPUT_FORMATS
 from ..inference.instances import INSTANCE_METHODS
@@ -119,7 +119,8 @@ def add_parser(subparsers) -> None:
         dest="output_format",
         choices=OUTPUT_FORMATS,
         default="auto",
-        help="output format (default: OME-TIFF for OME-TIFF input, else TIFF)",
+        help="output format (default: OME-TIFF for OME-TIFF input, the image's own labels "
+        "group for OME-Zarr input, else TIFF; ome.zarr: a standalone OME-Zarr store)",
     )
     parser.add_argument("--suffix", default=LABEL_SUFFIX, help="added to output names")
     parser.add_argument("--overwrite", action="store_true", help="redo files already done")
@@ -155,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             validate_class_names(args.classes)
         except ValueError as error:
             raise UsageError(f"-c/--classes: {error}") from None
-    folder = source if source.is_dir() else source.parent
+    folder = source if source.is_dir() and not is_zarr(source) else source.parent
     output = Path(args.output) if args.output else folder / "segmented"
     try:
         options = batch.SegmentOptions(
