@@ -1,13 +1,11 @@
-"""OME-Zarr in napari: an image and its labels open lazily and aligned, labels segmented from
-a zarr-backed multiscale layer are computed at full resolution and reopen on its grid."""
+"""OME-Zarr in napari: an image and its labels open lazily and aligned (the segment widget on
+a zarr-backed multiscale layer: tests/_widgets/test_segment_widget.py)."""
 
 import dask.array as da
 import numpy as np
 from data.conftest import write_ome_zarr
 
 from napari_clip_guided_sam.cli import main
-
-from .test_segment_widget import TIMEOUT_MS, widget  # noqa: F401 (fixture)
 
 PLUGIN = "napari-clip-guided-sam"
 
@@ -44,23 +42,3 @@ def test_ome_zarr_labels_reopen_aligned_with_their_image(make_napari_viewer, tmp
     np.testing.assert_array_equal(alone.scale, image.scale)
     np.testing.assert_array_equal(alone.translate, image.translate)
     np.testing.assert_array_equal(np.asarray(alone.data), np.asarray(labels.data))
-
-
-def test_the_widget_segments_a_multiscale_zarr_layer_at_full_resolution(
-    widget,
-    qtbot,
-    errors,
-    tmp_path,  # noqa: F811
-):
-    viewer = widget.viewer
-    source = write_ome_zarr(tmp_path / "cells.ome.zarr", _stack())
-    [image] = viewer.open(str(source), plugin=PLUGIN)
-    assert image.multiscale and image.data[1].shape == (2, 32, 40)
-    widget.classes_edit.setText("nucleus")
-    assert widget.segment_current_slice()
-    qtbot.waitUntil(lambda: not widget.jobs.running, timeout=TIMEOUT_MS)
-    assert errors == []
-    labels = viewer.layers["cells labels"]
-    assert labels.data.shape == (2, 64, 80)  # the full-resolution grid, not the view level
-    np.testing.assert_array_equal(labels.scale, image.scale)
-    assert widget.last_prediction.labels.shape == (64, 80)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from data.conftest import write_ome_zarr
 
 from napari_clip_guided_sam._widgets import _common
 from napari_clip_guided_sam._widgets._layers import MARKER, NEGATIVE
@@ -227,3 +228,19 @@ def test_a_checkpoint_subset_keeps_its_label_values_in_the_layer():
     np.testing.assert_array_equal(layer.data[0], [[0, 1], [2, 3]])
     features = dict(zip(layer.features["index"], layer.features["class"], strict=True))
     assert features == {0: "background", 1: "pore", 2: "quartz", 3: "pyrite"}
+
+
+def test_a_multiscale_zarr_layer_is_segmented_at_full_resolution(widget, qtbot, errors, tmp_path):
+    viewer = widget.viewer
+    stack = np.random.default_rng(0).integers(0, 300, size=(2, 64, 80)).astype(np.uint16)
+    source = write_ome_zarr(tmp_path / "cells.ome.zarr", stack)
+    [image] = viewer.open(str(source), plugin="napari-clip-guided-sam")
+    assert image.multiscale and image.data[1].shape == (2, 32, 40)
+    widget.classes_edit.setText("nucleus")
+    assert widget.segment_current_slice()
+    qtbot.waitUntil(lambda: not widget.jobs.running, timeout=TIMEOUT_MS)
+    assert errors == []
+    labels = viewer.layers["cells labels"]
+    assert labels.data.shape == (2, 64, 80)  # the full-resolution grid, not the view level
+    np.testing.assert_array_equal(labels.scale, image.scale)
+    assert widget.last_prediction.labels.shape == (64, 80)

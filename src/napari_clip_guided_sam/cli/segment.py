@@ -17,7 +17,9 @@ from ._common import (
     CommandError,
     UsageError,
     add_base_weights_arguments,
+    add_embedding_cache_arguments,
     add_runtime_arguments,
+    embedding_store_from_args,
     model_summary,
 )
 
@@ -129,6 +131,7 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="allow the output folder to be the input folder",
     )
+    add_embedding_cache_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -175,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     if args.points:
         options = dataclasses.replace(options, points=read_points_csv(args.points))
+    store = embedding_store_from_args(args)
     preset = args.preset
     if preset is None:
         preset = read_checkpoint(args.checkpoint).config.name if args.checkpoint else "paper"
@@ -186,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
         sam_weights=args.sam_weights,
         clip_weights=args.clip_weights,
     )
+    predictor.use_embedding_store(store)
     for line in model_summary(predictor.model, args.checkpoint, predictor.closed_set_classes):
         print(printable(line))
     settings = {"preset": preset, "checkpoint": args.checkpoint, "device": str(predictor.device)}

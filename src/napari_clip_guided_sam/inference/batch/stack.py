@@ -22,7 +22,7 @@ from ...data.axes import PLANE_AXES, leading_axes, links_slices_by_default
 from ...data.formats import is_ome_tiff, is_tiff, is_zarr
 from ...data.image import ImageData
 from ...data.label_writer import LabelSpool, smallest_label_dtype, write_label_tiff
-from ...data.normalize import image_percentiles, normalize_image_slice
+from ...data.normalize import NormalizeConfig, image_percentiles, normalize_image_slice
 from ...data.ome_zarr import geometry_of, is_label_target, write_label_zarr
 from ...data.reader import read_image_lazy
 from ...data.slicing import iter_indices, leading_shape, n_slices
@@ -30,7 +30,13 @@ from ..instances import labels_to_instances
 from ..linking import SliceLinker
 from .options import SegmentOptions, SlicePredictor, with_classes
 
-__all__ = ["SliceDone", "iter_slice_labels", "segment_stack", "segment_stack_to_array"]
+__all__ = [
+    "SliceDone",
+    "iter_slice_labels",
+    "iter_slice_rgb",
+    "segment_stack",
+    "segment_stack_to_array",
+]
 
 
 @dataclass(frozen=True)
@@ -54,16 +60,11 @@ def iter_slice_labels(
     """
     if not options.class_names:
         raise ValueError("no class names: resolve them with resolve_class_names first")
-    config = options.normalize
-    stats = None
-    if config.mode == "stack":
-        stats = image_percentiles(image, config.percentiles, sample=config.sample)
     name = image.path.name if image.path is not None else ""
     table = predictor.label_table_for(options.class_names)
     values = [table.values[n] for n in options.class_names]
     linker = SliceLinker() if options.instances is not None and _links(image, options) else None
-    for flat, index in enumerate(iter_indices(image)):
-        rgb = normalize_image_slice(image, index, config, stats)
+    for flat, (index, rgb) in enumerate(iter_slice_rgb(image, options.normalize)):
         clicks = options.points.for_slice(name, flat) if options.points is not None else None
         points, point_labels = clicks if clicks is not None else (None, None)
         try:
@@ -80,6 +81,18 @@ def iter_slice_labels(
                     linker.restart()
                 labels = linker.link(labels, prediction.labels)
         yield labels
+
+
+def iter_slice_rgb(
+    image: ImageData, config: NormalizeConfig
+) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """(leading index, the model's uint8 RGB input) of each 2D slice, in row-major order:
+    the one path from a stack to what the model sees (segmenting and precomputing)."""
+    stats = None
+    if config.mode == "stack":
+        stats = image_percentiles(image, config.percentiles, sample=config.sample)
+    for index in iter_indices(image):
+        yield index, normalize_image_slice(image, index, config, stats)
 
 
 def _links(image: ImageData, options: SegmentOptions) -> bool:
