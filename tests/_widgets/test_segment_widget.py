@@ -244,3 +244,29 @@ def test_a_multiscale_zarr_layer_is_segmented_at_full_resolution(widget, qtbot, 
     assert labels.data.shape == (2, 64, 80)  # the full-resolution grid, not the view level
     np.testing.assert_array_equal(labels.scale, image.scale)
     assert widget.last_prediction.labels.shape == (64, 80)
+
+
+def test_precompute_for_this_stack_makes_segmenting_decoder_only(viewer, widget, qtbot, errors):
+    from napari_clip_guided_sam.inference.embedding_store import EmbeddingStore
+
+    viewer.add_image(_image((3, 64, 64)), name="stack")
+    widget.classes_edit.setText("nucleus")
+    assert widget.precompute_stack()
+    qtbot.waitUntil(lambda: not widget.jobs.running, timeout=TIMEOUT_MS)
+    assert errors == [] and widget.embedding_cache_check.isChecked()
+    assert widget.jobs.status.text() == "Done."
+    assert len(EmbeddingStore().entries()) == 3 * 2  # tokens + the class, per slice
+    stats = widget.session.current.stats
+    encoder_calls = stats.encoder_calls
+    widget.session.current.clear_cache()  # only the disk store holds them now
+
+    _run(qtbot, widget, widget.segment_stack)
+    assert errors == [] and stats.encoder_calls == encoder_calls  # decoder only
+    assert viewer.layers["stack labels"].data.shape == (3, 64, 64)
+
+
+def test_precompute_without_a_class_is_an_error_kept_in_the_panel(viewer, widget, errors):
+    viewer.add_image(_image((2, 64, 64)), name="stack")
+    widget.precompute_button.click()
+    assert not widget.jobs.running and len(errors) == 1
+    assert widget.messages.kind == "Error" and "class" in widget.messages.message.lower()

@@ -103,6 +103,14 @@ class EmbeddingStore:
         self.folder = Path(folder) if folder is not None else default_store_folder()
         self.max_bytes = int(max_gb * 2**30)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EmbeddingStore):
+            return NotImplemented
+        return (self.folder, self.max_bytes) == (other.folder, other.max_bytes)
+
+    def __hash__(self) -> int:
+        return hash((self.folder, self.max_bytes))
+
     def for_model(
         self, model: torch.nn.Module, dtype: torch.dtype, device: torch.device
     ) -> ModelEmbeddings:
