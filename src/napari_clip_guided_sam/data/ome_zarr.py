@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -108,10 +108,9 @@ def open_zarr_image(store: Any, *, path: Path | None = None) -> ImageData:
             f"cannot read {where}: not a zarr store ({type(error).__name__}: {error})"
         ) from error
     if isinstance(node, zarr.Array):
-        axes = stack_axes(node.ndim)
-        metadata: dict[str, Any] = {"dtype": str(node.dtype)}
-        return ImageData(da.from_zarr(node), axes, None, None, path, metadata)
-    multiscale = _multiscale(dict(node.attrs))
+        plain: dict[str, Any] = {"dtype": str(node.dtype)}
+        return ImageData(da.from_zarr(node), stack_axes(node.ndim), None, None, path, plain)
+    multiscale = _multiscale(_attributes(node))
     if multiscale is None:
         raise ImageReadError(
             f"cannot read {where}: the zarr group has no OME-NGFF 'multiscales' metadata; "
@@ -164,6 +163,17 @@ def geometry_of(image: ImageData) -> NgffGeometry | None:
     return NgffGeometry.from_dict(data) if data else None
 
 
+def _attributes(node: Any) -> dict[str, Any]:
+    """A zarr node's attributes as plain Python values."""
+    return dict(node.attrs.asdict())
+
+
+def _ngff_content(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The NGFF part of a group's attributes: under ``ome`` (0.5) or at the top (0.4)."""
+    ome = attrs.get("ome")
+    return dict(ome) if isinstance(ome, Mapping) else dict(attrs)
+
+
 def _multiscale(attrs: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """(NGFF version, first multiscales entry) of a group's attributes, or None."""
     ome = attrs.get("ome")
@@ -179,8 +189,8 @@ def _multiscale(attrs: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
 def _axes(axes: Any, ndim: int) -> tuple[list[str], list[str], list[str | None]]:
     """NGFF names, ImageData letters and units of ``ndim`` axes (default axes if absent)."""
     if not axes:
-        letters = list(stack_axes(ndim))
-        return [a.lower() for a in letters], letters, [None] * ndim
+        default = list(stack_axes(ndim))
+        return [a.lower() for a in default], default, [None] * ndim
     if len(axes) != ndim:
         raise ImageReadError(f"the NGFF metadata names {len(axes)} axes for a {ndim}-D array")
     names, kinds, units = [], [], []
@@ -282,13 +292,13 @@ def write_label_zarr(
     def write(folder: Path) -> None:
         import zarr
 
-        group = zarr.open_group(str(folder), mode="w", zarr_format=zarr_format)
+        group = zarr.open_group(str(folder), mode="w", zarr_format=_format(zarr_format))
         chunks = (1,) * (len(shape) - 2) + tuple(min(s, _CHUNK_SIDE) for s in shape[-2:])
         array = group.create_array("0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
         if isinstance(labels, LabelSpool):
             lead = shape[:-2]
             for flat, plane in enumerate(labels.slices(dtype)):
-                array[np.unravel_index(flat, lead) if lead else ...] = plane
+                array[tuple(int(i) for i in np.unravel_index(flat, lead))] = plane
         else:
             array[...] = labels
         group.attrs.update(attributes)
@@ -343,6 +353,10 @@ def _label_multiscale(
     return entry
 
 
+def _format(zarr_format: int) -> Literal[2, 3]:
+    return 3 if zarr_format == 3 else 2
+
+
 def _ngff_attributes(version: str, content: dict[str, Any]) -> dict[str, Any]:
     """NGFF metadata as group attributes: top level for 0.4, under ``ome`` for 0.5."""
     if version.startswith("0.5"):
@@ -354,9 +368,9 @@ def _ensure_labels_group(folder: Path, version: str, zarr_format: int) -> None:
     import zarr
 
     try:
-        zarr.open_group(str(folder), mode="r", zarr_format=zarr_format)
+        zarr.open_group(str(folder), mode="r", zarr_format=_format(zarr_format))
     except Exception:  # no group yet (the folder may hold our spool file already)
-        group = zarr.open_group(str(folder), mode="a", zarr_format=zarr_format)
+        group = zarr.open_group(str(folder), mode="a", zarr_format=_format(zarr_format))
         group.attrs.update(_ngff_attributes(version, {"labels": []}))
 
 
@@ -365,8 +379,8 @@ def _list_label(folder: Path, name: str, version: str) -> None:
     import zarr
 
     group = zarr.open_group(str(folder), mode="r+")
-    attrs = dict(group.attrs)
-    content = attrs.get("ome", attrs) if version.startswith("0.5") else attrs
+    content = _ngff_content(_attributes(group))
+    content.pop("version", None)
     names = list(content.get("labels", []))
     if name not in names:
         group.attrs.update(_ngff_attributes(version, {**content, "labels": [*names, name]}))
@@ -376,7 +390,7 @@ def label_zarr_provenance(path: str | Path) -> dict[str, Any] | None:
     """What made a label image written by :func:`write_label_zarr`, or None."""
     import zarr
 
-    record = dict(zarr.open_group(str(path), mode="r").attrs).get(PROVENANCE_KEY)
+    record = _attributes(zarr.open_group(str(path), mode="r")).get(PROVENANCE_KEY)
     return dict(record) if isinstance(record, Mapping) else None
 
 
@@ -388,10 +402,9 @@ def label_images(path: str | Path) -> list[str]:
     if not folder.is_dir():
         return []
     try:
-        attrs = dict(zarr.open_group(str(folder), mode="r").attrs)
+        content = _ngff_content(_attributes(zarr.open_group(str(folder), mode="r")))
     except Exception:  # an unreadable labels group hides no image: list nothing
         return []
-    content = attrs.get("ome", attrs)
     return [str(n) for n in content.get("labels", []) if (folder / str(n)).is_dir()]
 
 
@@ -403,7 +416,7 @@ def is_ome_zarr_image(path: str | Path) -> bool:
         node = zarr.open(store=str(path), mode="r")
     except Exception:
         return False
-    return isinstance(node, zarr.Group) and _multiscale(dict(node.attrs)) is not None
+    return isinstance(node, zarr.Group) and _multiscale(_attributes(node)) is not None
 
 
 def is_label_target(path: str | Path) -> bool:
@@ -417,7 +430,7 @@ def is_label_image(path: str | Path) -> bool:
     import zarr
 
     try:
-        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+        content = _ngff_content(_attributes(zarr.open_group(str(path), mode="r")))
     except Exception:
         return False
-    return "image-label" in attrs.get("ome", attrs)
+    return "image-label" in content

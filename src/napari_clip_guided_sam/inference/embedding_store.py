@@ -67,7 +67,7 @@ def default_store_folder() -> Path:
     return cache_dir() / "embeddings"
 
 
-def model_identity(model: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> str:
+def model_identity(model: torch.nn.Module, dtype: torch.dtype | None, device: torch.device) -> str:
     """A hash of what a model's embeddings depend on: every weight, the configuration
     (without the prompt-only guide options), the precision and the device kind."""
     digest = hashlib.blake2b(digest_size=16)
@@ -112,13 +112,13 @@ class EmbeddingStore:
         return hash((self.folder, self.max_bytes))
 
     def for_model(
-        self, model: torch.nn.Module, dtype: torch.dtype, device: torch.device
+        self, model: torch.nn.Module, dtype: torch.dtype | None, device: torch.device
     ) -> ModelEmbeddings:
         """The entries of one model at one precision and device kind."""
         return ModelEmbeddings(self, model_identity(model, dtype, device)[:32])
 
     # ------------------------------------------------------------------ entries
-    def read(self, scope: str, name: str) -> dict[str, np.ndarray] | None:
+    def read(self, scope: str, name: str) -> dict[str, Any] | None:
         """The arrays of an entry, None when absent; an unreadable entry is removed."""
         import zarr
         from zarr.storage import ZipStore
@@ -130,10 +130,11 @@ class EmbeddingStore:
             store = ZipStore(path, mode="r")
             try:
                 group = zarr.open_group(store, mode="r")
-                if group.attrs.get("format") != FORMAT:
-                    raise ValueError(f"entry format {group.attrs.get('format')!r}")
+                attributes: dict[str, Any] = group.attrs.asdict()
+                if attributes.get("format") != FORMAT:
+                    raise ValueError(f"entry format {attributes.get('format')!r}")
                 arrays = {key: np.asarray(array[...]) for key, array in group.arrays()}
-                kinds = dict(group.attrs.get("torch_dtypes", {}))
+                kinds: dict[str, str] = dict(attributes.get("torch_dtypes", {}))
             finally:
                 store.close()
         except FileNotFoundError:  # evicted or cleared by another process meanwhile
@@ -153,7 +154,7 @@ class EmbeddingStore:
 
         folder = ensure_folder(self.folder / scope)
         plain = {key: _plain(value) for key, value in arrays.items()}
-        attributes = {
+        attributes: dict[str, Any] = {
             "format": FORMAT,
             "torch_dtypes": {key: kind for key, (_, kind) in plain.items() if kind},
         }
@@ -173,7 +174,7 @@ class EmbeddingStore:
     # ------------------------------------------------------------------ size
     def entries(self) -> list[os.DirEntry]:
         """Every complete entry file (temporaries excluded)."""
-        found = []
+        found: list[os.DirEntry] = []
         if not self.folder.is_dir():
             return found
         for scope in os.scandir(self.folder):
