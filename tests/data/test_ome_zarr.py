@@ -162,3 +162,34 @@ def test_standalone_label_store_keeps_the_pixel_size(tmp_path):
     back = read_image(path)
     assert back.axes == "ZYX" and back.pixel_size == (2.0, 0.25, 0.25) and back.unit == "µm"
     np.testing.assert_array_equal(back.array, labels)
+
+
+def test_folders_list_zarr_stores_as_images(tmp_path):
+    from napari_clip_guided_sam.data.folders import list_images
+
+    write_ome_zarr(tmp_path / "b.ome.zarr", np.zeros((2, 8, 8), np.uint8))
+    write_labels(tmp_path / "a.tif", np.zeros((8, 8), np.uint8))
+    (tmp_path / "notes.zarr").write_text("a file, not a store")
+    (tmp_path / "sub").mkdir()
+    assert [p.name for p in list_images(tmp_path)] == ["a.tif", "b.ome.zarr"]
+
+
+def test_a_killed_runs_temporary_folder_in_a_labels_group_is_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from napari_clip_guided_sam._atomic import temporary_folder
+
+    path = write_ome_zarr(tmp_path / "a.ome.zarr", np.zeros((2, 8, 8), np.uint8))
+    like = geometry_of(read_image_lazy(path))
+    (path / "labels").mkdir()
+    script = "import sys; from napari_clip_guided_sam._atomic import temporary_folder as t; "
+    script += f"print(t({str(path / 'labels')!r}, 'mine'))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    stale = Path(done.stdout.strip())  # its process has exited: stale
+    live = temporary_folder(path / "labels", "other")  # ours, running: kept
+    assert stale.is_dir() and is_temporary(stale.name)
+    write_label_zarr(
+        path / "labels" / "mine", np.ones((2, 8, 8), np.uint8), "ZYX", {}, None, like=like
+    )
+    assert not stale.exists() and live.exists()

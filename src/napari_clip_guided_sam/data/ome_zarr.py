@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._atomic import atomic_folder
+from .._atomic import atomic_folder, remove_stale_temporaries
 from .axes import PLANE_AXES, SPATIAL_AXES, placeholder_axes, stack_axes
 from .image import ImageData, ImageReadError
 from .units import length_unit
@@ -305,6 +305,8 @@ def write_label_zarr(
 
     if in_image:
         _ensure_labels_group(target.parent, version, zarr_format)
+        # a killed earlier run's temporaries (the batch cleans only its output folder)
+        remove_stale_temporaries(target.parent)
     atomic_folder(target, write, overwrite=overwrite)
     if in_image:
         _list_label(target.parent, target.name, version)
