@@ -88,6 +88,7 @@ def test_a_corrupt_entry_is_recomputed_and_replaced(tmp_path):
     again = predictor_with(store)
     revisited = again.segment(image(), CLASSES)
     assert again.stats.encoder_calls == 2 and again.stats.disk_hits == 0
+    assert again._disk is not None and again._disk.store.discarded == 3
     np.testing.assert_array_equal(revisited.labels, computed.labels)
     fresh = predictor_with(store)
     fresh.segment(image(), CLASSES)  # the rewritten entries are whole again
@@ -143,3 +144,39 @@ def test_a_precomputed_stack_segments_with_the_decoder_only(tmp_path):
     assert segmenting.stats.decoder_calls == 6
     uncached = run(segment_stack_to_array(predictor_with(None), data, options))
     np.testing.assert_array_equal(labels, uncached)
+
+
+def _hammer(folder: str, worker: int) -> int:
+    """Write and read entries (some shared with the other workers) under a small limit."""
+    store = EmbeddingStore(folder, max_gb=40 * 2**10 / 2**30)  # ~40 KB: constant eviction
+    found = 0
+    for step in range(12):
+        name = f"{step % 4:032d}.zarr.zip"  # four names every worker writes
+        value = np.full((16, 16), step % 4, np.float32)
+        store.write("scope", name, {"map": torch.from_numpy(value)})
+        read = store.read("scope", name)
+        if read is not None:  # may be evicted by another worker meanwhile
+            assert torch.equal(read["map"], torch.from_numpy(value))
+            found += 1
+    assert store.discarded == 0  # no read ever met a partial entry
+    return found
+
+
+def test_concurrent_processes_never_see_a_partial_entry(tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(3) as pool:
+        found = list(pool.map(_hammer, [str(tmp_path)] * 3, range(3)))
+    assert sum(found) > 0  # reads were whole (or absent: evicted), never partial
+    store = EmbeddingStore(tmp_path, max_gb=40 * 2**10 / 2**30)
+    assert store.size_bytes() <= store.max_bytes
+    assert not [p for p in (tmp_path / "scope").iterdir() if not p.name.endswith(".zarr.zip")]
+
+
+def test_a_store_that_cannot_be_written_warns_and_segmenting_goes_on(tmp_path):
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")
+    predictor = predictor_with(EmbeddingStore(blocked))
+    with pytest.warns(UserWarning, match="cannot keep embeddings in the cache"):
+        prediction = predictor.segment(image(), CLASSES[:1])
+    assert prediction.labels.shape == (64, 80) and predictor.stats.encoder_calls == 1

@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -102,6 +103,7 @@ class EmbeddingStore:
             raise ValueError(f"the embedding cache size limit must be positive, got {max_gb}")
         self.folder = Path(folder) if folder is not None else default_store_folder()
         self.max_bytes = int(max_gb * 2**30)
+        self.discarded = 0  # unreadable entries this instance removed
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, EmbeddingStore):
@@ -140,6 +142,7 @@ class EmbeddingStore:
         except FileNotFoundError:  # evicted or cleared by another process meanwhile
             return None
         except Exception:  # truncated, corrupt or foreign: recompute it
+            self.discarded += 1
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
@@ -148,11 +151,12 @@ class EmbeddingStore:
         return {key: _restore(array, kinds.get(key)) for key, array in arrays.items()}
 
     def write(self, scope: str, name: str, arrays: Mapping[str, np.ndarray | torch.Tensor]) -> None:
-        """Store an entry atomically, then keep the store under its size limit."""
+        """Store an entry atomically, then keep the store under its size limit. A store
+        that cannot be written (full disk, a file in the way) is a warning: the result the
+        entry came from is still good."""
         import zarr
         from zarr.storage import ZipStore
 
-        folder = ensure_folder(self.folder / scope)
         plain = {key: _plain(value) for key, value in arrays.items()}
         attributes: dict[str, Any] = {
             "format": FORMAT,
@@ -168,8 +172,16 @@ class EmbeddingStore:
             finally:
                 store.close()
 
-        atomic_write(folder / name, write_zip)
-        self.evict()
+        try:
+            atomic_write(ensure_folder(self.folder / scope) / name, write_zip)
+            self.evict()
+        except OSError as error:
+            warnings.warn(
+                f"cannot keep embeddings in the cache {self.folder}: {error}; continuing "
+                "without it (choose another cache folder, or free some space)",
+                UserWarning,
+                stacklevel=3,
+            )
 
     # ------------------------------------------------------------------ size
     def entries(self) -> list[os.DirEntry]:
