@@ -13,6 +13,7 @@ __all__ = [
     "LABEL_SUFFIX",
     "OME_SUFFIXES",
     "PIL_SUFFIXES",
+    "PROVENANCE_KEY",
     "SUPPORTED_SUFFIXES",
     "TIFF_SUFFIXES",
     "UNSUPPORTED",
@@ -33,6 +34,8 @@ ZARR_SUFFIXES = (".ome.zarr", ".zarr")  # folders
 SUPPORTED_SUFFIXES = TIFF_SUFFIXES + PIL_SUFFIXES + ZARR_SUFFIXES
 
 LABEL_SUFFIX = "_labels"  # end of the stem of label files this plugin writes: a_labels.tif
+# The metadata entry naming the model that made a label file (TIFF or OME-Zarr).
+PROVENANCE_KEY = "clip_guided_sam"
 UNSUPPORTED = f"unsupported file type; expected one of {', '.join(SUPPORTED_SUFFIXES)}"
 
 

@@ -22,7 +22,7 @@ import tifffile
 
 from .._atomic import atomic_write, ensure_folder, temporary_file
 from .axes import CHANNEL_AXES, SPATIAL_AXES, default_axes
-from .formats import is_ome_tiff, is_tiff, is_zarr
+from .formats import PROVENANCE_KEY, is_ome_tiff, is_tiff, is_zarr
 from .image import ImageData
 from .ome_zarr import geometry_of, label_zarr_provenance, write_label_zarr
 from .units import IMAGEJ_MICROMETRE, MICROMETRE, length_unit
@@ -37,7 +37,6 @@ __all__ = [
 ]
 
 _IMAGEJ_ORDER = "TZCYX"
-PROVENANCE_KEY = "clip_guided_sam"  # the model that made a label file (label_provenance)
 
 
 def smallest_label_dtype(top: int) -> type[np.unsignedinteger]:

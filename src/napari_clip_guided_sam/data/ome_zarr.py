@@ -25,20 +25,26 @@ import numpy as np
 
 from .._atomic import atomic_folder, remove_stale_temporaries
 from .axes import PLANE_AXES, SPATIAL_AXES, placeholder_axes, stack_axes
+from .formats import PROVENANCE_KEY
 from .image import ImageData, ImageReadError
 from .units import length_unit
 
 __all__ = [
     "LABELS_GROUP",
     "NgffGeometry",
+    "geometry_of",
+    "is_label_image",
+    "is_label_target",
+    "is_ome_zarr_image",
+    "label_images",
     "label_zarr_provenance",
     "open_zarr_image",
     "read_zarr_image",
     "write_label_zarr",
+    "zarr_levels",
 ]
 
 LABELS_GROUP = "labels"
-PROVENANCE_KEY = "clip_guided_sam"  # as in the label TIFFs (data.label_writer)
 METADATA_KEY = "ome_zarr"  # ImageData.metadata entry holding the image's NgffGeometry
 WRITE_VERSION = "0.4"  # standalone label stores: zarr v2, read by most OME-Zarr tools today
 _TYPES = {"T": "time", "C": "channel", **{a: "space" for a in SPATIAL_AXES}}
@@ -50,7 +56,7 @@ _CHUNK_SIDE = 1024  # label chunks: one plane of up to 1024 x 1024 pixels
 class NgffGeometry:
     """Where an OME-Zarr image's full-resolution level lies: what its labels must copy."""
 
-    version: str  # "0.4" or "0.5"; "" for a plain zarr array
+    version: str  # "0.4" or "0.5" (as the image's metadata says)
     zarr_format: int  # 2 (NGFF 0.4) or 3 (NGFF 0.5)
     axes: tuple[str, ...]  # the image's axis letters (ImageData's), one per array axis
     names: tuple[str, ...]  # the NGFF axis names, as written
@@ -151,10 +157,10 @@ def zarr_levels(path: str | Path) -> list[Any]:
     node = zarr.open(store=str(path), mode="r")
     if isinstance(node, zarr.Array):
         return [da.from_zarr(node)]
-    geometry = geometry_of(read_zarr_image(path, lazy=True))
-    if geometry is None:
-        return []
-    return [da.from_zarr(node[level]) for level in geometry.levels]
+    multiscale = _multiscale(_attributes(node))
+    if multiscale is None:
+        raise ImageReadError(f"cannot read {path}: no OME-NGFF 'multiscales' metadata")
+    return [da.from_zarr(node[str(d["path"])]) for d in multiscale[1]["datasets"]]
 
 
 def geometry_of(image: ImageData) -> NgffGeometry | None:
