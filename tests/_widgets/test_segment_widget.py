@@ -270,3 +270,29 @@ def test_precompute_without_a_class_is_an_error_kept_in_the_panel(viewer, widget
     widget.precompute_button.click()
     assert not widget.jobs.running and len(errors) == 1
     assert widget.messages.kind == "Error" and "class" in widget.messages.message.lower()
+
+
+def test_cancelling_a_precompute_stops_at_the_next_slice(viewer, widget, qtbot, errors):
+    from napari_clip_guided_sam._widgets._common import Progress
+    from napari_clip_guided_sam.inference.embedding_store import EmbeddingStore
+
+    viewer.add_image(_image((6, 64, 64)), name="stack")
+    widget.classes_edit.setText("nucleus")
+    at_cancel = []
+    original = widget.jobs._on_yielded
+
+    def cancel_after_first_slice(on_event, event):
+        original(on_event, event)
+        if isinstance(event, Progress) and event.done == 1 and not at_cancel:
+            at_cancel.append(widget.session.current.stats.encoder_calls)
+            widget.jobs.cancel()
+
+    widget.jobs._on_yielded = cancel_after_first_slice
+    _run(qtbot, widget, widget.precompute_stack)
+    stats = widget.session.current.stats
+    assert stats.encoder_calls - at_cancel[0] <= 1  # at most the slice under way
+    if at_cancel[0] < 5:
+        assert stats.encoder_calls < 6
+    assert widget.jobs.cancelled and widget.jobs.status.text() == "Cancelled." and errors == []
+    # every slice computed is stored whole: its tokens and its class embedding
+    assert len(EmbeddingStore().entries()) == stats.clip_calls + stats.encoder_calls
