@@ -296,3 +296,19 @@ def test_cancelling_a_precompute_stops_at_the_next_slice(viewer, widget, qtbot, 
     assert widget.jobs.cancelled and widget.jobs.status.text() == "Cancelled." and errors == []
     # every slice computed is stored whole: its tokens and its class embedding
     assert len(EmbeddingStore().entries()) == stats.clip_calls + stats.encoder_calls
+
+
+def test_an_unwritable_cache_is_one_warning_and_the_precompute_goes_on(
+    viewer, widget, qtbot, errors, monkeypatch
+):
+    from napari_clip_guided_sam.inference.embedding_store import default_store_folder
+
+    warned = []
+    monkeypatch.setattr(_common, "show_warning", warned.append)
+    default_store_folder().parent.mkdir(parents=True, exist_ok=True)
+    default_store_folder().write_text("a file where the cache folder should be")
+    viewer.add_image(_image((3, 64, 64)), name="stack")
+    widget.classes_edit.setText("nucleus")
+    _run(qtbot, widget, widget.precompute_stack)
+    assert errors == [] and widget.jobs.status.text() == "Done."
+    assert len(warned) == 1 and "cannot keep embeddings in the cache" in warned[0]

@@ -122,9 +122,10 @@ def segment_job(
 
 def precompute_job(
     session: PredictorSession, request: SegmentRequest
-) -> Generator[Progress, None, None]:
+) -> Generator[Progress | Notice, None, None]:
     """Load the model if needed, then compute every requested slice's embeddings into the
-    on-disk store (`inference.batch.precompute`), cancellable per slice."""
+    on-disk store (`inference.batch.precompute`), cancellable per slice; warnings (a class
+    outside the checkpoint's, a cache that cannot be written) become notices, once each."""
     predictor = yield from loaded_predictor(
         session, request.settings, request.guide_threshold, request.n_points
     )
@@ -134,8 +135,19 @@ def precompute_job(
         request.geometry.slice_rgb(request.image, index, request.channels)
         for index in request.indices
     )
+    steps = precompute_slices(predictor, rgbs, total, request.class_names, request.image.name)
+    shown: set[str] = set()
     yield Progress(f"Precomputing embeddings: 0/{total} slices…", 0, total)
-    for event in precompute_slices(predictor, rgbs, total, request.class_names, request.image.name):
+    while True:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            event = next(steps, None)
+        for message in dict.fromkeys(str(w.message) for w in caught):
+            if message not in shown:
+                shown.add(message)
+                yield Notice(message)
+        if event is None:
+            break
         done = event.index + 1
         yield Progress(f"Precomputing embeddings: {done}/{total} slices…", done, total)
     yield Progress(
@@ -444,8 +456,9 @@ class SegmentWidget(DockPanel):
 
     def precompute_stack(self) -> bool:
         """Compute every slice's embeddings into the on-disk store, in the background."""
-        self.embedding_cache_check.setChecked(True)
         request = self._request(whole_stack=True)
+        request.embedding_store = EmbeddingStore()
+        self.embedding_cache_check.setChecked(True)  # later runs read what this one stores
         return self.jobs.start(precompute_job, self.session, request, on_event=lambda event: None)
 
     def _start(self, request: SegmentRequest) -> bool:
