@@ -193,3 +193,24 @@ def test_a_killed_runs_temporary_folder_in_a_labels_group_is_removed(tmp_path):
         path / "labels" / "mine", np.ones((2, 8, 8), np.uint8), "ZYX", {}, None, like=like
     )
     assert not stale.exists() and live.exists()
+
+
+def test_a_store_asking_to_unpickle_is_refused_and_runs_nothing(tmp_path):
+    import json
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    store = tmp_path / "evil.zarr"
+    store.mkdir()
+    header = {"zarr_format": 2, "shape": [1], "chunks": [1], "dtype": "|u1", "order": "C"}
+    header.update(fill_value=0, filters=None, compressor={"id": "pickle", "protocol": 5})
+    (store / ".zarray").write_text(json.dumps(header))
+    (store / "0").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ImageReadError, match="not a zarr store"):
+        read_image(store)
+    assert not marker.exists()

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from .._atomic import atomic_write, ensure_folder, is_temporary
+from .._atomic import atomic_write, ensure_folder, is_temporary, remove_stale_temporaries
 
 __all__ = [
     "DEFAULT_MAX_GB",
@@ -208,9 +208,12 @@ class EmbeddingStore:
         return total
 
     def evict(self) -> int:
-        """Remove the least recently used entries until the store fits its limit; returns
-        how many were removed."""
+        """Remove the least recently used entries until the store fits its limit (and the
+        temporaries of killed writers); returns how many entries were removed."""
         with self._lock():
+            for scope in os.scandir(self.folder):
+                if scope.is_dir(follow_symlinks=False):
+                    remove_stale_temporaries(scope.path)
             stats = []
             for entry in self.entries():
                 with contextlib.suppress(OSError):
