@@ -34,6 +34,9 @@ examples:
       and give every nucleus its own id
   clip-guided-sam segment movie.tif -c cell --instances watershed --link-slices
       one id per cell through a time series (Z stacks are linked unless --no-link-slices)
+  clip-guided-sam segment embryo.ome.zarr -c nucleus --embedding-cache
+      an OME-Zarr image, read chunk by chunk: labels into embryo.ome.zarr/labels/; slices
+      precomputed with `clip-guided-sam precompute` need only the decoder
 
 Outputs are label TIFFs (0 = background, k = the k-th class name; with --instances one id per
 object) with the input's axes and pixel size, written only when complete. The report
