@@ -1,10 +1,11 @@
 """Atomic file writes: a complete file appears at the target path, or nothing does.
 
-Every temporary file the project makes (atomic writes, label spools) is named by one rule,
-:func:`temporary_file`: ``.<name>.<kind>.<host>-<pid>.<random>.cgsam-tmp`` next to its
-target. A process killed mid-write leaves such a file behind; :func:`remove_stale_temporaries`
-removes the ones whose process is gone (same host, process not running), and never touches
-any other file.
+Every temporary file the project makes (atomic writes, label spools, zarr stores written
+as folders) is named by one rule, :func:`temporary_file`:
+``.<name>.<kind>.<host>-<pid>.<random>.cgsam-tmp`` next to its target. A process killed
+mid-write leaves such a file or folder behind; :func:`remove_stale_temporaries` removes the
+ones whose process is gone (same host, process not running), and never touches anything
+else.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 import socket
 import tempfile
 from collections.abc import Callable
@@ -23,6 +25,7 @@ import psutil
 
 __all__ = [
     "TEMP_SUFFIX",
+    "atomic_folder",
     "atomic_write",
     "ensure_folder",
     "is_temporary",
@@ -32,7 +35,7 @@ __all__ = [
 ]
 
 TEMP_SUFFIX = ".cgsam-tmp"
-TEMP_KINDS = ("tmp", "spool")
+TEMP_KINDS = ("tmp", "spool", "old")
 _NAME_PART = 80  # characters of the target's name kept in a temporary's name (limit 255)
 _TEMP_NAME = re.compile(
     r"^\.(?P<name>.*)\.(?P<kind>" + "|".join(TEMP_KINDS) + r")\.(?P<host>[0-9a-f]{6})-"
@@ -95,6 +98,15 @@ def temporary_file(folder: str | Path, name: str, kind: str = "tmp") -> tuple[in
     return handle, Path(path)
 
 
+def temporary_folder(folder: str | Path, name: str, kind: str = "tmp") -> Path:
+    """Create an empty temporary folder for target `name` in `folder`, named by the same
+    rule as :func:`temporary_file`."""
+    if kind not in TEMP_KINDS:
+        raise ValueError(f"temporary kind must be one of {TEMP_KINDS}, got {kind!r}")
+    prefix = f".{name[:_NAME_PART]}.{kind}.{_host_tag()}-{os.getpid()}."
+    return Path(tempfile.mkdtemp(dir=folder, prefix=prefix, suffix=TEMP_SUFFIX))
+
+
 def is_temporary(name: str) -> bool:
     """Whether a file name follows the project's temporary naming rule."""
     return _TEMP_NAME.match(name) is not None
@@ -107,8 +119,9 @@ def _process_gone(pid: int) -> bool:
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Remove this project's temporaries in `folder` left by processes that are gone.
 
-    Only regular files named by :func:`temporary_file`, made on this host by a process that
-    no longer runs, are removed; a live run's temporaries and every other file stay.
+    Only regular files and folders named by :func:`temporary_file` / :func:`temporary_folder`,
+    made on this host by a process that no longer runs, are removed; a live run's
+    temporaries and every other file stay.
 
     Returns:
         The files removed.
@@ -121,12 +134,18 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
         return removed
     for entry in entries:
         match = _TEMP_NAME.match(entry.name)
-        if match is None or match["host"] != host or not entry.is_file(follow_symlinks=False):
+        if match is None or match["host"] != host or entry.is_symlink():
             continue
-        if _process_gone(int(match["pid"])):
-            with contextlib.suppress(OSError):
+        if not _process_gone(int(match["pid"])):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            elif entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)
-                removed.append(Path(entry.path))
+            else:
+                continue
+            removed.append(Path(entry.path))
     return removed
 
 
@@ -163,4 +182,46 @@ def atomic_write(
             reason = error.strerror or str(error)
             raise os_error(error.errno, f"cannot write {path}: {reason}") from error
         raise
+    return path
+
+
+def atomic_folder(
+    path: str | Path, write: Callable[[Path], object], *, overwrite: bool = False
+) -> Path:
+    """Call `write(temp_folder)` on an empty temporary folder next to `path`, then rename it
+    to `path` (a zarr store is a folder).
+
+    With `overwrite`, an existing `path` is first renamed aside and removed after the new
+    folder is in place; without it, an existing `path` is a FileExistsError and stays as it
+    was. On any failure the temporary folder is removed.
+    """
+    path = Path(path)
+    ensure_folder(path.parent)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; not overwriting it")
+    try:
+        temp = temporary_folder(path.parent, path.name)
+    except OSError as error:
+        raise os_error(error.errno, f"cannot write {path}: {error.strerror or error}") from error
+    old: Path | None = None
+    try:
+        os.chmod(temp, 0o755)  # mkdtemp's 0o700 would hide the store from other users
+        write(temp)
+        if path.exists():
+            if not overwrite:
+                raise FileExistsError(f"{path} exists; not overwriting it")
+            old = temporary_folder(path.parent, path.name, "old")
+            os.replace(path, old / path.name)
+        os.rename(temp, path)
+    except BaseException as error:
+        shutil.rmtree(temp, ignore_errors=True)
+        if old is not None and not path.exists():
+            os.replace(old / path.name, path)  # the new one failed: the old one comes back
+        if isinstance(error, OSError) and not isinstance(error, FileExistsError):
+            reason = error.strerror or str(error)
+            raise os_error(error.errno, f"cannot write {path}: {reason}") from error
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     return path

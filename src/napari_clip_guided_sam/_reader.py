@@ -1,4 +1,5 @@
-"""npe2 reader: label TIFFs written by this plugin open as Labels on their image's grid.
+"""npe2 readers: label TIFFs written by this plugin open as Labels on their image's grid;
+OME-Zarr images open with their levels, physical scale and label images.
 
 A label file `cells_labels.tif` belongs to the image `cells.*`. When that image is open in
 the viewer, the labels take its layer's scale, translate and units, so they overlay it
@@ -6,6 +7,11 @@ however it was opened (napari's own TIFF reader opens images at scale 1, other r
 their pixel size). Without the image, the labels open at the pixel size stored in the file.
 Only files named like our outputs (`*_labels.tif`…) are claimed; napari offers this reader
 first in its "choose reader" dialog for those.
+
+A `*.zarr` / `*.ome.zarr` folder opens lazily (dask arrays over the store's chunks): an
+OME-Zarr image as one multiscale Image layer (full resolution first, at its NGFF scale and
+translation) followed by a Labels layer per label image in its `labels` group, which
+overlay it; a label image or a standalone label store as Labels; a plain array as an Image.
 """
 
 from __future__ import annotations
@@ -14,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from .data.axes import SPATIAL_AXES
-from .data.formats import LABEL_SUFFIX, image_stem, is_tiff
+from .data.formats import LABEL_SUFFIX, image_stem, is_tiff, is_zarr
+from .data.image import ImageData
+from .data.ome_zarr import (
+    LABELS_GROUP,
+    geometry_of,
+    is_label_image,
+    label_images,
+    read_zarr_image,
+    zarr_levels,
+)
 from .data.reader import read_image, read_image_lazy
 from .data.units import length_unit
 
@@ -82,3 +97,45 @@ def _open_image_grid(path: str | Path, shape: tuple[int, ...]) -> dict[str, Any]
 def _named(layer, stem: str) -> bool:
     source = layer.source.path
     return layer.name == stem or (bool(source) and image_stem(source) == stem)
+
+
+def get_zarr_reader(path: str | list[str]):
+    """npe2 reader: a zarr store (a folder named `*.zarr`) opens as layers, lazily."""
+    if isinstance(path, list) or not is_zarr(path) or not Path(path).is_dir():
+        return None
+    return read_zarr_layers
+
+
+def read_zarr_layers(path: str) -> list[tuple]:
+    """The layers of a zarr store: image (multiscale) and its label images, or labels."""
+    image = read_zarr_image(path, lazy=True)
+    name = image_stem(path)
+    if is_label_image(path):
+        return [_zarr_labels_layer(path, name)]
+    levels = zarr_levels(path)
+    data = levels if len(levels) > 1 else levels[0]
+    attributes = {"name": name, **_zarr_grid(image)}
+    layers: list[tuple] = [(data, attributes, "image")]
+    for label in label_images(path):
+        layers.append(_zarr_labels_layer(Path(path) / LABELS_GROUP / label, label))
+    return layers
+
+
+def _zarr_labels_layer(path: str | Path, name: str) -> tuple:
+    labels = read_zarr_image(path, lazy=True)
+    return (labels.array, {"name": name, **_zarr_grid(labels)}, "labels")
+
+
+def _zarr_grid(image: ImageData) -> dict[str, Any]:
+    """Scale, translate and (for an all-spatial image) units of a zarr image's layer."""
+    geometry = geometry_of(image)
+    if geometry is None:
+        return {}
+    grid: dict[str, Any] = {
+        "scale": list(geometry.scale),
+        "translate": list(geometry.translation),
+    }
+    unit = length_unit(image.unit)
+    if unit is not None and set(image.axes) <= set(SPATIAL_AXES):
+        grid["units"] = unit.name
+    return grid

@@ -114,3 +114,29 @@ def test_the_tiling_choice_reaches_the_batch_options(make_napari_viewer):
     assert panel.options().tiling.enabled is None  # automatic by default
     panel.tiling.setCurrentText("off")
     assert panel.options().tiling.enabled is False
+
+
+def test_menu_stack_on_a_zarr_layer_writes_an_ome_zarr_store_on_its_grid(
+    make_napari_viewer, qtbot, tmp_path
+):
+    from data.conftest import write_ome_zarr
+
+    from napari_clip_guided_sam.data.ome_zarr import geometry_of
+    from napari_clip_guided_sam.data.reader import read_image
+
+    stack = np.random.default_rng(0).integers(0, 300, size=(2, 40, 48)).astype(np.uint16)
+    source = write_ome_zarr(tmp_path / "cells.ome.zarr", stack, translation=(0.0, 3.0, 4.0))
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(source), plugin="napari-clip-guided-sam")
+    assert layer.multiscale
+    panel = segment_stack_command(viewer)
+    configure(panel, tmp_path / "menu", classes="nucleus")
+    assert panel.run()
+    qtbot.waitUntil(lambda: not panel.running, timeout=TIMEOUT_MS)
+
+    written = read_image(tmp_path / "menu" / "cells_labels.ome.zarr")  # the store's metadata
+    assert written.shape == (2, 40, 48) and written.pixel_size == (2.0, 0.5, 0.5)
+    assert geometry_of(written).translation == (0.0, 3.0, 4.0)
+    labels = panel.result_layer
+    np.testing.assert_array_equal(labels.translate, layer.translate)
+    np.testing.assert_array_equal(np.asarray(labels.data), written.array)

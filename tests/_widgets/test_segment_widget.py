@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from data.conftest import write_ome_zarr
 
 from napari_clip_guided_sam._widgets import _common
 from napari_clip_guided_sam._widgets._layers import MARKER, NEGATIVE
@@ -241,3 +242,87 @@ def test_a_large_image_is_segmented_in_tiles_unless_tiling_is_off(viewer, widget
     _run(qtbot, widget, widget.segment_current_slice)
     assert stats.encoder_calls == 2 * 2 + 1  # the whole image, squashed
     assert errors == []
+
+
+def test_a_multiscale_zarr_layer_is_segmented_at_full_resolution(widget, qtbot, errors, tmp_path):
+    viewer = widget.viewer
+    stack = np.random.default_rng(0).integers(0, 300, size=(2, 64, 80)).astype(np.uint16)
+    source = write_ome_zarr(tmp_path / "cells.ome.zarr", stack)
+    [image] = viewer.open(str(source), plugin="napari-clip-guided-sam")
+    assert image.multiscale and image.data[1].shape == (2, 32, 40)
+    widget.classes_edit.setText("nucleus")
+    assert widget.segment_current_slice()
+    qtbot.waitUntil(lambda: not widget.jobs.running, timeout=TIMEOUT_MS)
+    assert errors == []
+    labels = viewer.layers["cells labels"]
+    assert labels.data.shape == (2, 64, 80)  # the full-resolution grid, not the view level
+    np.testing.assert_array_equal(labels.scale, image.scale)
+    assert widget.last_prediction.labels.shape == (64, 80)
+
+
+def test_precompute_for_this_stack_makes_segmenting_decoder_only(viewer, widget, qtbot, errors):
+    from napari_clip_guided_sam.inference.embedding_store import EmbeddingStore
+
+    viewer.add_image(_image((3, 64, 64)), name="stack")
+    widget.classes_edit.setText("nucleus")
+    assert widget.precompute_stack()
+    qtbot.waitUntil(lambda: not widget.jobs.running, timeout=TIMEOUT_MS)
+    assert errors == [] and widget.embedding_cache_check.isChecked()
+    assert widget.jobs.status.text() == "Done."
+    assert len(EmbeddingStore().entries()) == 3 * 2  # tokens + the class, per slice
+    stats = widget.session.current.stats
+    encoder_calls = stats.encoder_calls
+    widget.session.current.clear_cache()  # only the disk store holds them now
+
+    _run(qtbot, widget, widget.segment_stack)
+    assert errors == [] and stats.encoder_calls == encoder_calls  # decoder only
+    assert viewer.layers["stack labels"].data.shape == (3, 64, 64)
+
+
+def test_precompute_without_a_class_is_an_error_kept_in_the_panel(viewer, widget, errors):
+    viewer.add_image(_image((2, 64, 64)), name="stack")
+    widget.precompute_button.click()
+    assert not widget.jobs.running and len(errors) == 1
+    assert widget.messages.kind == "Error" and "class" in widget.messages.message.lower()
+
+
+def test_cancelling_a_precompute_stops_at_the_next_slice(viewer, widget, qtbot, errors):
+    from napari_clip_guided_sam._widgets._common import Progress
+    from napari_clip_guided_sam.inference.embedding_store import EmbeddingStore
+
+    viewer.add_image(_image((6, 64, 64)), name="stack")
+    widget.classes_edit.setText("nucleus")
+    at_cancel = []
+    original = widget.jobs._on_yielded
+
+    def cancel_after_first_slice(on_event, event):
+        original(on_event, event)
+        if isinstance(event, Progress) and event.done == 1 and not at_cancel:
+            at_cancel.append(widget.session.current.stats.encoder_calls)
+            widget.jobs.cancel()
+
+    widget.jobs._on_yielded = cancel_after_first_slice
+    _run(qtbot, widget, widget.precompute_stack)
+    stats = widget.session.current.stats
+    assert stats.encoder_calls - at_cancel[0] <= 1  # at most the slice under way
+    if at_cancel[0] < 5:
+        assert stats.encoder_calls < 6
+    assert widget.jobs.cancelled and widget.jobs.status.text() == "Cancelled." and errors == []
+    # every slice computed is stored whole: its tokens and its class embedding
+    assert len(EmbeddingStore().entries()) == stats.clip_calls + stats.encoder_calls
+
+
+def test_an_unwritable_cache_is_one_warning_and_the_precompute_goes_on(
+    viewer, widget, qtbot, errors, monkeypatch
+):
+    from napari_clip_guided_sam.inference.embedding_store import default_store_folder
+
+    warned = []
+    monkeypatch.setattr(_common, "show_warning", warned.append)
+    default_store_folder().parent.mkdir(parents=True, exist_ok=True)
+    default_store_folder().write_text("a file where the cache folder should be")
+    viewer.add_image(_image((3, 64, 64)), name="stack")
+    widget.classes_edit.setText("nucleus")
+    _run(qtbot, widget, widget.precompute_stack)
+    assert errors == [] and widget.jobs.status.text() == "Done."
+    assert len(warned) == 1 and "cannot keep embeddings in the cache" in warned[0]

@@ -326,3 +326,46 @@ def test_long_stack_is_never_loaded_whole(tmp_path):
     values = [int(slice_view(image, (z,))[0, 0]) for z in range(n)]
     assert values == list(range(n))
     assert _anon_mb() - before < 15  # the whole stack would be 36 MB
+
+
+# ---------------------------------------------------------------------------- OME-Zarr
+def test_zarr_stores_in_a_folder_get_labels_beside_the_image_or_as_stores(predictor, tmp_path):
+    import zarr
+    from data.conftest import write_ome_zarr
+
+    from napari_clip_guided_sam._atomic import is_temporary
+    from napari_clip_guided_sam.data.label_writer import label_provenance
+    from napari_clip_guided_sam.data.ome_zarr import (
+        geometry_of,
+        label_images,
+        read_zarr_image,
+    )
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ome = write_ome_zarr(folder / "cells.ome.zarr", blobs(2), translation=(0.0, 3.0, 4.0))
+    zarr.create_array(str(folder / "raw.zarr"), data=blobs(2, seed=3))
+    options = SegmentOptions(class_names=("nucleus",))
+    events, summary = run(segment_batch(predictor, folder, tmp_path / "out", options))
+    assert sorted(p.name for p in summary.done) == ["cells.ome.zarr", "raw.zarr"]
+
+    assert label_images(ome) == ["cells_labels"]  # into the image's own labels group
+    written = read_zarr_image(ome / "labels" / "cells_labels", lazy=False)
+    geometry = geometry_of(written)
+    assert geometry is not None and geometry.translation == (0.0, 3.0, 4.0)
+    assert written.pixel_size == (2.0, 0.5, 0.5) and written.unit == "µm"
+    _, in_memory = run(segment_stack_to_array(predictor, read_image(ome), options))
+    np.testing.assert_array_equal(written.array, in_memory)
+    assert label_provenance(ome / "labels" / "cells_labels")["preset"] == "tiny"
+    assert read_image(tmp_path / "out" / "raw_labels.ome.zarr").shape == (2, 40, 48)
+
+    _, again = run(segment_batch(predictor, folder, tmp_path / "out", options))
+    assert not again.done and len(again.skipped) == 2  # resumed: nothing overwritten
+
+    standalone = SegmentOptions(class_names=("nucleus",), output_format="ome.zarr")
+    _, summary = run(segment_batch(predictor, ome, tmp_path / "alone", standalone))
+    alone = read_zarr_image(tmp_path / "alone" / "cells_labels.ome.zarr", lazy=False)
+    np.testing.assert_array_equal(alone.array, in_memory)
+    assert geometry_of(alone).translation == (0.0, 3.0, 4.0)
+    assert not [p for p in (ome / "labels").iterdir() if is_temporary(p.name)]
+    assert leftovers(tmp_path / "alone") == []

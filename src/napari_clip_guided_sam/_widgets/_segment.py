@@ -7,7 +7,9 @@ base weights file sit in a remembered "Advanced" section. The model lives in the
 `PredictorSession`, shared with the plugin's other widgets (one model per viewer); every
 computation runs in a napari worker (`JobPanel`), and results are written to the plugin's
 own output layers on the GUI thread. Moving a click re-runs only SAM's prompt encoder and
-mask decoder: the predictor caches the image embedding per (slice, class). The object
+mask decoder: the predictor caches the image embedding per (slice, class); with "Keep
+embeddings on disk" (Advanced) they also go to the on-disk store, which "Precompute for this
+stack" fills for every slice, so revisiting a slice or class is decoder-only. The object
 workflow (its own group, `_objects.ObjectPanel`) shares the image, classes, model, job panel
 and click layer.
 """
@@ -26,6 +28,8 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QWidget
 
 from ..data.class_map import parse_class_names
+from ..inference.batch.precompute import precompute_slices
+from ..inference.embedding_store import DEFAULT_MAX_GB, EmbeddingStore
 from ..inference.predictor import Prediction
 from ..inference.session import PredictorSession, PredictorSettings
 from ..inference.tiles import TILING_HELP, TILING_MODES, TilingConfig
@@ -79,6 +83,7 @@ class SegmentRequest:
     first_rgb: np.ndarray  # the first slice, converted up front so bad input fails early
     points: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     tiling: TilingConfig = field(default_factory=TilingConfig)
+    embedding_store: EmbeddingStore | None = None  # the on-disk store, when it is on
 
 
 @dataclass
@@ -96,6 +101,7 @@ def segment_job(
     predictor = yield from loaded_predictor(
         session, request.settings, request.guide_threshold, request.n_points
     )
+    predictor.use_embedding_store(request.embedding_store)
     total = len(request.indices)
     for done, index in enumerate(request.indices):
         where = f" slice {done + 1}/{total}" if total > 1 else ""
@@ -114,6 +120,43 @@ def segment_job(
             yield Notice(str(warning.message))
         yield SliceResult(index, prediction)
     yield Progress(f"Segmented {total} slice{'s' if total != 1 else ''}.", total, total)
+
+
+def precompute_job(
+    session: PredictorSession, request: SegmentRequest
+) -> Generator[Progress | Notice, None, None]:
+    """Load the model if needed, then compute every requested slice's embeddings into the
+    on-disk store (`inference.batch.precompute`), cancellable per slice; warnings (a class
+    outside the checkpoint's, a cache that cannot be written) become notices, once each."""
+    predictor = yield from loaded_predictor(
+        session, request.settings, request.guide_threshold, request.n_points
+    )
+    predictor.use_embedding_store(request.embedding_store)
+    total = len(request.indices)
+    rgbs = (
+        request.geometry.slice_rgb(request.image, index, request.channels)
+        for index in request.indices
+    )
+    steps = precompute_slices(predictor, rgbs, total, request.class_names, request.image.name)
+    shown: set[str] = set()
+    yield Progress(f"Precomputing embeddings: 0/{total} slices…", 0, total)
+    while True:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            event = next(steps, None)
+        for message in dict.fromkeys(str(w.message) for w in caught):
+            if message not in shown:
+                shown.add(message)
+                yield Notice(message)
+        if event is None:
+            break
+        done = event.index + 1
+        yield Progress(f"Precomputing embeddings: {done}/{total} slices…", done, total)
+    yield Progress(
+        f"Precomputed {total} slice{'s' if total != 1 else ''}: revisits need only the decoder.",
+        total,
+        total,
+    )
 
 
 def parse_channels(text: str) -> tuple[int, ...] | None:
@@ -202,6 +245,13 @@ class SegmentWidget(DockPanel):
         buttons = QHBoxLayout()
         buttons.addWidget(self.segment_button)
         buttons.addWidget(self.stack_button)
+        self.precompute_button = QPushButton("Precompute for this stack")
+        self.precompute_button.setToolTip(
+            "Compute every slice's embeddings for these classes in the background and keep "
+            "them on disk (turns on 'Keep embeddings on disk'): segmenting a slice or class "
+            "again then needs only the fast decoder, in this session and later ones"
+        )
+        self.precompute_button.clicked.connect(user_action(self.messages, self.precompute_stack))
         self.jobs = JobPanel(self.messages)
         self.objects = ObjectPanel(self)
         self.classes_edit.textChanged.connect(guarded(self.objects.update_classes))
@@ -220,6 +270,7 @@ class SegmentWidget(DockPanel):
         for part in (image_box, prompt_box, self.model):
             layout.addWidget(part)
         layout.addLayout(buttons)
+        layout.addWidget(self.precompute_button)
         layout.addWidget(self.objects)
         layout.addWidget(self.jobs)
         layout.addWidget(self.messages)
@@ -273,6 +324,13 @@ class SegmentWidget(DockPanel):
             "Number format of the computation: auto uses 16-bit (bf16) where the hardware "
             "supports it (faster, same masks to the eye), else 32-bit (fp32).",
         )
+        self.embedding_cache_check = QCheckBox("Keep embeddings on disk")
+        self.embedding_cache_check.setToolTip(
+            "Also keep each slice's image embeddings (per class) in the plugin's cache "
+            f"folder ({EmbeddingStore().folder}, at most {DEFAULT_MAX_GB:g} GB; the least "
+            "recently used go first), so revisiting a slice or class, now or in a later "
+            "session, needs only the decoder. `clip-guided-sam precompute --clear` empties it."
+        )
         self.sam_weights_edit, sam_row = sam_weights_field(self)
         advanced.add_row("Channel axis", self.channel_axis_combo)
         advanced.add_row("Channels", self.channels_edit)
@@ -281,6 +339,7 @@ class SegmentWidget(DockPanel):
         advanced.add_row("Mask threshold", self.mask_threshold_spin)
         advanced.add_row("Tiling", self.tiling_combo)
         advanced.add_row("", self.similarity_check)
+        advanced.add_row("", self.embedding_cache_check)
         advanced.add_row("Device", self.device_combo)
         advanced.add_row("Precision", self.precision_combo)
         advanced.add_row("Own SAM weights", sam_row)
@@ -399,6 +458,13 @@ class SegmentWidget(DockPanel):
         request = self._request(whole_stack=True)
         return self._start(request)
 
+    def precompute_stack(self) -> bool:
+        """Compute every slice's embeddings into the on-disk store, in the background."""
+        request = self._request(whole_stack=True)
+        request.embedding_store = EmbeddingStore()
+        self.embedding_cache_check.setChecked(True)  # later runs read what this one stores
+        return self.jobs.start(precompute_job, self.session, request, on_event=lambda event: None)
+
     def _start(self, request: SegmentRequest) -> bool:
         return self.jobs.start(
             segment_job,
@@ -454,6 +520,7 @@ class SegmentWidget(DockPanel):
             first_rgb=first_rgb,
             points=self._clicks(image, geometry, indices),
             tiling=TilingConfig(enabled=TILING_MODES[self.tiling_combo.currentText()]),
+            embedding_store=EmbeddingStore() if self.embedding_cache_check.isChecked() else None,
         )
 
     def _check_2d_view(self, image: Image, geometry: ImageGeometry) -> None:

@@ -22,7 +22,7 @@ from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QLineEdit, QPushBu
 from .._reader import read_label_file
 from ..data.axes import stack_axes
 from ..data.class_map import parse_class_names
-from ..data.formats import is_supported
+from ..data.formats import is_image_path
 from ..data.image import ImageData
 from ..data.normalize import NormalizeConfig
 from ..data.reader import read_image_lazy
@@ -154,7 +154,7 @@ def image_data_of(layer: Image) -> ImageData:
     array, so the output keeps the file's metadata; else the layer's data with its scale."""
     data = full_resolution(layer)
     path = layer.source.path
-    if path and is_supported(path) and Path(path).is_file():
+    if path and is_image_path(path):  # a file, or a zarr store (a folder)
         with contextlib.suppress(ValueError, OSError):
             image = read_image_lazy(path)
             if image.shape == tuple(data.shape):

@@ -1,4 +1,5 @@
-"""Headless entry point: `clip-guided-sam {train,segment,evaluate,info,params,weights}`.
+"""Headless entry point:
+`clip-guided-sam {train,segment,precompute,evaluate,info,params,weights}`.
 
 Every subcommand is a small module over the compute packages; long jobs run the same
 generators the napari widgets run, with a text progress bar. Exit codes: 0 success,
@@ -11,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import evaluate, info, params, segment, train, weights
+from . import evaluate, info, params, precompute, segment, train, weights
 from ._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -36,6 +37,7 @@ SUBCOMMANDS = [
     params.add_parser,
     weights.add_parser,
     segment.add_parser,
+    precompute.add_parser,
     train.add_parser,
     evaluate.add_parser,
     info.add_parser,

@@ -84,6 +84,44 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_embedding_cache_arguments(parser: argparse.ArgumentParser, *, flag: bool = True) -> None:
+    """--embedding-cache (when ``flag``), --cache-dir and --cache-size: the on-disk store of
+    embeddings (`inference.embedding_store`), shared by segment and precompute."""
+    if flag:
+        parser.add_argument(
+            "--embedding-cache",
+            action="store_true",
+            help="read and write image embeddings in the on-disk cache, so slices and classes "
+            "seen before (or precomputed with `clip-guided-sam precompute`) need only the "
+            "decoder",
+        )
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        metavar="FOLDER",
+        help="embedding cache folder (default: 'embeddings' in the plugin's cache folder)",
+    )
+    parser.add_argument(
+        "--cache-size",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="embedding cache size limit; the least recently used entries go (default 8)",
+    )
+
+
+def embedding_store_from_args(args: argparse.Namespace, *, always: bool = False):
+    """The embedding store the arguments ask for (None without --embedding-cache)."""
+    from ..inference.embedding_store import DEFAULT_MAX_GB, EmbeddingStore
+
+    if not (always or getattr(args, "embedding_cache", False)):
+        return None
+    size = DEFAULT_MAX_GB if args.cache_size is None else args.cache_size
+    if not size > 0:
+        raise UsageError(f"--cache-size must be positive, got {size}")
+    return EmbeddingStore(args.cache_dir, size)
+
+
 def add_architecture_arguments(parser: argparse.ArgumentParser) -> None:
     """--image-size/--adapter-blocks/--clip-trainable-blocks: the architecture choices that
     trade accuracy for training cost (`model.config.with_compute_choices`)."""

@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ..data.formats import LABEL_SUFFIX, printable
+from ..data.formats import LABEL_SUFFIX, is_zarr, printable
 from ..data.normalize import NORMALIZE_MODES
 from ..inference.batch.options import OUTPUT_FORMATS
 from ..inference.instances import INSTANCE_METHODS
@@ -19,7 +19,9 @@ from ._common import (
     CommandError,
     UsageError,
     add_base_weights_arguments,
+    add_embedding_cache_arguments,
     add_runtime_arguments,
+    embedding_store_from_args,
     model_summary,
 )
 
@@ -34,6 +36,9 @@ examples:
       and give every nucleus its own id
   clip-guided-sam segment movie.tif -c cell --instances watershed --link-slices
       one id per cell through a time series (Z stacks are linked unless --no-link-slices)
+  clip-guided-sam segment embryo.ome.zarr -c nucleus --embedding-cache
+      an OME-Zarr image, read chunk by chunk: labels into embryo.ome.zarr/labels/; slices
+      precomputed with `clip-guided-sam precompute` need only the decoder
 
 Outputs are label TIFFs (0 = background, k = the k-th class name; with --instances one id per
 object) with the input's axes and pixel size, written only when complete. The report
@@ -144,7 +149,8 @@ def add_parser(subparsers) -> None:
         dest="output_format",
         choices=OUTPUT_FORMATS,
         default="auto",
-        help="output format (default: OME-TIFF for OME-TIFF input, else TIFF)",
+        help="output format (default: OME-TIFF for OME-TIFF input, the image's own labels "
+        "group for OME-Zarr input, else TIFF; ome.zarr: a standalone OME-Zarr store)",
     )
     parser.add_argument("--suffix", default=LABEL_SUFFIX, help="added to output names")
     parser.add_argument("--overwrite", action="store_true", help="redo files already done")
@@ -153,6 +159,7 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="allow the output folder to be the input folder",
     )
+    add_embedding_cache_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_cluster_arguments(parser)
     parser.set_defaults(run=run)
@@ -181,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
             validate_class_names(args.classes)
         except ValueError as error:
             raise UsageError(f"-c/--classes: {error}") from None
-    folder = source if source.is_dir() else source.parent
+    folder = source if source.is_dir() and not is_zarr(source) else source.parent
     output = Path(args.output) if args.output else folder / "segmented"
     try:
         options = batch.SegmentOptions(
@@ -205,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     if args.points:
         options = dataclasses.replace(options, points=read_points_csv(args.points))
+    store = embedding_store_from_args(args)
     preset = args.preset
     if preset is None:
         preset = read_checkpoint(args.checkpoint).config.name if args.checkpoint else "paper"
@@ -218,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
         sam_weights=args.sam_weights,
         clip_weights=args.clip_weights,
     )
+    predictor.use_embedding_store(store)
     for line in model_summary(predictor.model, args.checkpoint, predictor.closed_set_classes):
         print(printable(line))
     settings = {"preset": preset, "checkpoint": args.checkpoint, "device": str(predictor.device)}

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .formats import SUPPORTED_SUFFIXES, image_stem, is_supported
+from .formats import SUPPORTED_SUFFIXES, image_stem, is_image_path
 
 __all__ = ["StemMatches", "list_images", "match_by_stem"]
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Supported image files directly in ``folder``, sorted by name; hidden files skipped.
+    """Supported image files (and zarr stores, which are folders) directly in ``folder``,
+    sorted by name; hidden files skipped.
 
     Raises:
         NotADirectoryError: ``folder`` is not an existing directory.
@@ -19,11 +20,7 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"not a folder: {folder}")
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and is_supported(p)
-    )
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and is_image_path(p))
 
 
 class StemMatches(list):

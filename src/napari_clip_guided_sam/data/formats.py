@@ -1,5 +1,8 @@
 """Image file types and names: which files are read, how TIFF and OME-TIFF are told apart,
-the stem an image's outputs are named after, and file names as printable text."""
+the stem an image's outputs are named after, and file names as printable text.
+
+A zarr store (OME-Zarr or a plain array) is a folder named ``*.zarr`` / ``*.ome.zarr``; it
+counts as one image file."""
 
 from __future__ import annotations
 
@@ -10,22 +13,29 @@ __all__ = [
     "LABEL_SUFFIX",
     "OME_SUFFIXES",
     "PIL_SUFFIXES",
+    "PROVENANCE_KEY",
     "SUPPORTED_SUFFIXES",
     "TIFF_SUFFIXES",
     "UNSUPPORTED",
+    "ZARR_SUFFIXES",
     "image_stem",
+    "is_image_path",
     "is_ome_tiff",
     "is_supported",
     "is_tiff",
+    "is_zarr",
     "printable",
 ]
 
 OME_SUFFIXES = (".ome.tif", ".ome.tiff")
 TIFF_SUFFIXES = (".tif", ".tiff", *OME_SUFFIXES)
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-SUPPORTED_SUFFIXES = TIFF_SUFFIXES + PIL_SUFFIXES
+ZARR_SUFFIXES = (".ome.zarr", ".zarr")  # folders
+SUPPORTED_SUFFIXES = TIFF_SUFFIXES + PIL_SUFFIXES + ZARR_SUFFIXES
 
 LABEL_SUFFIX = "_labels"  # end of the stem of label files this plugin writes: a_labels.tif
+# The metadata entry naming the model that made a label file (TIFF or OME-Zarr).
+PROVENANCE_KEY = "clip_guided_sam"
 UNSUPPORTED = f"unsupported file type; expected one of {', '.join(SUPPORTED_SUFFIXES)}"
 
 
@@ -46,6 +56,19 @@ def is_tiff(path: str | Path) -> bool:
 def is_ome_tiff(path: str | Path) -> bool:
     """True for ``.ome.tif``/``.ome.tiff`` names (any case)."""
     return _lower_name(path).endswith(OME_SUFFIXES)
+
+
+def is_zarr(path: str | Path) -> bool:
+    """True for ``.zarr``/``.ome.zarr`` names (any case): a zarr store, a folder."""
+    return _lower_name(path).endswith(ZARR_SUFFIXES)
+
+
+def is_image_path(path: str | Path) -> bool:
+    """Whether ``path`` is one image to read: a supported file, or a zarr store (folder)."""
+    path = Path(path)
+    if is_zarr(path):
+        return path.is_dir()
+    return is_supported(path) and path.is_file()
 
 
 def image_stem(path: str | Path) -> str:

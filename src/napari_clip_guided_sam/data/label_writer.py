@@ -22,8 +22,9 @@ import tifffile
 
 from .._atomic import atomic_write, ensure_folder, temporary_file
 from .axes import CHANNEL_AXES, SPATIAL_AXES, default_axes
-from .formats import is_ome_tiff, is_tiff
+from .formats import PROVENANCE_KEY, is_ome_tiff, is_tiff, is_zarr
 from .image import ImageData
+from .ome_zarr import geometry_of, label_zarr_provenance, write_label_zarr
 from .units import IMAGEJ_MICROMETRE, MICROMETRE, length_unit
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
 ]
 
 _IMAGEJ_ORDER = "TZCYX"
-PROVENANCE_KEY = "clip_guided_sam"  # the model that made a label file (label_provenance)
 
 
 def smallest_label_dtype(top: int) -> type[np.unsignedinteger]:
@@ -192,7 +192,10 @@ def write_label_tiff(
 
 
 def label_provenance(path: str | Path) -> dict[str, Any] | None:
-    """What made a label file (see :func:`label_tiff_kwargs`), or None if it does not say."""
+    """What made a label file (see :func:`label_tiff_kwargs`) or OME-Zarr label image
+    (``data.ome_zarr.write_label_zarr``), or None if it does not say."""
+    if Path(path).is_dir():
+        return label_zarr_provenance(path)
     with tifffile.TiffFile(path) as tif:
         texts: list[str] = []
         if tif.is_ome:
@@ -222,10 +225,11 @@ def write_labels(
     overwrite: bool = False,
     axes: str | None = None,
 ) -> Path:
-    """Write a label image or stack as zlib-compressed TIFF (OME-TIFF for ``.ome.tif(f)``).
+    """Write a label image or stack as zlib-compressed TIFF (OME-TIFF for ``.ome.tif(f)``), or
+    as an OME-Zarr label store for ``.zarr``/``.ome.zarr`` (``data.ome_zarr``).
 
     Args:
-        path: destination; ``.tif``/``.tiff`` or ``.ome.tif``/``.ome.tiff``.
+        path: destination; ``.tif``/``.tiff``, ``.ome.tif``/``.ome.tiff`` or ``.ome.zarr``.
         labels: integer or bool array, ``[Y, X]``, ``[Z, Y, X]``, ... (non-negative values).
             Stored with the smallest unsigned dtype that holds its maximum.
         like: the source image; its axes (channel axis dropped), pixel size and unit are
@@ -245,8 +249,11 @@ def write_labels(
         OSError: writing failed (read-only folder, disk full); the message names the path.
     """
     path = Path(path)
-    if not is_tiff(path):
-        raise ValueError(f"labels are written as TIFF: {path} must end in .tif or .ome.tif")
+    if not is_tiff(path) and not is_zarr(path):
+        raise ValueError(
+            f"labels are written as TIFF or OME-Zarr: {path} must end in .tif, .ome.tif or "
+            ".ome.zarr"
+        )
     if path.exists() and not overwrite:
         raise FileExistsError(
             f"{path} already exists; pass overwrite=True to replace it or choose another name"
@@ -254,6 +261,11 @@ def write_labels(
     data = _labels_to_unsigned(labels)
     label_axes = _label_axes(data, like, axes)
     pixel_size, unit = _label_calibration(like, label_axes)
+    if is_zarr(path):
+        like_zarr = geometry_of(like) if like is not None else None
+        return write_label_zarr(
+            path, data, label_axes, pixel_size, unit, like=like_zarr, overwrite=overwrite
+        )
     ome = is_ome_tiff(path)
     atomic_write(
         path,

@@ -1,4 +1,5 @@
-"""Reading images: TIFF/OME-TIFF/ImageJ via tifffile, PNG/JPEG/BMP via Pillow.
+"""Reading images: TIFF/OME-TIFF/ImageJ via tifffile, PNG/JPEG/BMP via Pillow, OME-Zarr and
+plain zarr arrays via zarr (`data.ome_zarr`).
 
 Images come back as :class:`~.image.ImageData`: the array, its axes letters (tifffile's,
 uppercase, with the RGB samples axis ``S`` renamed ``C``), the physical pixel size and unit,
@@ -20,8 +21,9 @@ import numpy as np
 import tifffile
 
 from .axes import PLANE_AXES, SPATIAL_AXES
-from .formats import UNSUPPORTED, is_supported, is_tiff
+from .formats import UNSUPPORTED, is_supported, is_tiff, is_zarr
 from .image import ImageData, ImageReadError
+from .ome_zarr import read_zarr_image
 from .units import MICROMETRE, length_unit
 
 __all__ = ["read_image", "read_image_lazy"]
@@ -30,6 +32,8 @@ __all__ = ["read_image", "read_image_lazy"]
 def _check_readable(path: Path) -> None:
     if not path.exists():
         raise FileNotFoundError(f"image file not found: {path}")
+    if is_zarr(path) and not path.is_dir():
+        raise ImageReadError(f"cannot read {path}: a zarr store is a folder, this is a file")
     if not is_supported(path):
         raise ImageReadError(f"cannot read {path}: {UNSUPPORTED}")
 
@@ -40,7 +44,8 @@ def read_image(path: str | Path) -> ImageData:
     TIFF/OME-TIFF: series 0, axes from the series, pixel size from OME (PhysicalSizeX/Y/Z),
     ImageJ (resolution tags + ``spacing``/``unit``), our own shaped metadata, or resolution
     tags in centimetres as a fallback. PNG/JPEG/BMP: ``"YX"`` or ``"YXC"`` (RGBA keeps its 4
-    channels), no calibration.
+    channels), no calibration. OME-Zarr: the full-resolution level with its NGFF axes,
+    scale and unit (`data.ome_zarr`); a plain zarr array: default axes, no calibration.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -49,6 +54,8 @@ def read_image(path: str | Path) -> ImageData:
     path = Path(path)
     _check_readable(path)
     try:
+        if is_zarr(path):
+            return read_zarr_image(path, lazy=False)
         if is_tiff(path):
             return _read_tiff(path)
         return _read_pil(path)
@@ -109,8 +116,9 @@ def read_image_lazy(path: str | Path) -> ImageData:
 
     TIFF stacks are read one page (2D slice, plus RGB samples) per chunk, from a memory map
     when the file is uncompressed and contiguous, so a stack larger than RAM can be processed
-    slice by slice: ``np.asarray(image.array[z])`` reads one slice. Other formats are small and
-    read eagerly (then wrapped in dask for a uniform interface).
+    slice by slice: ``np.asarray(image.array[z])`` reads one slice. Zarr stores are read chunk
+    by chunk (the dask array has the store's chunks). Other formats are small and read
+    eagerly (then wrapped in dask for a uniform interface).
 
     Raises:
         FileNotFoundError, ImageReadError: as :func:`read_image`.
@@ -119,6 +127,8 @@ def read_image_lazy(path: str | Path) -> ImageData:
 
     path = Path(path)
     _check_readable(path)
+    if is_zarr(path):
+        return read_zarr_image(path, lazy=True)
     if not is_tiff(path):
         return _eager_as_lazy(path)
     try:

@@ -11,7 +11,9 @@ stateless modules", as segment-anything's `SamPredictor`; docs/architecture.md, 
   a cached image runs only the blocks after it.
 
 A predictor's weights never change (a new checkpoint is a new predictor), so no key needs
-a weights version.
+a weights version. An optional on-disk store (`use_embedding_store`;
+`inference.embedding_store`) keeps the CLIP tokens and embeddings across images and
+sessions, keyed by a hash of the weights too.
 
 Moving a point or changing the prompt options re-runs only the prompt encoder and mask
 decoder. The guide options (similarity threshold, sampled points) only shape the prompts,
@@ -44,6 +46,7 @@ from ..model.prefix_cache import PrefixStore
 from ..model.preprocess import InputFrame, prepare_image, validate_rgb
 from ..model.runtime import autocast, resolve_device, resolve_precision
 from ..model.threads import work_unit
+from .embedding_store import EmbeddingStore, ModelEmbeddings
 from .objects import ObjectPrompt, select_object
 from .tiles import TilingConfig, plan_tiles
 
@@ -105,6 +108,7 @@ class PredictorStats:
     encoder_calls: int = 0  # image x class pairs through SAM's (adapted) image encoder
     decoder_calls: int = 0  # masks from the prompt encoder + mask decoder
     embedding_hits: int = 0  # image x class pairs served from the embedding cache
+    disk_hits: int = 0  # CLIP tokens and image x class embeddings read from the disk store
 
     def reset(self) -> None:
         for name in self.__dataclass_fields__:
@@ -217,6 +221,7 @@ class Predictor:
         self._tokens = LRUCache(cache_size)
         self._embeddings = LRUCache(cache_size)
         self._image: _ImageState | None = None
+        self._disk: ModelEmbeddings | None = None  # the on-disk store, if any
         adapted = adapted_blocks(self.config)
         if adapted and adapted[0] > 0 and self.model.prefix_cache is None:
             sam = self.config.sam
@@ -375,6 +380,14 @@ class Predictor:
             if self.model.prefix_cache is not None:
                 self.model.prefix_cache.clear()
 
+    def use_embedding_store(self, store: EmbeddingStore | None) -> None:
+        """Keep CLIP tokens and embeddings in an on-disk store too (None: stop), so an image
+        and class seen before, in this session or another, need only the decoder."""
+        with self._lock:
+            self._disk = (
+                None if store is None else store.for_model(self.model, self.dtype, self.device)
+            )
+
     # ------------------------------------------------------------------ image
     def set_image(self, rgb: np.ndarray) -> str:
         """Make `rgb` (uint8 [H, W, 3]) the current image; returns its content key.
@@ -402,11 +415,16 @@ class Predictor:
         """Cached CLIP Surgery tokens of the current image: [1, 1+N, D]."""
         image = self._require_image()
         tokens = self._tokens.get(image.key)
+        if tokens is None and self._disk is not None:
+            tokens = self._disk.tokens(image.key, self.device)
+            self.stats.disk_hits += tokens is not None
         if tokens is None:
             with self._compute():
                 tokens = self.model.clip_tokens(image.tensor[None])
             self.stats.clip_calls += 1
-            self._tokens.put(image.key, tokens)
+            if self._disk is not None:
+                self._disk.put_tokens(image.key, tokens)
+        self._tokens.put(image.key, tokens)
         return tokens
 
     # ------------------------------------------------------------------ text
@@ -635,14 +653,32 @@ class Predictor:
         """Embedding and similarity map per class, computing only the missing ones."""
         keys = [self._embedding_key(n, names) for n in names]
         found = {k: self._embeddings.get(k) for k in keys}
+        self.stats.embedding_hits += sum(entry is not None for entry in found.values())
+        if self._disk is not None:
+            for key in [k for k in keys if found[k] is None]:
+                stored = self._disk.embedding(key, self.device)
+                if stored is not None:
+                    found[key] = _ClassEntry(*stored)
+                    self._embeddings.put(key, found[key])
+                    self.stats.disk_hits += 1
         missing = [(n, k) for n, k in zip(names, keys, strict=True) if found[k] is None]
-        self.stats.embedding_hits += len(names) - len(missing)
         if missing:
             entries = self._encode([n for n, _ in missing])
             for (_, key), entry in zip(missing, entries, strict=True):
                 found[key] = entry
                 self._embeddings.put(key, entry)
+                if self._disk is not None:
+                    self._disk.put_embedding(key, entry.embedding, entry.similarity_map)
         return [found[k] for k in keys]
+
+    def embed(self, rgb: np.ndarray, class_names: Sequence[str]) -> None:
+        """Compute (or find) the CLIP tokens and class embeddings of an image without
+        decoding: fills the caches, the disk store too, for later `predict` calls."""
+        names = _clean_names(class_names)
+        with self._lock:
+            self.set_image(rgb)
+            with self._memory_guard("computing embeddings", len(names)):
+                self._entries(names)
 
     def _encode(self, names: list[str]) -> Iterator[_ClassEntry]:
         """Run the guide once and the adapted image encoder per class (in batches)."""

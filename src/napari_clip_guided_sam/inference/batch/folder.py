@@ -18,8 +18,16 @@ from typing import Any
 
 from ..._atomic import remove_stale_temporaries
 from ..._locking import output_lock
-from ...data.formats import UNSUPPORTED, image_stem, is_ome_tiff, is_supported, printable
+from ...data.formats import (
+    UNSUPPORTED,
+    image_stem,
+    is_image_path,
+    is_ome_tiff,
+    is_zarr,
+    printable,
+)
 from ...data.image import ImageData
+from ...data.ome_zarr import LABELS_GROUP, is_ome_zarr_image
 from ...data.reader import read_image_lazy
 from ...data.slicing import n_slices
 from .options import SegmentOptions, SlicePredictor, with_classes
@@ -97,9 +105,10 @@ def collect_inputs(
 ) -> tuple[list[Path], list[Path]]:
     """Images to segment under ``source`` and the files skipped as unsupported.
 
-    A file is taken as is; a folder gives its supported images (sorted, not recursive,
-    hidden files ignored) and its other files. Files ending in ``exclude_suffix`` + an
-    image suffix (earlier outputs in the same folder) and our report files are left out.
+    A file (or a zarr store, which is a folder) is taken as is; a folder gives its supported
+    images, zarr stores included (sorted, not recursive, hidden files ignored) and its other
+    files. Files ending in ``exclude_suffix`` + an image suffix (earlier outputs in the
+    same folder) and our report files are left out.
 
     Raises:
         FileNotFoundError: ``source`` does not exist.
@@ -108,8 +117,8 @@ def collect_inputs(
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"input not found: {source}")
-    if source.is_file():
-        if not is_supported(source):
+    if source.is_file() or is_image_path(source):
+        if not is_image_path(source):
             raise ValueError(f"cannot segment {source}: {UNSUPPORTED}")
         return [source], []
     if not source.is_dir():
@@ -117,9 +126,11 @@ def collect_inputs(
     images, unsupported = [], []
     reports = {f"{REPORT_NAME}.csv", f"{REPORT_NAME}.json"}
     for path in sorted(source.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or path.name in reports:
+        if path.name.startswith(".") or path.name in reports:
             continue
-        if not is_supported(path):
+        if not path.is_file() and not is_image_path(path):
+            continue
+        if not is_image_path(path):
             unsupported.append(path)
         elif not (exclude_suffix and image_stem(path).endswith(exclude_suffix)):
             images.append(path)
@@ -127,11 +138,22 @@ def collect_inputs(
 
 
 def output_path_for(path: Path, output_dir: Path, options: SegmentOptions) -> Path:
-    """Output file of ``path``: ``<output_dir>/<stem><suffix>.tif`` (or ``.ome.tif``)."""
-    ome_input = is_ome_tiff(path)
+    """Output of ``path``: ``<output_dir>/<stem><suffix>.tif`` (``.ome.tif``, ``.ome.zarr``).
+
+    ``auto``: OME-TIFF for OME-TIFF input; for an OME-Zarr image, a label image in its own
+    ``labels`` group, ``<image>/labels/<stem><suffix>`` (a plain zarr array gets a
+    standalone ``.ome.zarr`` store); TIFF otherwise.
+    """
     fmt = options.output_format
-    ome = fmt == "ome.tif" or (fmt == "auto" and ome_input)
-    return Path(output_dir) / f"{image_stem(path)}{options.suffix}{'.ome.tif' if ome else '.tif'}"
+    name = f"{image_stem(path)}{options.suffix}"
+    if fmt == "auto" and is_zarr(path):
+        if is_ome_zarr_image(path):
+            return Path(path) / LABELS_GROUP / name
+        fmt = "ome.zarr"
+    if fmt == "ome.zarr":
+        return Path(output_dir) / f"{name}.ome.zarr"
+    ome = fmt == "ome.tif" or (fmt == "auto" and is_ome_tiff(path))
+    return Path(output_dir) / f"{name}{'.ome.tif' if ome else '.tif'}"
 
 
 @dataclass
@@ -212,7 +234,7 @@ def segment_batch(
 
 def check_output_folder(source: Path, output_dir: Path, allow_same_folder: bool) -> bool:
     """Whether `output_dir` is the input folder (refused unless `allow_same_folder`)."""
-    input_folder = source if source.is_dir() else source.parent
+    input_folder = source if source.is_dir() and not is_zarr(source) else source.parent
     same = _same_folder(input_folder, output_dir)
     if same and not allow_same_folder:
         raise ValueError(

@@ -21,8 +21,8 @@ if TYPE_CHECKING:  # the CLI reads OUTPUT_FORMATS without loading torch
 
 __all__ = ["OUTPUT_FORMATS", "SegmentOptions", "SlicePredictor", "resolve_class_names"]
 
-OutputFormat = Literal["auto", "tif", "ome.tif"]
-OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("auto", "tif", "ome.tif")
+OutputFormat = Literal["auto", "tif", "ome.tif", "ome.zarr"]
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("auto", "tif", "ome.tif", "ome.zarr")
 
 
 class SlicePredictor(Protocol):
@@ -106,7 +106,9 @@ class SegmentOptions:
         tiling: whether and how slices larger than the model's input are segmented in
             overlapping windows (automatic by default: above 1.5 times the input size;
             `inference.tiles.TilingConfig`).
-        output_format: ``"auto"`` writes OME-TIFF for OME-TIFF input, TIFF otherwise.
+        output_format: ``"auto"`` writes OME-TIFF for OME-TIFF input, a label image in the
+            image's ``labels`` group for OME-Zarr input, TIFF otherwise; ``"ome.zarr"`` a
+            standalone OME-Zarr label store.
         suffix: added to the input's stem to name its output, e.g. ``a_labels.tif``.
         overwrite: redo files whose output exists (otherwise they are skipped).
     """

@@ -1,11 +1,12 @@
-"""Segmenting one image or stack slice by slice, into a label TIFF or an array.
+"""Segmenting one image or stack slice by slice, into a label TIFF, an OME-Zarr label image or
+an array.
 
 Slices are read one at a time (lazy TIFF pages or a memory map), so a stack larger than RAM
 works. Label slices are spooled to a temporary file next to the output
 (``data.label_writer.LabelSpool``); when the last slice is done the label TIFF/OME-TIFF
-(zlib, the input's axes and pixel size) is written and moved into place in one step. A file
-at the output path is therefore always complete, and a cancelled or failed stack leaves
-nothing behind.
+(zlib, the input's axes and pixel size) or OME-Zarr label image (a folder, renamed into
+place; `data.ome_zarr`) is written and moved into place in one step. An output is therefore
+always complete, and a cancelled or failed stack leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -18,10 +19,16 @@ import numpy as np
 
 from ..._atomic import atomic_write
 from ...data.axes import PLANE_AXES, leading_axes, links_slices_by_default
-from ...data.formats import is_ome_tiff, is_tiff
+from ...data.formats import is_ome_tiff, is_tiff, is_zarr
 from ...data.image import ImageData
 from ...data.label_writer import LabelSpool, smallest_label_dtype, write_label_tiff
-from ...data.normalize import image_percentiles, normalize_image_slice
+from ...data.normalize import (
+    NormalizeConfig,
+    PercentileStats,
+    image_percentiles,
+    normalize_image_slice,
+)
+from ...data.ome_zarr import geometry_of, is_label_target, write_label_zarr
 from ...data.reader import read_image_lazy
 from ...data.slicing import iter_indices, leading_shape, n_slices
 from ..instances import labels_to_instances
@@ -31,7 +38,13 @@ from ..tiles import plan_tiles
 from .options import SegmentOptions, SlicePredictor, with_classes
 from .tile_source import SliceWindows
 
-__all__ = ["SliceDone", "iter_slice_labels", "segment_stack", "segment_stack_to_array"]
+__all__ = [
+    "SliceDone",
+    "iter_slice_labels",
+    "iter_slice_rgb",
+    "segment_stack",
+    "segment_stack_to_array",
+]
 
 
 @dataclass(frozen=True)
@@ -56,14 +69,12 @@ def iter_slice_labels(
     """
     if not options.class_names:
         raise ValueError("no class names: resolve them with resolve_class_names first")
-    config = options.normalize
-    stats = None
-    if config.mode == "stack":
-        stats = image_percentiles(image, config.percentiles, sample=config.sample)
     name = image.path.name if image.path is not None else ""
     table = predictor.label_table_for(options.class_names)
     values = [table.values[n] for n in options.class_names]
     linker = SliceLinker() if options.instances is not None and _links(image, options) else None
+    config = options.normalize
+    stats = _stack_stats(image, config)
     names, threshold = list(options.class_names), options.threshold
     height, width = _label_layout(image)[1][-2:]
     plan = plan_tiles((height, width), predictor.input_size, options.tiling)
@@ -91,6 +102,24 @@ def iter_slice_labels(
                     linker.restart()
                 labels = linker.link(labels, class_labels)
         yield labels
+
+
+def iter_slice_rgb(
+    image: ImageData, config: NormalizeConfig
+) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """(leading index, the model's uint8 RGB input) of each 2D slice, in row-major order:
+    the same normalisation as segmenting a slice that fits the model's input."""
+    stats = _stack_stats(image, config)
+    for index in iter_indices(image):
+        yield index, normalize_image_slice(image, index, config, stats)
+
+
+def _stack_stats(image: ImageData, config: NormalizeConfig) -> PercentileStats | None:
+    """The intensity percentiles of the whole stack when `config` normalises per stack
+    (else None: each slice is normalised on its own)."""
+    if config.mode != "stack":
+        return None
+    return image_percentiles(image, config.percentiles, sample=config.sample)
 
 
 def _links(image: ImageData, options: SegmentOptions) -> bool:
@@ -121,8 +150,9 @@ def segment_stack(
     Args:
         predictor: an :class:`~napari_clip_guided_sam.inference.predictor.Predictor`.
         image: an :class:`ImageData` (numpy or dask array) or a path, opened lazily.
-        output: ``.tif``/``.tiff`` or ``.ome.tif``/``.ome.tiff``; written atomically with
-            the image's leading axes, Y, X and its pixel size and unit.
+        output: ``.tif``/``.tiff`` or ``.ome.tif``/``.ome.tiff``, a ``.ome.zarr`` store, or
+            ``<image>.ome.zarr/labels/<name>`` (the OME-Zarr image's labels group); written
+            atomically with the image's leading axes, Y, X and its pixel size and unit.
         options: see :class:`SegmentOptions`; empty class names take the checkpoint's.
 
     Yields:
@@ -138,8 +168,12 @@ def segment_stack(
     if not isinstance(image, ImageData):
         image = read_image_lazy(image)
     output = Path(output)
-    if not is_tiff(output):
-        raise ValueError(f"label output must be a .tif or .ome.tif file, got {output}")
+    zarr_output = is_zarr(output) or is_label_target(output)
+    if not is_tiff(output) and not zarr_output:
+        raise ValueError(
+            f"label output must be a .tif, .ome.tif or .ome.zarr path, or a label image in "
+            f"an OME-Zarr image's labels group, got {output}"
+        )
     if output.exists() and not options.overwrite:
         raise FileExistsError(f"{output} exists; allow overwriting to replace it")
     if image.path is not None and output.resolve() == Path(image.path).resolve():
@@ -154,8 +188,20 @@ def segment_stack(
             spool.append(labels)
             yield SliceDone(label, index, total)
         sizes = {a: size for a in axes if (size := image.pixel_size_of(a)) is not None}
-        ome = is_ome_tiff(output)
         provenance = label_provenance_of(predictor)
+        if zarr_output:
+            write_label_zarr(
+                output,
+                spool,
+                axes,
+                sizes,
+                image.unit,
+                provenance=provenance,
+                like=geometry_of(image),
+                overwrite=options.overwrite,
+            )
+            return output
+        ome = is_ome_tiff(output)
         atomic_write(
             output,
             lambda temp: write_label_tiff(temp, spool, axes, sizes, image.unit, ome, provenance),
