@@ -251,13 +251,17 @@ def segment_batch_on_cluster(
                     yield record_failure(path, error, 0, 0.0, report, summary)
                     continue
                 if stack is None:
-                    task = (_segment_file, path, output, options, images, reference)
-                    files[client.submit(*task, pure=False)] = (path, output)
+                    future = client.submit(
+                        _segment_file, path, output, options, images, reference, pure=False
+                    )
+                    files[future] = (path, output)
                     continue
                 stats = stack_stats(stack.image, options.normalize)
                 for slices in plan_ranges(stack.slices, slices_per_task or stack.slices):
-                    task = (_segment_range, path, stack.scratch.folder, slices, options, stats)
-                    future = client.submit(*task, pure=False)
+                    scratch = stack.scratch.folder
+                    future = client.submit(
+                        _segment_range, path, scratch, slices, options, stats, pure=False
+                    )
                     stack.futures.append(future)
                     files[future] = stack
                 stack.left = len(stack.futures)

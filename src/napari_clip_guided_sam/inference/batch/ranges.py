@@ -80,7 +80,7 @@ class ScratchLabels:
         array = zarr.open_array(str(self.folder), mode="r")
         lead = self.shape[:-2]
         for flat in range(int(np.prod(lead, dtype=np.int64))):
-            yield array[np.unravel_index(flat, lead)].astype(dtype, copy=False)
+            yield np.asarray(array[_position(flat, lead)]).astype(dtype, copy=False)
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -103,6 +103,11 @@ def segment_range(
     top = 0
     labels_of = iter_slice_labels(predictor, image, options, slices=slices, stats=stats)
     for flat, labels in zip(slices, labels_of, strict=True):
-        array[np.unravel_index(flat, lead)] = labels
+        array[_position(flat, lead)] = labels
         top = max(top, int(labels.max(initial=0)))
     return top
+
+
+def _position(flat: int, lead: tuple[int, ...]) -> tuple[int, ...]:
+    """The leading index of row-major slice number `flat`."""
+    return tuple(int(i) for i in np.unravel_index(flat, lead))

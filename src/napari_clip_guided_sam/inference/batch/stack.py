@@ -96,9 +96,8 @@ def iter_slice_labels(
     names, threshold = list(options.class_names), options.threshold
     height, width = label_layout(image)[1][-2:]
     plan = plan_tiles((height, width), predictor.input_size, options.tiling)
-    indices = enumerate(iter_indices(image))
-    if slices is not None:
-        indices = itertools.islice(indices, slices.start, slices.stop)
+    chosen = slices if slices is not None else range(n_slices(image))
+    indices = itertools.islice(enumerate(iter_indices(image)), chosen.start, chosen.stop)
     for flat, index in indices:
         clicks = options.points.for_slice(name, flat) if options.points is not None else None
         points, point_labels = clicks if clicks is not None else (None, None)
