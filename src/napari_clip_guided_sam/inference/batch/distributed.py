@@ -33,6 +33,7 @@ from distributed import WorkerPlugin, as_completed, get_worker
 from ..._atomic import remove_stale_temporaries
 from ..._locking import output_lock
 from ...data.image import ImageData
+from ...data.normalize import PercentileStats
 from ...data.reader import read_image_lazy
 from ...data.slicing import n_slices
 from .folder import (
@@ -154,6 +155,7 @@ class SplitStack:
     path: Path
     output: Path
     image: ImageData
+    stats: PercentileStats | None
     scratch: ScratchLabels
     start: float
     futures: list[Any]
@@ -208,6 +210,8 @@ def segment_batch_on_cluster(
     out of memory) fails with the reason. Closing the generator cancels what is left.
     """
     source, output_dir = Path(source), Path(output_dir)
+    if slices_per_task is not None:
+        plan_ranges(1, slices_per_task)  # a bad count is refused before any work
     same = check_output_folder(source, output_dir, allow_same_folder)
     client.register_plugin(ModelOnWorker(load, torch_threads), name=PLUGIN_NAME)
     options, said, provenance = client.submit(_describe_model, options, pure=False).result()
@@ -239,8 +243,6 @@ def segment_batch_on_cluster(
             guard.written(path, output)  # taken now: the files run at the same time
             todo.append((path, output))
         reference = _reference([path for path, _ in todo])
-        if slices_per_task is not None:
-            plan_ranges(1, slices_per_task)  # a bad count is refused before any work
         files: dict[Any, tuple[Path, Path] | SplitStack] = {}
         stacks: list[SplitStack] = []
         try:
@@ -256,11 +258,10 @@ def segment_batch_on_cluster(
                     )
                     files[future] = (path, output)
                     continue
-                stats = stack_stats(stack.image, options.normalize)
                 for slices in plan_ranges(stack.slices, slices_per_task or stack.slices):
                     scratch = stack.scratch.folder
                     future = client.submit(
-                        _segment_range, path, scratch, slices, options, stats, pure=False
+                        _segment_range, path, scratch, slices, options, stack.stats, pure=False
                     )
                     stack.futures.append(future)
                     files[future] = stack
@@ -295,8 +296,9 @@ def _split(
     if not splits(image, options, slices_per_task):
         return None
     check_input(image, path, n_slices(image), images, options, reference)
+    stats = stack_stats(image, options.normalize)  # once, for every range
     scratch = ScratchLabels.create(output, image)
-    return SplitStack(path, output, image, scratch, time.perf_counter(), [], 0)
+    return SplitStack(path, output, image, stats, scratch, time.perf_counter(), [], 0)
 
 
 def _collect(finished, files, client, provenance, options, report, summary):
