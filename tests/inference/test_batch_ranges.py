@@ -184,3 +184,21 @@ def test_a_failed_range_leaves_no_output(client, checkpoint, stack, tmp_path):
     assert "corrupt" in events[0].reason
     assert not (output / "stack_labels.ome.zarr").exists()
     assert not [p.name for p in output.iterdir() if is_temporary(p.name)]  # no scratch
+
+
+def test_ranges_across_two_leading_axes(client, checkpoint, drifting_disk, tmp_path):
+    """A T x Z stack (3 x 4 slices): ranges of 5 slices cross from one time point to the
+    next and still land on their own slices."""
+    source = tmp_path / "source"
+    source.mkdir()
+    series = drifting_disk[0].reshape(3, 4, *drifting_disk[0].shape[1:])
+    tifffile.imwrite(source / "stack.tif", series, imagej=True, metadata={"axes": "TZYXS"})
+    options = SegmentOptions(class_names=("disk",), output_format="ome.zarr")
+    name = "stack_labels.ome.zarr"
+    expected = serial(checkpoint, source, tmp_path / "serial", options)
+    before = range_tasks(client)
+    on_cluster(client, checkpoint, source, tmp_path / "split", options)
+
+    assert len(range_tasks(client) - before) == 3
+    assert read_image(expected / name).axes == "TZYX"
+    assert contents(tmp_path / "split" / name) == contents(expected / name)
