@@ -202,3 +202,23 @@ def test_ranges_across_two_leading_axes(client, checkpoint, drifting_disk, tmp_p
     assert len(range_tasks(client) - before) == 3
     assert read_image(expected / name).axes == "TZYX"
     assert contents(tmp_path / "split" / name) == contents(expected / name)
+
+
+def test_a_split_ome_zarr_stack_gets_its_labels_in_its_own_labels_group(
+    client, checkpoint, drifting_disk, tmp_path
+):
+    from data.conftest import write_ome_zarr
+
+    grey = np.ascontiguousarray(drifting_disk[0][..., 0])
+    for run in ("serial", "split"):
+        write_ome_zarr(tmp_path / run / "in" / "stack.ome.zarr", grey, chunks=(1, 48, 64))
+    options = SegmentOptions(class_names=("disk",))  # --format auto: the image's labels
+    serial(checkpoint, tmp_path / "serial" / "in", tmp_path / "serial" / "out", options)
+    before = range_tasks(client)
+    on_cluster(client, checkpoint, tmp_path / "split" / "in", tmp_path / "split" / "out", options)
+
+    assert len(range_tasks(client) - before) == 3
+    serial_labels = tmp_path / "serial" / "in" / "stack.ome.zarr" / "labels"
+    split_labels = tmp_path / "split" / "in" / "stack.ome.zarr" / "labels"
+    assert contents(split_labels) == contents(serial_labels)  # the group, its list, the image
+    assert len(contents(split_labels)) > 2
