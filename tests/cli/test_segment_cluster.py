@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_clip_guided_sam.cli import EXIT_FAILED, EXIT_OK, main
+from napari_clip_guided_sam.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 
 distributed = pytest.importorskip("distributed")
 
@@ -61,3 +61,32 @@ def test_a_running_cluster_reports_failed_files_and_exits_1(tmp_path, capsys):
     assert rows[str(source / "broken.tif")]["reason"]
     assert sorted(p.name for p in output.glob("*_labels.tif")) == ["img0_labels.tif",
                                                                    "img1_labels.tif"]  # fmt: skip
+
+
+def test_a_stack_split_into_slice_ranges_writes_the_serial_store(tmp_path, capsys):
+    source = tmp_path / "in"
+    source.mkdir()
+    rng = np.random.default_rng(1)
+    stack = rng.integers(0, 400, size=(5, 40, 48)).astype(np.uint16)
+    stack[:, 10:26, 12:30] += 3000
+    tifffile.imwrite(source / "stack.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    common = ["-c", "nucleus", "--format", "ome.zarr", *TINY]
+    assert main(["segment", str(source), "-o", str(tmp_path / "serial"), *common]) == EXIT_OK
+    code = main(["segment", str(source), "-o", str(tmp_path / "dask"), *common,
+                 "--workers", "1", "--slices-per-task", "2"])  # fmt: skip
+
+    assert code == EXIT_OK and "1 done, 0 skipped, 0 failed" in capsys.readouterr().out
+
+    def store(folder):
+        root = folder / "stack_labels.ome.zarr"
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    assert store(tmp_path / "dask") == store(tmp_path / "serial")
+
+
+def test_slices_per_task_needs_a_cluster(tmp_path, capsys):
+    source = images(tmp_path / "in", count=1)
+    code = main(["segment", str(source), "-c", "nucleus", "--slices-per-task", "4", *TINY])
+
+    assert code == EXIT_USAGE
+    assert "--workers or --scheduler" in capsys.readouterr().err

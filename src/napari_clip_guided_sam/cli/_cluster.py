@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..data.formats import printable
+from ..inference.batch.ranges import DEFAULT_SLICES_PER_TASK
 from ._common import UsageError
 
 
@@ -32,6 +33,25 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
         help="segment the files on the workers of a running dask cluster, e.g. "
         "tcp://10.0.0.5:8786 (SLURM/PBS with dask-jobqueue, Kubernetes; docs/scaling.md)",
     )
+    parser.add_argument(
+        "--slices-per-task",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --workers/--scheduler: split a stack of more than N slices into tasks "
+        f"of N slices (default {DEFAULT_SLICES_PER_TASK}; 0: one task per file). A stack "
+        "whose instances are linked across slices stays one task",
+    )
+
+
+def check_cluster_arguments(args: argparse.Namespace) -> None:
+    """Refuse cluster options without a cluster."""
+    if args.slices_per_task is not None and not (args.workers or args.scheduler):
+        raise UsageError(
+            "--slices-per-task splits stacks on a cluster: add --workers or --scheduler"
+        )
+    if args.slices_per_task is not None and args.slices_per_task < 0:
+        raise UsageError("--slices-per-task: give 0 (no split) or more")
 
 
 @contextlib.contextmanager
@@ -52,6 +72,12 @@ def _client(args: argparse.Namespace) -> Iterator[tuple[object, int | None]]:
         Client(cluster) as client,
     ):
         yield client, threads
+
+
+def _slices_per_task(args: argparse.Namespace) -> int | None:
+    if args.slices_per_task is None:
+        return DEFAULT_SLICES_PER_TASK
+    return args.slices_per_task or None  # 0: never split
 
 
 def run_on_cluster(
@@ -90,6 +116,7 @@ def run_on_cluster(
             allow_same_folder=args.allow_same_folder,
             settings=settings,
             torch_threads=threads,
+            slices_per_task=_slices_per_task(args),
         )
         bar, finished = None, None
         try:

@@ -12,7 +12,7 @@ from ..data.normalize import NORMALIZE_MODES
 from ..inference.batch.options import OUTPUT_FORMATS
 from ..inference.instances import INSTANCE_METHODS
 from ..inference.tiles import TILING_MODES, TilingConfig
-from ._cluster import add_cluster_arguments, run_on_cluster
+from ._cluster import add_cluster_arguments, check_cluster_arguments, run_on_cluster
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -178,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.link_slices and not args.instances:
         raise UsageError("--link-slices links instances: add --instances connected|watershed")
+    check_cluster_arguments(args)
     source = Path(args.input)
     if not source.exists():
         raise CommandError(f"input not found: {printable(source)}")

@@ -262,8 +262,9 @@ def write_label_zarr(
     standalone store (NGFF 0.4) with ``sizes`` and ``unit``.
 
     Args:
-        labels: an unsigned integer array ``[..., Y, X]``, or a ``LabelSpool`` (written
-            slice by slice with the smallest dtype that holds its largest label).
+        labels: an unsigned integer array ``[..., Y, X]``, or a ``LabelSpool`` or another
+            source of slices with its ``shape``, ``max_label`` and ``slices(dtype)``
+            (written slice by slice with the smallest dtype that holds its largest label).
         axes: the labels' axis letters, e.g. ``"ZYX"``.
         provenance: what made the labels, kept under ``clip_guided_sam`` as in label TIFFs.
         overwrite: replace an existing label image at ``target``; otherwise refuse.
@@ -274,13 +275,14 @@ def write_label_zarr(
     Raises:
         FileExistsError: ``target`` exists and ``overwrite`` is False.
     """
-    from .label_writer import LabelSpool, smallest_label_dtype
+    from .label_writer import smallest_label_dtype
 
     target = Path(target)
     in_image = like is not None and is_label_target(target)
     version = like.version if like is not None else WRITE_VERSION
     zarr_format = like.zarr_format if like is not None else 2
-    if isinstance(labels, LabelSpool):
+    by_slice = not isinstance(labels, np.ndarray) and hasattr(labels, "slices")
+    if by_slice:
         dtype, shape = np.dtype(smallest_label_dtype(labels.max_label)), labels.shape
     else:
         labels = np.asarray(labels)
@@ -301,7 +303,7 @@ def write_label_zarr(
         group = zarr.open_group(str(folder), mode="w", zarr_format=_format(zarr_format))
         chunks = (1,) * (len(shape) - 2) + tuple(min(s, _CHUNK_SIDE) for s in shape[-2:])
         array = group.create_array("0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
-        if isinstance(labels, LabelSpool):
+        if by_slice:
             lead = shape[:-2]
             for flat, plane in enumerate(labels.slices(dtype)):
                 array[tuple(int(i) for i in np.unravel_index(flat, lead))] = plane

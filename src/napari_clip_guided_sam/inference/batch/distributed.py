@@ -10,6 +10,10 @@ folder's lock; a task reads its file, checks it and segments it with
 worker killed mid-file leaves no output file and dask runs the task again elsewhere. The
 client merges every task's result into one report as the tasks finish.
 
+A stack of more than `slices_per_task` slices is split into ranges of slices, one task
+each, written into one scratch array and then into its output by the client
+(:mod:`.ranges`); a stack whose instances are linked across slices stays one task.
+
 Differences from the serial run, by design: files finish in any order (the report lists
 them as they finish), and a later input whose output name clashes with an earlier one's
 fails even when the earlier one fails too (the serial run decides it after the earlier).
@@ -28,6 +32,8 @@ from distributed import WorkerPlugin, as_completed, get_worker
 
 from ..._atomic import remove_stale_temporaries
 from ..._locking import output_lock
+from ...data.image import ImageData
+from ...data.normalize import PercentileStats
 from ...data.reader import read_image_lazy
 from ...data.slicing import n_slices
 from .folder import (
@@ -47,8 +53,9 @@ from .folder import (
     write_quietly,
 )
 from .options import SegmentOptions, SlicePredictor, with_classes
+from .ranges import DEFAULT_SLICES_PER_TASK, ScratchLabels, plan_ranges, segment_range, splits
 from .report import BatchReport
-from .stack import segment_stack
+from .stack import label_provenance, segment_stack, stack_stats, write_label_output
 
 __all__ = ["PLUGIN_NAME", "ModelOnWorker", "segment_batch_on_cluster"]
 
@@ -129,6 +136,37 @@ def _segment_file(
     return FileResult(path, output, total, time.perf_counter() - start)
 
 
+def _segment_range(
+    path: Path, scratch: Path, slices: range, options: SegmentOptions, stats: Any
+) -> tuple[int, BaseException | None]:
+    """On a worker: one range of a split stack; (its largest label, the error or None)."""
+    try:
+        image = read_image_lazy(path)
+        return segment_range(_worker_predictor(), image, scratch, slices, options, stats), None
+    except Exception as error:  # the stack fails with the reason; its other ranges stop
+        return 0, _portable(error)
+
+
+@dataclass
+class SplitStack:
+    """A stack segmented as several range tasks: what the client tracks until the last
+    range is in and the output written."""
+
+    path: Path
+    output: Path
+    image: ImageData
+    stats: PercentileStats | None
+    scratch: ScratchLabels
+    start: float
+    futures: list[Any]
+    left: int
+    failed: bool = False
+
+    @property
+    def slices(self) -> int:
+        return n_slices(self.image)
+
+
 def _portable(error: Exception) -> BaseException:
     """`error`, or a RuntimeError with its text when it cannot travel to the client."""
     try:
@@ -158,10 +196,13 @@ def segment_batch_on_cluster(
     allow_same_folder: bool = False,
     settings: dict[str, Any] | None = None,
     torch_threads: int | None = None,
+    slices_per_task: int | None = DEFAULT_SLICES_PER_TASK,
 ) -> Generator[BatchEvent, None, BatchSummary]:
     """:func:`.folder.segment_batch` on the workers of `client` (a `distributed.Client`),
     one task per file; `load()` builds each worker's model (once per worker, with
-    `torch_threads` CPU threads, see :class:`ModelOnWorker`).
+    `torch_threads` CPU threads, see :class:`ModelOnWorker`). A file of more than
+    `slices_per_task` slices (None: never) whose instances are not linked across slices is
+    split into ranges of that many slices, one task each (:mod:`.ranges`).
 
     Yields the serial batch's events but `FileStarted` and `SliceDone` (a file's progress
     stays on its worker): `FileSkipped`, `FileDone`, `FileFailed` as files finish, then
@@ -169,6 +210,8 @@ def segment_batch_on_cluster(
     out of memory) fails with the reason. Closing the generator cancels what is left.
     """
     source, output_dir = Path(source), Path(output_dir)
+    if slices_per_task is not None:
+        plan_ranges(1, slices_per_task)  # a bad count is refused before any work
     same = check_output_folder(source, output_dir, allow_same_folder)
     client.register_plugin(ModelOnWorker(load, torch_threads), name=PLUGIN_NAME)
     options, said, provenance = client.submit(_describe_model, options, pure=False).result()
@@ -200,36 +243,116 @@ def segment_batch_on_cluster(
             guard.written(path, output)  # taken now: the files run at the same time
             todo.append((path, output))
         reference = _reference([path for path, _ in todo])
-        futures = [
-            client.submit(_segment_file, path, output, options, images, reference, pure=False)
-            for path, output in todo
-        ]
+        files: dict[Any, tuple[Path, Path] | SplitStack] = {}
+        stacks: list[SplitStack] = []
         try:
-            files = {future: item for future, item in zip(futures, todo, strict=True)}
-            yield from _collect(as_completed(futures), files, report, summary)
+            for path, output in todo:
+                try:
+                    stack = _split(path, output, options, slices_per_task, images, reference)
+                except Exception as error:  # checked here: fails as its task would
+                    yield record_failure(path, error, 0, 0.0, report, summary)
+                    continue
+                if stack is None:
+                    future = client.submit(
+                        _segment_file, path, output, options, images, reference, pure=False
+                    )
+                    files[future] = (path, output)
+                    continue
+                for slices in plan_ranges(stack.slices, slices_per_task or stack.slices):
+                    scratch = stack.scratch.folder
+                    future = client.submit(
+                        _segment_range, path, scratch, slices, options, stack.stats, pure=False
+                    )
+                    stack.futures.append(future)
+                    files[future] = stack
+                stack.left = len(stack.futures)
+                stacks.append(stack)
+            write_quietly(report)
+            done = _collect(as_completed(list(files)), files, client, provenance, options, report,
+                            summary)  # fmt: skip
+            yield from done
         finally:
-            client.cancel(futures)
+            client.cancel(list(files))
+            for stack in stacks:  # those not finished (a finished one removed its own)
+                stack.scratch.remove()
             # What the workers killed mid-file left (their temporaries; no output).
             remove_stale_temporaries(output_dir)
         yield finish(report, summary)
     return summary
 
 
-def _collect(finished, files, report: BatchReport, summary: BatchSummary):
-    """Record each task's result as it finishes; a full disk stops the batch."""
+def _split(
+    path: Path,
+    output: Path,
+    options: SegmentOptions,
+    slices_per_task: int | None,
+    images: list[Path],
+    reference: tuple[int, Path] | None,
+) -> SplitStack | None:
+    """`path` as a split stack with its scratch array created, or None: one task."""
+    if slices_per_task is None:
+        return None
+    image = read_image_lazy(path)
+    if not splits(image, options, slices_per_task):
+        return None
+    check_input(image, path, n_slices(image), images, options, reference)
+    stats = stack_stats(image, options.normalize)  # once, for every range
+    scratch = ScratchLabels.create(output, image)
+    return SplitStack(path, output, image, stats, scratch, time.perf_counter(), [], 0)
+
+
+def _collect(finished, files, client, provenance, options, report, summary):
+    """Record each file's result as its task (or a split stack's last range) finishes; a
+    full disk stops the batch."""
     for future in finished:
-        path, output = files[future]
-        try:
-            result = future.result()
-        except Exception as error:  # the task's workers died (dask's KilledWorker)
-            result = FileResult(path, output, 0, 0.0, error)
-        if result.error is None:
-            report.add(path, "done", output, result.slices, result.seconds)
-            summary.done.append(path)
-            yield FileDone(path, output)
+        item = files[future]
+        if isinstance(item, SplitStack):
+            result = _range_finished(item, future, client, provenance, options)
+            if result is None:
+                continue
         else:
-            yield record_failure(path, result.error, result.slices, result.seconds, report,
-                                 summary)  # fmt: skip
+            path, output = item
+            try:
+                result = future.result()
+            except Exception as error:  # the task's workers died (dask's KilledWorker)
+                result = FileResult(path, output, 0, 0.0, error)
+        if result.error is None:
+            report.add(result.path, "done", result.output, result.slices, result.seconds)
+            summary.done.append(result.path)
+            yield FileDone(result.path, result.output)
+        else:
+            yield record_failure(result.path, result.error, result.slices, result.seconds,
+                                 report, summary)  # fmt: skip
         write_quietly(report)
         if summary.stopped:
             break
+
+
+def _range_finished(
+    stack: SplitStack, future: Any, client: Any, provenance: Any, options: SegmentOptions
+) -> FileResult | None:
+    """Take in one finished range of `stack`: its file's result once the last range is in
+    and the output written, or at the first failed range (the others are cancelled and
+    the scratch array removed); None while ranges are left or once the stack failed."""
+    if stack.failed:
+        return None
+    try:
+        top, error = future.result()
+    except Exception as died:  # the range's workers died (dask's KilledWorker)
+        top, error = 0, died
+    stack.left -= 1
+    if error is None:
+        stack.scratch.max_label = max(stack.scratch.max_label, top)
+        if stack.left:
+            return None
+        try:
+            labels = label_provenance(provenance)
+            write_label_output(stack.output, stack.scratch, stack.image, labels, options)
+        except Exception as failed:  # e.g. a full disk
+            error = failed
+    if error is not None:
+        stack.failed = True
+        client.cancel(stack.futures)
+    stack.scratch.remove()
+    seconds = time.perf_counter() - stack.start
+    return FileResult(stack.path, stack.output, stack.slices, seconds, error)

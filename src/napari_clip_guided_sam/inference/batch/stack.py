@@ -11,9 +11,11 @@ always complete, and a cancelled or failed stack leaves nothing behind.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +42,10 @@ from .tile_source import SliceWindows
 
 __all__ = [
     "SliceDone",
+    "label_layout",
+    "links",
+    "stack_stats",
+    "write_label_output",
     "iter_slice_labels",
     "iter_slice_rgb",
     "segment_stack",
@@ -57,9 +63,19 @@ class SliceDone:
 
 
 def iter_slice_labels(
-    predictor: SlicePredictor, image: ImageData, options: SegmentOptions
+    predictor: SlicePredictor,
+    image: ImageData,
+    options: SegmentOptions,
+    *,
+    slices: range | None = None,
+    stats: PercentileStats | None = None,
 ) -> Iterator[np.ndarray]:
     """Label image ``[H, W]`` of each 2D slice of ``image``, in row-major slice order.
+
+    ``slices``: only these row-major slice numbers (all when None), segmented exactly as in
+    the whole stack; a range must not link instances across slices (its first slice would
+    start new chains). ``stats``: the stack's percentiles (:func:`stack_stats`) when the
+    caller has them; None computes them.
 
     Slices are read one at a time, and a slice larger than the model's input (under
     ``options.tiling``) one window at a time; the predictor's caches are cleared after each slice so
@@ -72,13 +88,17 @@ def iter_slice_labels(
     name = image.path.name if image.path is not None else ""
     table = predictor.label_table_for(options.class_names)
     values = [table.values[n] for n in options.class_names]
-    linker = SliceLinker() if options.instances is not None and _links(image, options) else None
+    linker = SliceLinker() if options.instances is not None and links(image, options) else None
+    if linker is not None and slices is not None:
+        raise ValueError("linked instances cannot be segmented in slice ranges")
     config = options.normalize
-    stats = _stack_stats(image, config)
+    stats = stats if stats is not None else stack_stats(image, config)
     names, threshold = list(options.class_names), options.threshold
-    height, width = _label_layout(image)[1][-2:]
+    height, width = label_layout(image)[1][-2:]
     plan = plan_tiles((height, width), predictor.input_size, options.tiling)
-    for flat, index in enumerate(iter_indices(image)):
+    chosen = slices if slices is not None else range(n_slices(image))
+    indices = itertools.islice(enumerate(iter_indices(image)), chosen.start, chosen.stop)
+    for flat, index in indices:
         clicks = options.points.for_slice(name, flat) if options.points is not None else None
         points, point_labels = clicks if clicks is not None else (None, None)
         try:
@@ -109,12 +129,12 @@ def iter_slice_rgb(
 ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
     """(leading index, the model's uint8 RGB input) of each 2D slice, in row-major order:
     the same normalisation as segmenting a slice that fits the model's input."""
-    stats = _stack_stats(image, config)
+    stats = stack_stats(image, config)
     for index in iter_indices(image):
         yield index, normalize_image_slice(image, index, config, stats)
 
 
-def _stack_stats(image: ImageData, config: NormalizeConfig) -> PercentileStats | None:
+def stack_stats(image: ImageData, config: NormalizeConfig) -> PercentileStats | None:
     """The intensity percentiles of the whole stack when `config` normalises per stack
     (else None: each slice is normalised on its own)."""
     if config.mode != "stack":
@@ -122,14 +142,14 @@ def _stack_stats(image: ImageData, config: NormalizeConfig) -> PercentileStats |
     return image_percentiles(image, config.percentiles, sample=config.sample)
 
 
-def _links(image: ImageData, options: SegmentOptions) -> bool:
+def links(image: ImageData, options: SegmentOptions) -> bool:
     """Whether instance ids are linked across the slices of ``image``."""
     if options.link_slices is None:
         return links_slices_by_default(image.axes)
     return options.link_slices and bool(leading_axes(image.axes))
 
 
-def _label_layout(image: ImageData) -> tuple[str, tuple[int, ...]]:
+def label_layout(image: ImageData) -> tuple[str, tuple[int, ...]]:
     """Axes and shape of the label image of ``image``: its leading axes, then Y, X."""
     lead = leading_axes(image.axes)  # raises a clear error without Y and X
     shape = leading_shape(image) + (
@@ -179,7 +199,7 @@ def segment_stack(
     if image.path is not None and output.resolve() == Path(image.path).resolve():
         raise ValueError(f"the output {output} would replace its own input; change the suffix")
     options = with_classes(predictor, options)
-    axes, shape = _label_layout(image)
+    _, shape = label_layout(image)
     label = image.path or image.name
     total = n_slices(image)
     spool_dtype = np.uint32 if options.instances is not None else _class_dtype(predictor, options)
@@ -187,33 +207,48 @@ def segment_stack(
         for index, labels in enumerate(iter_slice_labels(predictor, image, options)):
             spool.append(labels)
             yield SliceDone(label, index, total)
-        sizes = {a: size for a in axes if (size := image.pixel_size_of(a)) is not None}
-        provenance = label_provenance_of(predictor)
-        if zarr_output:
-            write_label_zarr(
-                output,
-                spool,
-                axes,
-                sizes,
-                image.unit,
-                provenance=provenance,
-                like=geometry_of(image),
-                overwrite=options.overwrite,
-            )
-            return output
-        ome = is_ome_tiff(output)
-        atomic_write(
+        write_label_output(output, spool, image, label_provenance_of(predictor), options)
+    return output
+
+
+def write_label_output(
+    output: Path, labels: Any, image: ImageData, provenance: dict, options: SegmentOptions
+) -> None:
+    """Write the label image of `image` (a :class:`LabelSpool`, or anything with its
+    `shape`, `max_label` and `slices(dtype)`) atomically at `output`: a label TIFF/OME-TIFF
+    or an OME-Zarr label image, with the image's leading axes, Y, X, its pixel size and
+    unit, in the smallest dtype that holds the largest label."""
+    axes, _ = label_layout(image)
+    sizes = {a: size for a in axes if (size := image.pixel_size_of(a)) is not None}
+    if is_zarr(output) or is_label_target(output):
+        write_label_zarr(
             output,
-            lambda temp: write_label_tiff(temp, spool, axes, sizes, image.unit, ome, provenance),
+            labels,
+            axes,
+            sizes,
+            image.unit,
+            provenance=provenance,
+            like=geometry_of(image),
             overwrite=options.overwrite,
         )
-    return output
+        return
+    ome = is_ome_tiff(output)
+    atomic_write(
+        output,
+        lambda temp: write_label_tiff(temp, labels, axes, sizes, image.unit, ome, provenance),
+        overwrite=options.overwrite,
+    )
 
 
 def label_provenance_of(predictor: SlicePredictor) -> dict:
     """The model record a label file carries: the predictor's provenance without the
     checkpoint's full card (the checkpoint path and base weights identify it)."""
-    return {k: v for k, v in predictor.provenance().items() if k != "card"}
+    return label_provenance(predictor.provenance())
+
+
+def label_provenance(provenance: dict) -> dict:
+    """:func:`label_provenance_of` from a predictor's `provenance()` record."""
+    return {k: v for k, v in provenance.items() if k != "card"}
 
 
 def segment_stack_to_array(
@@ -228,7 +263,7 @@ def segment_stack_to_array(
         unsigned dtype that holds them.
     """
     options = with_classes(predictor, options)
-    _, shape = _label_layout(image)
+    _, shape = label_layout(image)
     dtype = np.uint32 if options.instances is not None else _class_dtype(predictor, options)
     labels: np.ndarray = np.zeros(shape, dtype=dtype)
     flat = labels.reshape(-1, *shape[-2:])
