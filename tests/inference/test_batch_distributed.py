@@ -8,14 +8,13 @@ import functools
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
-from napari_clip_guided_sam._atomic import TEMP_SUFFIX, is_temporary
+from napari_clip_guided_sam._atomic import is_temporary
 from napari_clip_guided_sam.inference.batch import (
     BatchFinished,
     FileDone,
@@ -112,29 +111,38 @@ def test_workers_write_the_serial_files_and_a_rerun_skips_them(client, checkpoin
     assert label_files(tmp_path) == expected
 
 
+def load_then_die_once_in_the_stack(checkpoint: Path, output: Path, marker: Path):
+    """A worker's model that kills its own process on its first slice of the stack, once
+    per test (the marker file): a worker dying mid-file at a known point, not a race."""
+    predictor = Predictor.from_preset("tiny", checkpoint, "cpu", "fp32")
+    segment = predictor.segment
+
+    def segment_or_die(*args, **kwargs):
+        writing_the_stack = any(
+            p.name.startswith(".stack") and is_temporary(p.name) for p in output.iterdir()
+        )
+        if writing_the_stack:
+            try:
+                marker.touch(exist_ok=False)
+            except FileExistsError:
+                pass
+            else:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return segment(*args, **kwargs)
+
+    predictor.segment = segment_or_die  # type: ignore[method-assign]
+    return predictor
+
+
 def test_a_worker_killed_mid_file_is_retried_without_a_partial_file(
     client, checkpoint, inputs, serial, tmp_path
 ):
-    killed: list[int] = []
+    output, marker = tmp_path / "out", tmp_path / "killed"
+    output.mkdir()
+    load = functools.partial(load_then_die_once_in_the_stack, checkpoint, output, marker)
+    events = list(segment_batch_on_cluster(client, load, inputs, output, OPTIONS))
 
-    def kill_the_worker_writing_the_stack():
-        # The stack's spool file appears when a worker starts on it; its name holds the
-        # worker's process id (the project's temporary-file rule).
-        while not killed:
-            for path in tmp_path.iterdir():
-                if path.name.startswith(".stack") and is_temporary(path.name):
-                    pid = int(path.name[: -len(TEMP_SUFFIX)].split("-")[-1].split(".")[0])
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                    return
-            threading.Event().wait(0.01)
-
-    watcher = threading.Thread(target=kill_the_worker_writing_the_stack, daemon=True)
-    watcher.start()
-    events = on_cluster(client, checkpoint, inputs, tmp_path)
-    watcher.join(timeout=60)
-
-    assert killed, "no worker was seen writing the stack"
+    assert marker.exists(), "no worker died writing the stack"
     assert (events[-1].n_done, events[-1].n_failed) == (5, 0)
-    assert label_files(tmp_path) == label_files(serial)
-    assert not [p.name for p in tmp_path.iterdir() if is_temporary(p.name)]
+    assert label_files(output) == label_files(serial)
+    assert not [p.name for p in output.iterdir() if is_temporary(p.name)]

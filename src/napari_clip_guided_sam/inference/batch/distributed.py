@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask
 from distributed import WorkerPlugin, as_completed, get_worker
 
 from ..._atomic import remove_stale_temporaries
@@ -85,6 +86,13 @@ class ModelOnWorker(WorkerPlugin):
         self.predictor = None
 
 
+def _read_in_this_task():
+    """Lazy (dask) image reads inside a task run in the task's own thread: inside a worker
+    dask would otherwise send each slice read to the cluster as tasks of their own, queued
+    behind the file tasks that wait for them."""
+    return dask.config.set(scheduler="synchronous")
+
+
 def _worker_predictor() -> SlicePredictor:
     plugin = get_worker().plugins.get(PLUGIN_NAME)
     predictor = plugin.predictor if isinstance(plugin, ModelOnWorker) else None
@@ -126,11 +134,12 @@ def _segment_file(
     """On a worker: one file, as the serial batch segments it."""
     start, total = time.perf_counter(), 0
     try:
-        image = read_image_lazy(path)
-        total = n_slices(image)
-        check_input(image, path, total, images, options, reference)
-        for _ in segment_stack(_worker_predictor(), image, output, options):
-            pass
+        with _read_in_this_task():
+            image = read_image_lazy(path)
+            total = n_slices(image)
+            check_input(image, path, total, images, options, reference)
+            for _ in segment_stack(_worker_predictor(), image, output, options):
+                pass
     except Exception as error:  # one bad file must not stop the batch
         return FileResult(path, output, total, time.perf_counter() - start, _portable(error))
     return FileResult(path, output, total, time.perf_counter() - start)
@@ -141,8 +150,10 @@ def _segment_range(
 ) -> tuple[int, BaseException | None]:
     """On a worker: one range of a split stack; (its largest label, the error or None)."""
     try:
-        image = read_image_lazy(path)
-        return segment_range(_worker_predictor(), image, scratch, slices, options, stats), None
+        with _read_in_this_task():
+            image = read_image_lazy(path)
+            predictor = _worker_predictor()
+            return segment_range(predictor, image, scratch, slices, options, stats), None
     except Exception as error:  # the stack fails with the reason; its other ranges stop
         return 0, _portable(error)
 
