@@ -17,6 +17,7 @@ import tifffile
 from napari_clip_guided_sam._atomic import is_temporary
 from napari_clip_guided_sam.inference.batch import (
     BatchFinished,
+    FileFailed,
     FileDone,
     FileSkipped,
     SegmentOptions,
@@ -143,6 +144,8 @@ def test_a_worker_killed_mid_file_is_retried_without_a_partial_file(
     events = list(segment_batch_on_cluster(client, load, inputs, output, OPTIONS))
 
     assert marker.exists(), "no worker died writing the stack"
+    failures = [f"{e.path.name}: {e.reason}" for e in events if isinstance(e, FileFailed)]
+    assert failures == []
     assert (events[-1].n_done, events[-1].n_failed) == (5, 0)
     assert label_files(output) == label_files(serial)
     assert not [p.name for p in output.iterdir() if is_temporary(p.name)]
