@@ -17,8 +17,8 @@ import tifffile
 from napari_clip_guided_sam._atomic import is_temporary
 from napari_clip_guided_sam.inference.batch import (
     BatchFinished,
-    FileFailed,
     FileDone,
+    FileFailed,
     FileSkipped,
     SegmentOptions,
     segment_batch,
