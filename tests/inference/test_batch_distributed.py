@@ -113,8 +113,11 @@ def test_workers_write_the_serial_files_and_a_rerun_skips_them(client, checkpoin
 
 
 def load_then_die_once_in_the_stack(checkpoint: Path, output: Path, marker: Path):
-    """A worker's model that kills its own process on its first slice of the stack, once
-    per test (the marker file): a worker dying mid-file at a known point, not a race."""
+    """A worker's model whose process kills itself, once per test (the marker file), at the
+    first slice it segments while the stack is being written: a worker dying mid-file
+    (the stack, or an image beside it) at a known point, not a race with a file watcher.
+    Its last finished file may not have reached the scheduler yet, so dask may run that
+    task again too: the retry must find the finished output and count it as done."""
     predictor = Predictor.from_preset("tiny", checkpoint, "cpu", "fp32")
     segment = predictor.segment
 

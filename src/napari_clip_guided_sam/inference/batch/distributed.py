@@ -137,6 +137,11 @@ def _segment_file(
         with _read_in_this_task():
             image = read_image_lazy(path)
             total = n_slices(image)
+            if output.exists() and not options.overwrite:
+                # The client saw no output when it submitted this task, and outputs appear
+                # whole (atomic rename): an earlier attempt of this very task wrote it, and
+                # its worker died before dask heard that it had finished.
+                return FileResult(path, output, total, time.perf_counter() - start)
             check_input(image, path, total, images, options, reference)
             for _ in segment_stack(_worker_predictor(), image, output, options):
                 pass
