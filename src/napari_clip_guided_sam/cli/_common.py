@@ -281,3 +281,29 @@ def custom_base_lines(model) -> list[str]:
         for role in ROLES
         if (source := getattr(model.base, role)).kind == "custom"
     ]
+
+
+def preset_from_args(args: argparse.Namespace) -> str:
+    """`--preset`, else the checkpoint's own preset, else `paper`."""
+    if args.preset is not None:
+        return args.preset
+    if args.checkpoint:
+        from ..model.checkpoint import read_checkpoint
+
+        return read_checkpoint(args.checkpoint).config.name
+    return "paper"
+
+
+def predictor_from_args(args: argparse.Namespace, preset: str):
+    """The predictor of `segment` and `precompute`: preset, checkpoint, device, precision
+    and base weights as the command line gives them."""
+    from ..inference.predictor import Predictor
+
+    return Predictor.from_preset(
+        preset,
+        args.checkpoint,
+        args.device,
+        args.precision,
+        sam_weights=args.sam_weights,
+        clip_weights=args.clip_weights,
+    )

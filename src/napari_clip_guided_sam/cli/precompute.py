@@ -20,6 +20,8 @@ from ._common import (
     add_embedding_cache_arguments,
     add_runtime_arguments,
     embedding_store_from_args,
+    predictor_from_args,
+    preset_from_args,
 )
 
 _EPILOG = """\
@@ -74,8 +76,6 @@ def run(args: argparse.Namespace) -> int:
     from ..data.normalize import NormalizeConfig
     from ..inference.batch import SegmentOptions, collect_inputs
     from ..inference.batch.precompute import precompute_stack
-    from ..inference.predictor import Predictor
-    from ..model.checkpoint import read_checkpoint
 
     store = embedding_store_from_args(args, always=True)
     if args.clear:
@@ -97,17 +97,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     images, _ = collect_inputs(source)
-    preset = args.preset
-    if preset is None:
-        preset = read_checkpoint(args.checkpoint).config.name if args.checkpoint else "paper"
-    predictor = Predictor.from_preset(
-        preset,
-        args.checkpoint,
-        args.device,
-        args.precision,
-        sam_weights=args.sam_weights,
-        clip_weights=args.clip_weights,
-    )
+    preset = preset_from_args(args)
+    predictor = predictor_from_args(args, preset)
     predictor.use_embedding_store(store)
     failed = 0
     for number, path in enumerate(images, 1):

@@ -23,6 +23,8 @@ from ._common import (
     add_runtime_arguments,
     embedding_store_from_args,
     model_summary,
+    predictor_from_args,
+    preset_from_args,
 )
 
 _SEGMENT_EPILOG = """\
@@ -172,8 +174,6 @@ def run(args: argparse.Namespace) -> int:
     from ..inference import batch
     from ..inference.instances import InstanceConfig
     from ..inference.points import read_points_csv
-    from ..inference.predictor import Predictor
-    from ..model.checkpoint import read_checkpoint
     from ..model.guide import validate_class_names
 
     if args.link_slices and not args.instances:
@@ -214,19 +214,10 @@ def run(args: argparse.Namespace) -> int:
     if args.points:
         options = dataclasses.replace(options, points=read_points_csv(args.points))
     store = embedding_store_from_args(args)
-    preset = args.preset
-    if preset is None:
-        preset = read_checkpoint(args.checkpoint).config.name if args.checkpoint else "paper"
+    preset = preset_from_args(args)
     if args.workers or args.scheduler:  # on a dask cluster: each worker loads the model
         return run_on_cluster(args, source, output, options, preset, report_outcome)
-    predictor = Predictor.from_preset(
-        preset,
-        args.checkpoint,
-        args.device,
-        args.precision,
-        sam_weights=args.sam_weights,
-        clip_weights=args.clip_weights,
-    )
+    predictor = predictor_from_args(args, preset)
     predictor.use_embedding_store(store)
     for line in model_summary(predictor.model, args.checkpoint, predictor.closed_set_classes):
         print(printable(line))
