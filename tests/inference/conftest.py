@@ -1,12 +1,17 @@
 """Data of the object workflow: a tiny model fine-tuned on disks, a disk drifting in z (the
 session fixtures `disk_model` and `drifting_disk` of tests/conftest.py build them once for
-the inference and widget tests)."""
+the inference and widget tests); the disk model as a file and a dask LocalCluster for the
+batch-on-a-cluster tests."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 from training.conftest import disk_samples
 
+from napari_clip_guided_sam.model.checkpoint import save_checkpoint
 from napari_clip_guided_sam.model.factory import build_model
 from napari_clip_guided_sam.model.threads import cpu_threads
 from napari_clip_guided_sam.training import TrainingConfig, train
@@ -43,3 +48,24 @@ def drifting_disk_stack() -> tuple[np.ndarray, np.ndarray]:
         masks[z] = (rows - 24) ** 2 + (cols - 15 - 3 * z) ** 2 <= 8**2
     images = np.stack([disk_image(mask, seed) for seed, mask in enumerate(masks)])
     return images, masks
+
+
+@pytest.fixture(scope="module")
+def disk_checkpoint(disk_model, tmp_path_factory) -> Path:
+    """The disk model as a file every cluster worker and the serial reference run load."""
+    return save_checkpoint(
+        disk_model, tmp_path_factory.mktemp("model") / "disk.safetensors", class_names=["disk"]
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster_client():
+    """A client of a dask LocalCluster of 2 worker processes of 1 thread each, per module."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client

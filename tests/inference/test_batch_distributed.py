@@ -25,36 +25,16 @@ from napari_clip_guided_sam.inference.batch import (
 )
 from napari_clip_guided_sam.inference.batch.distributed import segment_batch_on_cluster
 from napari_clip_guided_sam.inference.predictor import Predictor
-from napari_clip_guided_sam.model.checkpoint import save_checkpoint
 
 from .conftest import disk_image
 
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
 
 pytestmark = pytest.mark.skipif(
     sys.platform == "win32", reason="the worker is killed with a POSIX signal"
 )
 
 OPTIONS = SegmentOptions(class_names=("disk",))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(disk_model, tmp_path_factory) -> Path:
-    """The disk model as a file every worker loads."""
-    return save_checkpoint(
-        disk_model, tmp_path_factory.mktemp("model") / "disk.safetensors", class_names=["disk"]
-    )
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        yield client
 
 
 @pytest.fixture(scope="module")
@@ -70,19 +50,19 @@ def inputs(tmp_path_factory, drifting_disk) -> Path:
 
 
 @pytest.fixture(scope="module")
-def serial(inputs, checkpoint, tmp_path_factory) -> Path:
+def serial(inputs, disk_checkpoint, tmp_path_factory) -> Path:
     """The serial run's outputs (one process, the same model file)."""
     output = tmp_path_factory.mktemp("serial")
-    predictor = Predictor.from_preset("tiny", checkpoint, "cpu", "fp32")
+    predictor = Predictor.from_preset("tiny", disk_checkpoint, "cpu", "fp32")
     for _ in segment_batch(predictor, inputs, output, OPTIONS):
         pass
     return output
 
 
-def on_cluster(client, checkpoint, inputs, output):
+def on_cluster(cluster_client, disk_checkpoint, inputs, output):
     """The cluster run: its events and summary."""
-    load = functools.partial(Predictor.from_preset, "tiny", checkpoint, "cpu", "fp32")
-    events = list(segment_batch_on_cluster(client, load, inputs, output, OPTIONS))
+    load = functools.partial(Predictor.from_preset, "tiny", disk_checkpoint, "cpu", "fp32")
+    events = list(segment_batch_on_cluster(cluster_client, load, inputs, output, OPTIONS))
     return events
 
 
@@ -90,9 +70,10 @@ def label_files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*_labels.tif"))}
 
 
-def test_workers_write_the_serial_files_and_a_rerun_skips_them(client, checkpoint, inputs,
-                                                               serial, tmp_path):  # fmt: skip
-    events = on_cluster(client, checkpoint, inputs, tmp_path)
+def test_workers_write_the_serial_files_and_a_rerun_skips_them(
+    cluster_client, disk_checkpoint, inputs, serial, tmp_path
+):
+    events = on_cluster(cluster_client, disk_checkpoint, inputs, tmp_path)
 
     expected = label_files(serial)
     assert len(expected) == 5 and label_files(tmp_path) == expected
@@ -107,18 +88,18 @@ def test_workers_write_the_serial_files_and_a_rerun_skips_them(client, checkpoin
     report = (tmp_path / "segment_report.csv").read_text()
     assert report.count(",done,") == 5
 
-    again = on_cluster(client, checkpoint, inputs, tmp_path)
+    again = on_cluster(cluster_client, disk_checkpoint, inputs, tmp_path)
     assert sum(isinstance(e, FileSkipped) for e in again) == 5
     assert label_files(tmp_path) == expected
 
 
-def load_then_die_once_in_the_stack(checkpoint: Path, output: Path, marker: Path):
+def load_then_die_once_in_the_stack(disk_checkpoint: Path, output: Path, marker: Path):
     """A worker's model whose process kills itself, once per test (the marker file), at the
     first slice it segments while the stack is being written: a worker dying mid-file
     (the stack, or an image beside it) at a known point, not a race with a file watcher.
     Its last finished file may not have reached the scheduler yet, so dask may run that
     task again too: the retry must find the finished output and count it as done."""
-    predictor = Predictor.from_preset("tiny", checkpoint, "cpu", "fp32")
+    predictor = Predictor.from_preset("tiny", disk_checkpoint, "cpu", "fp32")
     segment = predictor.segment
 
     def segment_or_die(*args, **kwargs):
@@ -139,12 +120,12 @@ def load_then_die_once_in_the_stack(checkpoint: Path, output: Path, marker: Path
 
 
 def test_a_worker_killed_mid_file_is_retried_without_a_partial_file(
-    client, checkpoint, inputs, serial, tmp_path
+    cluster_client, disk_checkpoint, inputs, serial, tmp_path
 ):
     output, marker = tmp_path / "out", tmp_path / "killed"
     output.mkdir()
-    load = functools.partial(load_then_die_once_in_the_stack, checkpoint, output, marker)
-    events = list(segment_batch_on_cluster(client, load, inputs, output, OPTIONS))
+    load = functools.partial(load_then_die_once_in_the_stack, disk_checkpoint, output, marker)
+    events = list(segment_batch_on_cluster(cluster_client, load, inputs, output, OPTIONS))
 
     assert marker.exists(), "no worker died writing the stack"
     failures = [f"{e.path.name}: {e.reason}" for e in events if isinstance(e, FileFailed)]

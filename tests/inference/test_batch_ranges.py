@@ -27,9 +27,8 @@ from napari_clip_guided_sam.inference.batch.distributed import segment_batch_on_
 from napari_clip_guided_sam.inference.batch.ranges import plan_ranges
 from napari_clip_guided_sam.inference.instances import InstanceConfig
 from napari_clip_guided_sam.inference.predictor import Predictor
-from napari_clip_guided_sam.model.checkpoint import save_checkpoint
 
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
 
 # Per-stack percentiles (computed once, on the client) and instances not linked across
 # slices: what a split must reproduce exactly.
@@ -39,24 +38,6 @@ UNLINKED = SegmentOptions(
     instances=InstanceConfig("connected"),
     link_slices=False,
 )
-
-
-@pytest.fixture(scope="module")
-def checkpoint(disk_model, tmp_path_factory) -> Path:
-    return save_checkpoint(
-        disk_model, tmp_path_factory.mktemp("model") / "disk.safetensors", class_names=["disk"]
-    )
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        yield client
 
 
 @pytest.fixture(scope="module")
@@ -73,17 +54,17 @@ def stack(tmp_path_factory, drifting_disk) -> Path:
     return folder
 
 
-def serial(checkpoint, source: Path, output: Path, options: SegmentOptions) -> Path:
-    predictor = Predictor.from_preset("tiny", checkpoint, "cpu", "fp32")
+def serial(disk_checkpoint, source: Path, output: Path, options: SegmentOptions) -> Path:
+    predictor = Predictor.from_preset("tiny", disk_checkpoint, "cpu", "fp32")
     for _ in segment_batch(predictor, source, output, options):
         pass
     return output
 
 
-def on_cluster(client, checkpoint, source, output, options, slices_per_task=5) -> list:
-    load = functools.partial(Predictor.from_preset, "tiny", checkpoint, "cpu", "fp32")
+def on_cluster(cluster_client, disk_checkpoint, source, output, options, slices_per_task=5) -> list:
+    load = functools.partial(Predictor.from_preset, "tiny", disk_checkpoint, "cpu", "fp32")
     run = segment_batch_on_cluster(
-        client, load, source, output, options, slices_per_task=slices_per_task
+        cluster_client, load, source, output, options, slices_per_task=slices_per_task
     )
     return list(run)
 
@@ -96,14 +77,14 @@ def contents(path: Path) -> dict[str, bytes]:
             if p.is_file()}  # fmt: skip
 
 
-def range_tasks(client) -> set[str]:
+def range_tasks(cluster_client) -> set[str]:
     """The keys of every range task the scheduler has run."""
 
     def keys(dask_scheduler=None) -> set[str]:
         return {str(entry[0]) for entry in dask_scheduler.transition_log
                 if "_segment_range" in str(entry[0])}  # fmt: skip
 
-    return client.run_on_scheduler(keys)
+    return cluster_client.run_on_scheduler(keys)
 
 
 def test_ranges_cover_the_stack():
@@ -122,13 +103,13 @@ def test_ranges_cover_the_stack():
     ids=["instances-ome-zarr", "classes-tiff"],
 )
 def test_a_split_stack_writes_the_serial_labels_and_a_rerun_skips_it(
-    client, checkpoint, stack, tmp_path, options, name
+    cluster_client, disk_checkpoint, stack, tmp_path, options, name
 ):
-    expected = serial(checkpoint, stack, tmp_path / "serial", options)
-    before = range_tasks(client)
-    events = on_cluster(client, checkpoint, stack, tmp_path / "split", options)
+    expected = serial(disk_checkpoint, stack, tmp_path / "serial", options)
+    before = range_tasks(cluster_client)
+    events = on_cluster(cluster_client, disk_checkpoint, stack, tmp_path / "split", options)
 
-    assert len(range_tasks(client) - before) == 3  # 12 slices, 5 a task
+    assert len(range_tasks(cluster_client) - before) == 3  # 12 slices, 5 a task
 
     assert [type(e) for e in events] == [FileDone, BatchFinished]
     want, got = read_image(expected / name), read_image(tmp_path / "split" / name)
@@ -142,26 +123,28 @@ def test_a_split_stack_writes_the_serial_labels_and_a_rerun_skips_it(
             for f in report["files"]] == [(True, "done", 12)]  # fmt: skip
     assert not [p for p in (tmp_path / "split").iterdir() if is_temporary(p.name)]
 
-    again = on_cluster(client, checkpoint, stack, tmp_path / "split", options)
+    again = on_cluster(cluster_client, disk_checkpoint, stack, tmp_path / "split", options)
     assert [type(e) for e in again] == [FileSkipped, BatchFinished]
     assert contents(tmp_path / "split" / name) == contents(expected / name)
 
 
-def test_linked_instances_keep_the_stack_in_one_task(client, checkpoint, stack, tmp_path):
+def test_linked_instances_keep_the_stack_in_one_task(
+    cluster_client, disk_checkpoint, stack, tmp_path
+):
     linked = dataclasses.replace(UNLINKED, link_slices=True, output_format="ome.zarr")
     name = "stack_labels.ome.zarr"
-    expected = serial(checkpoint, stack, tmp_path / "serial", linked)
-    before = range_tasks(client)
-    on_cluster(client, checkpoint, stack, tmp_path / "cluster", linked)
+    expected = serial(disk_checkpoint, stack, tmp_path / "serial", linked)
+    before = range_tasks(cluster_client)
+    on_cluster(cluster_client, disk_checkpoint, stack, tmp_path / "cluster", linked)
 
-    assert range_tasks(client) == before
+    assert range_tasks(cluster_client) == before
 
     assert contents(tmp_path / "cluster" / name) == contents(expected / name)
     # One chain through the disk's slices: a split would have restarted it in each range.
     assert len(np.unique(np.asarray(read_image(expected / name).array)[2:10])) == 2
 
 
-def test_a_failed_range_leaves_no_output(client, checkpoint, stack, tmp_path):
+def test_a_failed_range_leaves_no_output(cluster_client, disk_checkpoint, stack, tmp_path):
     source = tmp_path / "source"
     source.mkdir()
     broken = source / "stack.tif"
@@ -176,17 +159,17 @@ def test_a_failed_range_leaves_no_output(client, checkpoint, stack, tmp_path):
     output = tmp_path / "out"
     options = SegmentOptions(class_names=("disk",), output_format="ome.zarr")  # per slice
 
-    before = range_tasks(client)
-    events = on_cluster(client, checkpoint, source, output, options)
+    before = range_tasks(cluster_client)
+    events = on_cluster(cluster_client, disk_checkpoint, source, output, options)
 
-    assert range_tasks(client) - before  # it was split
+    assert range_tasks(cluster_client) - before  # it was split
     assert [type(e) for e in events] == [FileFailed, BatchFinished]
     assert "corrupt" in events[0].reason
     assert not (output / "stack_labels.ome.zarr").exists()
     assert not [p.name for p in output.iterdir() if is_temporary(p.name)]  # no scratch
 
 
-def test_ranges_across_two_leading_axes(client, checkpoint, drifting_disk, tmp_path):
+def test_ranges_across_two_leading_axes(cluster_client, disk_checkpoint, drifting_disk, tmp_path):
     """A T x Z stack (3 x 4 slices): ranges of 5 slices cross from one time point to the
     next and still land on their own slices."""
     source = tmp_path / "source"
@@ -195,17 +178,17 @@ def test_ranges_across_two_leading_axes(client, checkpoint, drifting_disk, tmp_p
     tifffile.imwrite(source / "stack.tif", series, imagej=True, metadata={"axes": "TZYXS"})
     options = SegmentOptions(class_names=("disk",), output_format="ome.zarr")
     name = "stack_labels.ome.zarr"
-    expected = serial(checkpoint, source, tmp_path / "serial", options)
-    before = range_tasks(client)
-    on_cluster(client, checkpoint, source, tmp_path / "split", options)
+    expected = serial(disk_checkpoint, source, tmp_path / "serial", options)
+    before = range_tasks(cluster_client)
+    on_cluster(cluster_client, disk_checkpoint, source, tmp_path / "split", options)
 
-    assert len(range_tasks(client) - before) == 3
+    assert len(range_tasks(cluster_client) - before) == 3
     assert read_image(expected / name).axes == "TZYX"
     assert contents(tmp_path / "split" / name) == contents(expected / name)
 
 
 def test_a_split_ome_zarr_stack_gets_its_labels_in_its_own_labels_group(
-    client, checkpoint, drifting_disk, tmp_path
+    cluster_client, disk_checkpoint, drifting_disk, tmp_path
 ):
     from data.conftest import write_ome_zarr
 
@@ -213,11 +196,17 @@ def test_a_split_ome_zarr_stack_gets_its_labels_in_its_own_labels_group(
     for run in ("serial", "split"):
         write_ome_zarr(tmp_path / run / "in" / "stack.ome.zarr", grey, chunks=(1, 48, 64))
     options = SegmentOptions(class_names=("disk",))  # --format auto: the image's labels
-    serial(checkpoint, tmp_path / "serial" / "in", tmp_path / "serial" / "out", options)
-    before = range_tasks(client)
-    on_cluster(client, checkpoint, tmp_path / "split" / "in", tmp_path / "split" / "out", options)
+    serial(disk_checkpoint, tmp_path / "serial" / "in", tmp_path / "serial" / "out", options)
+    before = range_tasks(cluster_client)
+    on_cluster(
+        cluster_client,
+        disk_checkpoint,
+        tmp_path / "split" / "in",
+        tmp_path / "split" / "out",
+        options,
+    )
 
-    assert len(range_tasks(client) - before) == 3
+    assert len(range_tasks(cluster_client) - before) == 3
     serial_labels = tmp_path / "serial" / "in" / "stack.ome.zarr" / "labels"
     split_labels = tmp_path / "split" / "in" / "stack.ome.zarr" / "labels"
     assert contents(split_labels) == contents(serial_labels)  # the group, its list, the image

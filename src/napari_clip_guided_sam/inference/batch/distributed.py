@@ -40,7 +40,6 @@ from ...data.slicing import n_slices
 from .folder import (
     BatchEvent,
     BatchSummary,
-    FileDone,
     InputGuard,
     channel_count,
     check_input,
@@ -49,6 +48,7 @@ from .folder import (
     finish,
     output_path_for,
     pass_over,
+    record_done,
     record_failure,
     skip_unsupported,
     write_quietly,
@@ -332,13 +332,11 @@ def _collect(finished, files, client, provenance, options, report, summary):
                 result = future.result()
             except Exception as error:  # the task's workers died (dask's KilledWorker)
                 result = FileResult(path, output, 0, 0.0, error)
+        timing = (result.slices, result.seconds, report, summary)
         if result.error is None:
-            report.add(result.path, "done", result.output, result.slices, result.seconds)
-            summary.done.append(result.path)
-            yield FileDone(result.path, result.output)
+            yield record_done(result.path, result.output, *timing)
         else:
-            yield record_failure(result.path, result.error, result.slices, result.seconds,
-                                 report, summary)  # fmt: skip
+            yield record_failure(result.path, result.error, *timing)
         write_quietly(report)
         if summary.stopped:
             break

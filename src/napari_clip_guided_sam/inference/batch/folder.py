@@ -286,9 +286,7 @@ def _segment_files(
                 break
         else:
             guard.written(path, output)
-            report.add(path, "done", output, total, time.perf_counter() - start)
-            summary.done.append(path)
-            yield FileDone(path, output)
+            yield record_done(path, output, total, time.perf_counter() - start, report, summary)
         write_quietly(report)
     yield finish(report, summary)
     return summary
@@ -336,6 +334,20 @@ def check_input(
             "different channels in separate runs"
         )
     return channels
+
+
+def record_done(
+    path: Path,
+    output: Path,
+    total: int,
+    seconds: float,
+    report: BatchReport,
+    summary: BatchSummary,
+) -> FileDone:
+    """Record that `path` was segmented into `output` (complete, written atomically)."""
+    report.add(path, "done", output, total, seconds)
+    summary.done.append(path)
+    return FileDone(path, output)
 
 
 def record_failure(
