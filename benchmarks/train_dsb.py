@@ -1,16 +1,18 @@
-"""Benchmark: what the `tiny` preset learns on DSB2018 nuclei in a fixed CPU time budget, with
-the old training defaults and with the new recipe.
+"""Benchmark: what a model trained from scratch learns on DSB2018 nuclei in a fixed CPU time
+budget, with the old training defaults and with the new preset and recipe.
 
-For every seed, in one process, on the same prepared inputs and held-out images:
-  - old defaults: the CLI's defaults before the recipe (10 epochs, constant learning rate,
-    flips and turns, shuffled): one run, scored at each budget mark it reaches and at its end
-    (10 epochs may end before the largest budget: later marks then show that end);
-  - new defaults: `training.recipe.default_recipe("tiny")` with `--time-budget B` and no
-    epoch count (warm-up + cosine over the budget, intensity and scale jitter, balanced
-    sampling): one run per budget B, scored at its end, because its schedule depends on B;
-  - SAM-PEFT with the new recipe: the same model with the semantic adapters off (regular
-    adapters, prompt encoder and decoder train; CLIP guides only through the prompts), one
-    run per budget;
+For every seed, in one process, on the same held-out images:
+  - old defaults: what `train --preset tiny` did before the recipe (256 px, 10 epochs,
+    constant learning rate, flips and turns, shuffled): one run, scored at each budget mark it
+    reaches and at its end (10 epochs may end before the largest budget: later marks then show
+    that end);
+  - new defaults: `--preset` (default `tiny_448`) with its recipe,
+    `training.recipe.default_recipe`, `--time-budget B` and no epoch count (warm-up + cosine
+    over the budget): one run per budget B, scored at its end, because its schedule depends on
+    B;
+  - SAM-PEFT with the new preset and recipe: the same model with the semantic adapters off
+    (regular adapters, prompt encoder and decoder train; CLIP guides only through the
+    prompts), one run per budget;
   - baselines without training: per-image Otsu thresholding and the similarity map > tau.
 Held-out foreground IoU (mean over images), mIoU over {background, nucleus} and steps are
 printed per run and, at the end, as one table with the ratios. Time is training time:
@@ -44,6 +46,7 @@ from napari_clip_guided_sam.data.class_map import ClassMap
 from napari_clip_guided_sam.data.datasets import SliceDataset, train_val_split
 from napari_clip_guided_sam.evaluation.metrics import MetricAccumulator
 from napari_clip_guided_sam.evaluation.scoring import evaluate_model
+from napari_clip_guided_sam.model.config import get_preset
 from napari_clip_guided_sam.model.factory import build_model
 from napari_clip_guided_sam.model.runtime import resolve_precision
 from napari_clip_guided_sam.training import (
@@ -58,6 +61,7 @@ from napari_clip_guided_sam.training.recipe import PAPER_RECIPE, default_recipe
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dsb2018"
 N_HELD_OUT = 106
 OLD, NEW, PEFT = "old defaults", "new defaults", "sam-peft new recipe"
+OLD_PRESET = "tiny"  # what the old defaults trained
 RUNS = {"old": OLD, "new": NEW, "peft": PEFT}
 
 
@@ -156,19 +160,23 @@ def _format(row: dict) -> str:
 
 
 def peft_config(config):
-    return config.replace(name="tiny_sam_peft", **{"adapters.semantic_blocks": ()})
+    return config.replace(name=f"{config.name}_sam_peft", **{"adapters.semantic_blocks": ()})
 
 
-def run_seed(seed, args, train_data, held_out, config) -> list[dict]:
+def run_seed(seed, args, inputs) -> list[dict]:
+    """Every run of one seed; `inputs` maps a preset name to its prepared (train, held-out)."""
     rows = []
     base = dict(lr=args.lr, clip_lr=args.clip_lr, seed=seed, device="cpu", precision=args.precision)
+    config = get_preset(args.preset)
+    train_data, held_out = inputs[args.preset]
     model = build_model(config, seed=seed)
     rows.append(_row("similarity map > tau", seed, 0, None, similarity_map_scores(model, held_out)))
     print(_format(rows[-1]), flush=True)
     if "old" in args.runs:
         old = TrainingConfig(**base, **PAPER_RECIPE, time_budget_s=max(args.budgets))
-        rows += train_and_score(OLD, model, train_data, held_out, old, args.budgets, seed)
-    recipe = {**default_recipe("tiny"), "epochs": None, **args.recipe}
+        old_model = build_model(OLD_PRESET, seed=seed)
+        rows += train_and_score(OLD, old_model, *inputs[OLD_PRESET], old, args.budgets, seed)
+    recipe = {**default_recipe(args.preset), "epochs": None, **args.recipe}
     for budget in args.budgets:
         new = TrainingConfig(**{**base, **recipe}, time_budget_s=budget)
         if "new" in args.runs:
@@ -178,6 +186,21 @@ def run_seed(seed, args, train_data, held_out, config) -> list[dict]:
             model = build_model(peft_config(config), base_weights="random", seed=seed)
             rows += train_and_score(PEFT, model, train_data, held_out, new, [budget], seed)
     return rows
+
+
+def prepare_inputs(presets, train_data, held_out_data) -> dict[str, tuple]:
+    """Read, normalise and resize every file once per input size, outside the timed training:
+    every run shares the prepared inputs, so the budget measures learning, not decoding."""
+    inputs = {}
+    for name in presets:
+        config = get_preset(name)
+        train = PreparedCache(train_data, config, max_bytes=2**32)
+        held_out = PreparedCache(held_out_data, config, max_bytes=2**30)
+        for cache in (train, held_out):
+            for index in range(len(cache)):
+                cache[index]
+        inputs[name] = (train, held_out)
+    return inputs
 
 
 def seed_table(rows: list[dict], names: list[str], seeds: list[int]) -> list[str]:
@@ -261,9 +284,12 @@ def _setting(text: str) -> tuple[str, object]:
 
 
 def main() -> None:
-    lr, clip_lr = default_learning_rates("tiny")
+    lr, clip_lr = default_learning_rates("tiny")  # the same for every preset trained from scratch
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA, help="DSB2018 folder")
+    parser.add_argument(
+        "--preset", default="tiny_448", help="the preset of the new defaults and SAM-PEFT"
+    )
     parser.add_argument("--budgets", type=float, nargs="+", default=[60.0, 300.0, 900.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
@@ -303,25 +329,19 @@ def main() -> None:
     print(
         f"DSB2018: {len(train_data)} train / {N_HELD_OUT} held-out pairs, scoring "
         f"{len(held_out_data)}; budgets {args.budgets} s; seeds {args.seeds}; runs "
-        f"{args.runs}; lr {args.lr:g}, clip_lr {args.clip_lr:g}; new recipe "
-        f"{ {**default_recipe('tiny'), 'epochs': None, **args.recipe} }; "
+        f"{args.runs}; lr {args.lr:g}, clip_lr {args.clip_lr:g}; new: {args.preset} with "
+        f"{ {**default_recipe(args.preset), 'epochs': None, **args.recipe} }; "
         f"{torch.get_num_threads()} threads; precision {args.precision}",
         flush=True,
     )
-    config = build_model("tiny", seed=0).config
-    # Read, normalise and resize every file once, outside the timed training: every run
-    # shares the prepared inputs, so the budget measures learning, not file decoding.
     prepare_started = time.perf_counter()
-    train_data = PreparedCache(train_data, config, max_bytes=2**31)
-    held_out = PreparedCache(held_out_data, config, max_bytes=2**30)
-    for cache in (train_data, held_out):
-        for index in range(len(cache)):
-            cache[index]
+    presets = dict.fromkeys([args.preset, *([OLD_PRESET] if "old" in args.runs else [])])
+    inputs = prepare_inputs(presets, train_data, held_out_data)
     print(f"prepared inputs in {time.perf_counter() - prepare_started:.0f} s", flush=True)
     rows = [_row("otsu per image", -1, 0, None, otsu_scores(held_out_data))]
     print(_format(rows[-1]), flush=True)
     for seed in args.seeds:
-        rows += run_seed(seed, args, train_data, held_out, config)
+        rows += run_seed(seed, args, inputs)
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1))
     print()

@@ -20,7 +20,7 @@ from napari_clip_guided_sam._widgets.batch_commands import segment_folder_comman
 from napari_clip_guided_sam._widgets.training_widget import TrainingWidget
 from napari_clip_guided_sam.data.datasets import Sample
 from napari_clip_guided_sam.model.factory import build_model
-from napari_clip_guided_sam.training.engine import TrainingConfig, train
+from napari_clip_guided_sam.training import TrainingConfig, train
 
 TIMEOUT_MS = 60_000
 

@@ -97,6 +97,7 @@ def _captured_request(widget, monkeypatch, action):
     [
         ("tiny", None, []),
         ("paper", None, []),
+        ("tiny_448", None, []),
         (
             "tiny",
             (("flips", "intensity", "blur"), "constant", 0.1, True),
@@ -106,7 +107,7 @@ def _captured_request(widget, monkeypatch, action):
         ("paper", ((), "cosine", 0.25, False), ["--no-augment", "--schedule", "cosine",
                                                 "--warmup", "0.25"]),
     ],
-    ids=["tiny-defaults", "paper-defaults", "tiny-chosen", "paper-chosen"],
+    ids=["tiny-defaults", "paper-defaults", "tiny_448-defaults", "tiny-chosen", "paper-chosen"],
 )  # fmt: skip
 def test_the_recipe_rows_give_the_clis_training_config(
     widget, tmp_path, monkeypatch, preset, rows, options

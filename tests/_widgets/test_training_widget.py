@@ -13,7 +13,7 @@ from napari_clip_guided_sam._widgets import _common, training_widget
 from napari_clip_guided_sam._widgets._segment import SegmentWidget
 from napari_clip_guided_sam._widgets.training_widget import NEW_NAME, TrainingWidget
 from napari_clip_guided_sam.model.checkpoint import load_model, read_checkpoint
-from napari_clip_guided_sam.training.engine import CheckpointEvent
+from napari_clip_guided_sam.training.events import CheckpointEvent
 
 TIMEOUT_MS = 120_000
 
@@ -243,7 +243,7 @@ def test_time_limit_and_own_sam_weights_reach_the_run(viewer, widget, tmp_path, 
 
 def test_the_run_box_names_the_phase_and_shows_time_left_only_once_steady(widget):
     from napari_clip_guided_sam._widgets._training_run import STEADY_STEPS
-    from napari_clip_guided_sam.training.engine import PreparingEvent, StepEvent
+    from napari_clip_guided_sam.training.events import PreparingEvent, StepEvent
 
     panel = widget.run_panel
     panel.show_start("Starting", time_budget_s=None)

@@ -15,7 +15,7 @@ def trained_checkpoint(tmp_path_factory) -> Path:
     """A tiny checkpoint trained for one step (class "nucleus"), made once per session."""
     from napari_clip_guided_sam.data.datasets import Sample
     from napari_clip_guided_sam.model.factory import build_model
-    from napari_clip_guided_sam.training.engine import TrainingConfig, train
+    from napari_clip_guided_sam.training import TrainingConfig, train
 
     folder = tmp_path_factory.mktemp("trained")
     samples = [

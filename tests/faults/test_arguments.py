@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_clip_guided_sam.training.engine import TrainingConfig
+from napari_clip_guided_sam.training.config import TrainingConfig
 from napari_clip_guided_sam.training.settings import SettingError
 
 from .helpers import (

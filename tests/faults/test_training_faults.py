@@ -13,13 +13,8 @@ import torch
 
 from napari_clip_guided_sam.data.datasets import Sample
 from napari_clip_guided_sam.model.factory import build_model
-from napari_clip_guided_sam.training.engine import (
-    CheckpointEvent,
-    StepEvent,
-    TrainingConfig,
-    TrainingDivergedError,
-    train,
-)
+from napari_clip_guided_sam.training import CheckpointEvent, StepEvent, TrainingConfig, train
+from napari_clip_guided_sam.training.events import TrainingDivergedError
 
 from .helpers import (
     assert_unchanged,

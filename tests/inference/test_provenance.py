@@ -12,7 +12,7 @@ from napari_clip_guided_sam.data.label_writer import label_provenance, write_lab
 from napari_clip_guided_sam.inference.batch import SegmentOptions, segment_batch
 from napari_clip_guided_sam.inference.predictor import Predictor
 from napari_clip_guided_sam.model.factory import build_model
-from napari_clip_guided_sam.training.engine import TrainingConfig, train
+from napari_clip_guided_sam.training import TrainingConfig, train
 
 
 @pytest.fixture(scope="module")

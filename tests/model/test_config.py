@@ -84,3 +84,23 @@ def test_unknown_backbones_are_refused_by_name():
     unknown_sam = get_preset("tiny").replace(**{"sam.variant": "vit_x"})
     with pytest.raises(ValueError, match="no official weights"):
         build_model(unknown_sam, base_weights="official")
+
+
+def test_tiny_448_is_tiny_at_a_finer_input_with_whole_windows():
+    tiny, fine = get_preset("tiny"), get_preset("tiny_448")
+    assert fine.sam.image_size == 448 and fine.sam.base_image_size is None
+    # Everything but the input side (and the name) is tiny's: the same random architecture.
+    assert fine.replace(name="tiny", **{"sam.image_size": 256}) == tiny
+    # 28 tokens a side: two whole 14-token windows, so the windowed blocks pad nothing.
+    assert fine.sam.grid_size % fine.sam.window_size == 0
+    assert fine.sam.low_res_size == 112
+
+
+def test_tiny_448_trains_from_scratch_with_tinys_recipe_and_learning_rates():
+    from napari_clip_guided_sam.model.config import FROM_SCRATCH_PRESETS
+    from napari_clip_guided_sam.training import default_learning_rates
+    from napari_clip_guided_sam.training.recipe import default_recipe
+
+    assert set(FROM_SCRATCH_PRESETS) == {"tiny", "tiny_448"}
+    assert default_recipe("tiny_448") == default_recipe("tiny") != default_recipe("paper")
+    assert default_learning_rates("tiny_448") == default_learning_rates("tiny") == (1e-3, 1e-4)

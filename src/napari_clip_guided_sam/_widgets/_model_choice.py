@@ -16,7 +16,7 @@ from qtpy.QtWidgets import QFormLayout, QGroupBox, QLineEdit, QPlainTextEdit, QT
 
 from ..model.card import ModelCard
 from ..model.checkpoint import CheckpointHeader, read_checkpoint_header
-from ..model.config import PRESETS
+from ..model.config import FROM_SCRATCH_PRESETS, PRESETS
 from ._forms import WEIGHTS_FILTER, browse_row, choose_checkpoint, choose_file, combo, line_edit
 from ._messages import ERROR_COLOR, error_message
 from ._panels import text_label
@@ -27,6 +27,7 @@ PRESET_TIP = (
     "The model's architecture. 'paper' (SAM ViT-B + CLIP ViT-B/16) is the published model and "
     "needs the official weights (downloaded once). 'tiny' is a small model with random "
     "weights: it runs anywhere without downloads, to try the plugin (its masks are noise). "
+    "'tiny_448' is 'tiny' at 448 px: the one to train from scratch on a CPU (minutes). "
     "'paper_cpu' is the CPU-friendly one: the paper model set up to fine-tune on a laptop "
     "CPU in hours (512 px, adapters in the last SAM blocks; the same official weights). "
     "A fine-tuned checkpoint sets this for you."
@@ -134,8 +135,11 @@ class ModelChoice(QGroupBox):
         if self.checkpoint is not None:
             return
         text = f"{ZERO_SHOT.capitalize()}: SAM prompted by CLIP's similarity map."
-        if self.preset == TINY:
-            text += " 'tiny' has random weights: for trying the plugin, its masks are noise."
+        if self.preset in FROM_SCRATCH_PRESETS:
+            text += (
+                f" '{self.preset}' has random weights: for trying the plugin (its masks are "
+                "noise) or training from scratch."
+            )
         self._show(text, None)
 
     def _lock_preset(self, preset: str | None) -> None:

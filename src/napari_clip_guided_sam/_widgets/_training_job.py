@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..training.engine import FinishedEvent, TrainingResult
+from ..training.events import FinishedEvent, TrainingResult
 from ..training.run import RunPlan
 from ._common import Progress, failsafe
 

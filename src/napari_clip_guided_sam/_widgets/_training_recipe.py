@@ -3,7 +3,7 @@ changes the training images get, the learning-rate schedule and its warm-up, and
 sampling (the CLI's `--augment`, `--schedule`, `--warmup` and `--balance`).
 
 The choices, the defaults of each preset and the ranges come from `training.recipe`,
-`engine.TrainingConfig` and `training.settings`, as on the command line. A row follows the
+`training.config.TrainingConfig` and `training.settings`, as on the command line. A row follows the
 chosen preset's recipe until the user changes it.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QWidget
 
-from ..training.engine import TrainingConfig
+from ..training.config import TrainingConfig
 from ..training.recipe import (
     AUGMENTATIONS,
     SCHEDULES,

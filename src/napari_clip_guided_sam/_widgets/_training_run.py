@@ -11,7 +11,7 @@ from typing import Any
 
 from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout
 
-from ..training.engine import EpochEvent, PreparingEvent, StepEvent
+from ..training.events import EpochEvent, PreparingEvent, StepEvent
 from ._common import Progress
 from ._panels import text_label
 from ._training_job import RunRecord, format_seconds

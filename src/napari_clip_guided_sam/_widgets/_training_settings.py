@@ -17,7 +17,7 @@ from qtpy.QtWidgets import QDoubleSpinBox, QFormLayout, QGroupBox, QWidget
 
 from ..model.config import PRESETS
 from ..model.runtime import DEVICE_CHOICES, PRECISION_CHOICES
-from ..training.engine import TrainingConfig, default_learning_rates
+from ..training.config import TrainingConfig, default_learning_rates
 from ..training.recipe import default_recipe
 from ._common import guarded
 from ._forms import (

@@ -38,7 +38,7 @@ from qtpy.QtWidgets import (
 from ..inference.session import PredictorSettings
 from ..model.preprocess import validate_rgb
 from ..model.weights import MissingWeightsError
-from ..training.engine import CheckpointEvent, FinishedEvent
+from ..training.events import CheckpointEvent, FinishedEvent
 from ..training.export import annotated_pairs, export_training_folder
 from ..training.run import has_run, next_free_folder, plan_run
 from ._common import (

@@ -410,7 +410,7 @@ def _print_estimate(plan, args: argparse.Namespace, class_map) -> int:
 def _consume_training(events, skipped) -> int:
     from tqdm import tqdm
 
-    from ..training.engine import (
+    from ..training.events import (
         CheckpointEvent,
         EpochEvent,
         FinishedEvent,

@@ -1,4 +1,4 @@
-"""Training: losses and the engine, a generator that yields progress events.
+"""Training: its settings, losses and the engine, a generator that yields progress events.
 
 See docs/architecture.md, "Training" and "Long jobs: generators of events". The names below
 load the engine (and torch) on first use, so `training.recipe` (the presets' training
@@ -8,15 +8,15 @@ recipes, read by the CLI's parser) imports without torch.
 from importlib import import_module
 
 _NAMES = {
-    "CheckpointEvent": "engine",
-    "EpochEvent": "engine",
-    "Event": "engine",
-    "FinishedEvent": "engine",
-    "PreparingEvent": "engine",
-    "StepEvent": "engine",
-    "TrainingConfig": "engine",
-    "TrainingResult": "engine",
-    "default_learning_rates": "engine",
+    "CheckpointEvent": "events",
+    "EpochEvent": "events",
+    "Event": "events",
+    "FinishedEvent": "events",
+    "PreparingEvent": "events",
+    "StepEvent": "events",
+    "TrainingConfig": "config",
+    "TrainingResult": "events",
+    "default_learning_rates": "config",
     "train": "engine",
     "split_dataset": "inputs",
     "segmentation_loss": "losses",

@@ -25,7 +25,6 @@ import math
 import os
 import time
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,6 @@ import torch
 
 from .._atomic import ensure_folder, os_error, temporary_file
 from ..data.class_map import LabelTable
-from ..evaluation.modes import check_mode
 from ..evaluation.scoring import evaluate_model
 from ..model import prompts
 from ..model.base_weights import BaseWeights
@@ -50,13 +48,24 @@ from .compute import (
     training_compute,
     variant_generators,
 )
+from .config import TrainingConfig
 from .distributed import Ranks
-from .inputs import Augmentation, Batch, PreparedCache, collate, mask_to_logit_size
+from .events import (
+    CheckpointEvent,
+    CheckpointSaveError,
+    EpochEvent,
+    Event,
+    FinishedEvent,
+    PreparingEvent,
+    StepEvent,
+    TrainingDivergedError,
+    TrainingResult,
+)
+from .inputs import Batch, PreparedCache, collate, mask_to_logit_size
 from .losses import segmentation_loss
 from .model_card import summarize_data, training_card
 from .recipe import LEGACY_SETTINGS, lr_factor
 from .sampling import balanced_order, epoch_order, sampling_weights
-from .settings import check_settings
 from .state import (
     TrainingState,
     load_state,
@@ -66,86 +75,6 @@ from .state import (
     state_path_for,
 )
 
-# Learning rates by preset. The paper's 5e-5 / 1e-7 fine-tune pretrained SAM and CLIP; the
-# `tiny` preset starts from random weights and learns nothing useful at 5e-5 within minutes.
-DEFAULT_LEARNING_RATES: dict[str, tuple[float, float]] = {"tiny": (1e-3, 1e-4)}
-PAPER_LEARNING_RATES = (5e-5, 1e-7)
-
-
-def default_learning_rates(preset: str) -> tuple[float, float]:
-    """(lr, clip_lr) defaults for a preset name."""
-    return DEFAULT_LEARNING_RATES.get(preset, PAPER_LEARNING_RATES)
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """How to train; the model's own settings (loss, prompts) live in its ModelConfig."""
-
-    epochs: int | None = 10  # None: as many as the time budget allows
-    lr: float = 5e-5  # adapters, mask decoder, prompt encoder
-    clip_lr: float = 1e-7  # CLIP's trainable attention and text positional embedding
-    # AdamW weight decay per group, as released: 1e-3 for adapters, mask decoder and prompt
-    # encoder, none for CLIP. A resumed run keeps the interrupted run's.
-    weight_decay: float = 1e-3
-    clip_weight_decay: float = 0.0
-    batch_size: int = 1
-    grad_accumulation: int = 1  # batches per optimiser step
-    mode: str = "text"  # "text": CLIP-sampled points (train-test alignment); "manual": GT points
-    val_fraction: float = 0.2  # used when splitting one dataset (`split_dataset`)
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # "auto" = the precision measured fastest on the device
-    output_dir: str | None = None  # None: train without writing checkpoints
-    best_name: str = "best.safetensors"
-    last_name: str = "last.safetensors"
-    best_metric: str = "miou"  # validation metric that selects the best checkpoint
-    augment: bool = True  # random flips and quarter turns
-    augment_intensity: bool = False  # contrast, brightness and gamma jitter
-    augment_scale: bool = False  # zoom jitter
-    augment_blur: bool = False  # occasional Gaussian blur
-    balance: bool = False  # draw examples balanced over classes and foreground sizes
-    schedule: str = "constant"  # learning rate: "constant" or "cosine" (warm-up + cosine)
-    warmup: float = 0.03  # fraction of the run spent warming up ("cosine")
-    max_steps: int | None = None  # stop after this many optimiser steps in total
-    time_budget_s: float | None = None  # stop after this much training time in total
-    checkpoint_every: int | None = None  # also write the last checkpoint every N steps
-    cache_mb: int = 2048  # memory for prepared inputs (each file is read once when it fits)
-    # CPU-friendly training (training.compute): recompute trained encoder blocks in the
-    # backward ("auto": on the CPU when they would keep > 2 GiB), memory and disk for the
-    # frozen prefix per image (used when the model has one), and how many fixed draws of
-    # the chosen augmentations each sample cycles through (0: a fresh draw per visit; None:
-    # 2 with a cached prefix, else 0).
-    activation_checkpointing: str = "auto"
-    prefix_cache_mb: int = 2048
-    prefix_cache_disk_mb: int = 8192
-    augment_variants: int | None = None
-
-    def __post_init__(self) -> None:
-        check_mode(self.mode)
-        # Every numeric setting finite and in range, every named choice known
-        # (training.settings).
-        check_settings(self)
-        if self.epochs is None and self.time_budget_s is None:
-            raise ValueError("epochs may be left open (None) only with a time budget.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @property
-    def augmentation(self) -> Augmentation:
-        return Augmentation(
-            self.augment, self.augment_intensity, self.augment_scale, self.augment_blur
-        )
-
-    @property
-    def best_path(self) -> Path | None:
-        return None if self.output_dir is None else Path(self.output_dir) / self.best_name
-
-    @property
-    def last_path(self) -> Path | None:
-        return None if self.output_dir is None else Path(self.output_dir) / self.last_name
-
-
 # Settings a resumed run must share with the interrupted one to continue it exactly (and the
 # batch of all processes together, `global_batch`). A run saved before a setting existed
 # used the value in LEGACY_SETTINGS.
@@ -153,72 +82,6 @@ _RESUME_KEYS = (
     "seed", "grad_accumulation", "mode", "augment", "augment_intensity",
     "augment_scale", "augment_blur", "balance", "schedule", "warmup", "augment_variants",
 )  # fmt: skip
-
-
-# --------------------------------------------------------------------------- events
-@dataclass(frozen=True)
-class PreparingEvent:
-    """Before the first step: `done` of `total` samples read, converted and resized."""
-
-    done: int
-    total: int
-
-
-@dataclass(frozen=True)
-class StepEvent:
-    """One optimiser step done; `step` counts steps of the whole run (1-based)."""
-
-    epoch: int  # 1-based
-    step: int
-    total_steps: int
-    loss: float
-    elapsed_s: float
-    eta_s: float | None
-    lr: float | None = None  # learning rate of the adapters and decoder in this step
-
-
-@dataclass(frozen=True)
-class EpochEvent:
-    """An epoch ended (`complete` False when a step or time limit cut it short)."""
-
-    epoch: int  # 1-based
-    step: int
-    train_loss: float | None
-    val_metrics: Mapping[str, Any]
-    complete: bool = True
-    elapsed_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class CheckpointEvent:
-    """A checkpoint file was written (atomically)."""
-
-    path: Path
-    kind: str  # "best" or "last"
-    step: int
-    epoch: int  # completed epochs
-
-
-@dataclass(frozen=True)
-class TrainingResult:
-    """What a finished run produced."""
-
-    last_path: Path | None
-    best_path: Path | None
-    best_metric: float | None
-    epochs_completed: int
-    steps: int
-    stopped: str  # "completed", "max_steps" or "time_budget"
-    elapsed_s: float
-    history: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
-
-
-@dataclass(frozen=True)
-class FinishedEvent:
-    result: TrainingResult
-
-
-Event = PreparingEvent | StepEvent | EpochEvent | CheckpointEvent | FinishedEvent
 
 
 # --------------------------------------------------------------------------- helpers
@@ -282,14 +145,6 @@ def check_writable(folder: Path) -> None:
             f"Cannot write checkpoints to {folder}: {error.strerror or error}. "
             "Choose a writable output folder with free space.",
         ) from error
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss or the weights stopped being finite numbers; nothing was saved from them."""
-
-
-class CheckpointSaveError(OSError):
-    """A checkpoint or the training state could not be written (disk full, read-only...)."""
 
 
 def _prepared(data: Sequence, model_config: ModelConfig, cache_mb: int) -> PreparedCache:

@@ -32,7 +32,9 @@ from ..model.config import ModelConfig
 from ..model.factory import build_model
 from ..model.runtime import resolve_device
 from .compute import has_frozen_prefix, resolve_augment_variants
-from .engine import EpochEvent, StepEvent, TrainingConfig, train
+from .config import TrainingConfig
+from .engine import train
+from .events import EpochEvent, StepEvent
 
 __all__ = ["Estimate", "EstimateProgress", "estimate_run", "iter_estimate"]
 

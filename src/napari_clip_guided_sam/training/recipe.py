@@ -2,11 +2,11 @@
 sampling (docs/training.md, "The training recipe"). No torch: the CLI's parser reads it.
 
 The pretrained presets follow the paper: a constant learning rate, flips and quarter turns,
-plain shuffling, 10 epochs. `tiny`, trained from random weights on a CPU, uses a warm-up and
-cosine decay over 30 epochs (or over the time budget when no epoch count is given, the
-budget alone then setting the run's length). Intensity, scale and blur jitter and balanced
-sampling are options for every preset; in our short `tiny` pilots on DSB2018 they slowed
-learning (docs/training.md), so no preset turns them on by default.
+plain shuffling, 10 epochs. `tiny` and `tiny_448`, trained from random weights on a CPU, use
+a warm-up and cosine decay over 30 epochs (or over the time budget when no epoch count is
+given, the budget alone then setting the run's length). Intensity, scale and blur jitter and
+balanced sampling are options for every preset; in our short `tiny` pilots on DSB2018 they
+slowed learning (docs/training.md), so no preset turns them on by default.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from ..model.config import FROM_SCRATCH_PRESETS
 
 __all__ = [
     "AUGMENTATIONS",
@@ -48,8 +50,9 @@ PAPER_RECIPE: dict[str, Any] = {
     "augment_blur": False,
     "balance": False,
 }
+FROM_SCRATCH_RECIPE: dict[str, Any] = {**PAPER_RECIPE, "epochs": 30, "schedule": "cosine"}
 DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
-    "tiny": {**PAPER_RECIPE, "epochs": 30, "schedule": "cosine"},
+    name: FROM_SCRATCH_RECIPE for name in FROM_SCRATCH_PRESETS
 }
 # What a run saved before a setting existed used (for resuming it exactly).
 LEGACY_SETTINGS: dict[str, Any] = {**PAPER_RECIPE, "warmup": 0.03, "augment_variants": 0}

@@ -24,16 +24,10 @@ from ..model.checkpoint import same_architecture
 from ..model.clip_guided_sam import CLIPGuidedSAM
 from ..model.config import ModelConfig, get_preset, with_compute_choices
 from ..model.factory import build_model
+from .config import TrainingConfig, default_learning_rates
 from .distributed import Ranks
-from .engine import (
-    Event,
-    TrainingConfig,
-    TrainingResult,
-    check_writable,
-    default_learning_rates,
-    global_batch,
-    train,
-)
+from .engine import check_writable, global_batch, train
+from .events import Event, TrainingResult
 from .inputs import Subset, split_dataset
 from .recipe import LEGACY_SETTINGS, default_recipe
 from .state import read_state_info, resolve_resume_path, state_path_for

@@ -1,6 +1,6 @@
 """The ranges and choices of the training settings: one check for the CLI and the widget.
 
-`engine.TrainingConfig` runs :func:`check_settings` when it is made, so a setting that is not
+`config.TrainingConfig` runs :func:`check_settings` when it is made, so a setting that is not
 a finite number in its range (``--lr nan``, ``--lr 1e6``, a negative weight decay, a zero
 time budget...) or not one of its choices (``--schedule linear``) is refused before any
 model is built, with a :class:`SettingError` that names the setting, its range or choices
@@ -45,8 +45,8 @@ class Limit:
 LIMITS: dict[str, Limit] = {
     # None: as many epochs as the time budget allows (TrainingConfig checks there is one).
     "epochs": Limit("the number of epochs", True, 1, 1_000_000, "10", optional=True),
-    "lr": Limit("the learning rate", False, 0.0, 1.0, "5e-5 (tiny: 1e-3)"),
-    "clip_lr": Limit("CLIP's learning rate", False, 0.0, 1.0, "1e-7 (tiny: 1e-4)"),
+    "lr": Limit("the learning rate", False, 0.0, 1.0, "5e-5 (tiny, tiny_448: 1e-3)"),
+    "clip_lr": Limit("CLIP's learning rate", False, 0.0, 1.0, "1e-7 (tiny, tiny_448: 1e-4)"),
     "weight_decay": Limit("the weight decay", False, 0.0, 1.0, "1e-3"),
     "clip_weight_decay": Limit("CLIP's weight decay", False, 0.0, 1.0, "0"),
     "batch_size": Limit("the batch size", True, 1, 4096, "1"),
