@@ -92,11 +92,11 @@ class TrainingSettings(QGroupBox):
         )
         self.lr_edit = line_edit(
             "How fast the adapters and SAM's mask decoder learn (follows the preset: 5e-5 "
-            "for paper, 1e-3 for tiny). Lower it if the loss jumps around.",
+            "for paper, 1e-3 for tiny and tiny_448). Lower it if the loss jumps around.",
         )
         self.clip_lr_edit = line_edit(
             "How fast CLIP's attention learns (follows the preset: 1e-7 for paper, 1e-4 "
-            "for tiny). Rarely changed.",
+            "for tiny and tiny_448). Rarely changed.",
         )
         self.val_spin = double_spin(
             defaults.val_fraction,

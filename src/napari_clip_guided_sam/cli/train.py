@@ -37,9 +37,9 @@ examples:
   # fully labelled maps (label 0 is a class too), 255 = unannotated
   clip-guided-sam train --images imgs/ --labels labels/ --background none \\
       --class-map 0=pore,1=clay,2=quartz,3=pyrite --ignore-index 255 --output run3/
-  # quick CPU try without pretrained weights (random base weights, small model)
-  clip-guided-sam train --images imgs/ --labels labels/ --class nucleus --preset tiny \\
-      --output tiny_run/ --time-budget 300
+  # train a small model from scratch on a CPU in 15 minutes (random base weights)
+  clip-guided-sam train --images imgs/ --labels labels/ --class nucleus --preset tiny_448 \\
+      --output tiny_run/ --time-budget 900
   # 4 GPUs (DistributedDataParallel; batch 2 on each = one batch of 8; docs/scaling.md)
   torchrun --standalone --nproc_per_node 4 -m napari_clip_guided_sam.cli train \\
       --images imgs/ --labels labels/ --class nucleus --output run4/ --batch-size 2
@@ -78,7 +78,8 @@ def add_parser(subparsers) -> None:
         "--preset",
         default=None,
         help="model preset: paper (default; needs the official SAM and CLIP weights), "
-        "reference, tiny (random weights, for CPU tries), paper_vit_l, ...",
+        "reference, tiny (random weights, for CPU tries), tiny_448 (tiny at 448 px: to train "
+        "from scratch on a CPU), paper_cpu, paper_vit_l, ...",
     )
     add_base_weights_arguments(parser)
     parser.add_argument(
@@ -92,7 +93,7 @@ def add_parser(subparsers) -> None:
         "--epochs",
         type=int,
         default=None,
-        help="passes over the data in total (preset default: 10; tiny 30); with "
+        help="passes over the data in total (preset default: 10; tiny, tiny_448: 30); with "
         "--time-budget and no --epochs, as many as the budget allows",
     )
     parser.add_argument(
@@ -113,13 +114,13 @@ def add_parser(subparsers) -> None:
         "--lr",
         type=float,
         default=None,
-        help="learning rate of adapters and decoder (preset default: 5e-5; tiny 1e-3)",
+        help="learning rate of adapters and decoder (preset default: 5e-5; tiny, tiny_448: 1e-3)",
     )
     parser.add_argument(
         "--clip-lr",
         type=float,
         default=None,
-        help="learning rate of CLIP's attention (preset default: 1e-7; tiny 1e-4)",
+        help="learning rate of CLIP's attention (preset default: 1e-7; tiny, tiny_448: 1e-4)",
     )
     parser.add_argument("--batch-size", type=int, default=None, help="images per batch (1)")
     parser.add_argument(
@@ -154,7 +155,7 @@ def add_parser(subparsers) -> None:
         default=None,
         help="learning rate over the run: constant, or cosine (a short warm-up, then a cosine "
         "decay to 0 at the last planned step or at the end of --time-budget); preset default: "
-        "constant, tiny cosine",
+        "constant, tiny and tiny_448 cosine",
     )
     parser.add_argument(
         "--warmup",
