@@ -209,7 +209,7 @@ def test_a_checkpoint_subset_keeps_its_label_values_in_the_layer():
 
     from napari_clip_guided_sam._widgets._layers import write_labels_slice
     from napari_clip_guided_sam.data.class_map import LabelTable
-    from napari_clip_guided_sam.inference.predictor import Prediction
+    from napari_clip_guided_sam.inference.predictions import Prediction
 
     table = LabelTable({"pore": 0, "quartz": 2, "pyrite": 3}, unlabelled=255)
     labels = np.array([[255, 0], [2, 3]], dtype=np.int32)

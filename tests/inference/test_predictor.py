@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_clip_guided_sam.inference.predictor import InferenceMemoryError, Predictor
+from napari_clip_guided_sam.inference.predictions import InferenceMemoryError
+from napari_clip_guided_sam.inference.predictor import Predictor
 from napari_clip_guided_sam.model.checkpoint import CheckpointError, save_checkpoint
 from napari_clip_guided_sam.model.factory import build_model
 from napari_clip_guided_sam.model.preprocess import prepare_image

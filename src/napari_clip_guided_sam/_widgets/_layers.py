@@ -16,7 +16,7 @@ import pandas as pd
 from napari.layers import Image, Labels, Points
 
 from ..data.normalize import to_model_rgb
-from ..inference.predictor import Prediction
+from ..inference.predictions import Prediction
 
 MARKER = "napari_clip_guided_sam"  # metadata key of the layers this plugin created
 POSITIVE, NEGATIVE = "positive", "negative"

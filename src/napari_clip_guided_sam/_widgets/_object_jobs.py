@@ -17,7 +17,7 @@ from ._common import Progress
 from ._shared_model import loaded_predictor
 
 if TYPE_CHECKING:
-    from ._segment import SegmentRequest
+    from ._segment_jobs import SegmentRequest
 
 
 @dataclass

@@ -51,7 +51,8 @@ from ._object_layers import (
 from ._panels import AdvancedSection
 
 if TYPE_CHECKING:
-    from ._segment import SegmentRequest, SegmentWidget
+    from ._segment import SegmentWidget
+    from ._segment_jobs import SegmentRequest
 
 OBJECTS = "objects: clicks + boxes"  # the segment widget's mode for the object workflow
 COMMIT_KEY = "Shift-C"  # on the plugin's click, box, preview and objects layers

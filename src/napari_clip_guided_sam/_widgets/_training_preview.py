@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from napari.layers import Image, Labels
 
-from ..inference.predictor import Prediction
+from ..inference.predictions import Prediction
 from ..inference.session import PredictorSession, PredictorSettings
 from ._common import JobPanel, Progress
 from ._layers import ImageGeometry, labels_output, write_labels_slice

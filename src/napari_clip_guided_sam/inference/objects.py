@@ -17,7 +17,7 @@ import numpy as np
 from .instances import InstanceConfig, split_instances
 
 if TYPE_CHECKING:
-    from .predictor import Prediction
+    from .predictions import Prediction
 
 __all__ = [
     "InstancesFromText",

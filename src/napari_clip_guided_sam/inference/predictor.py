@@ -41,22 +41,24 @@ from ..model.checkpoint import CheckpointError, load_model, read_checkpoint, sam
 from ..model.clip_guided_sam import CLIPGuidedSAM, GuideOutput
 from ..model.config import adapted_blocks, get_preset
 from ..model.factory import build_model
-from ..model.guide import validate_class_names
 from ..model.prefix_cache import PrefixStore
 from ..model.preprocess import InputFrame, prepare_image, validate_rgb
 from ..model.runtime import autocast, resolve_device, resolve_precision
 from ..model.threads import work_unit
 from .embedding_store import EmbeddingStore, ModelEmbeddings
 from .objects import ObjectPrompt, select_object
+from .predictions import (
+    InferenceMemoryError,
+    ObjectPrediction,
+    Prediction,
+    PredictorStats,
+    is_out_of_memory,
+    labels_from_probabilities,
+)
+from .prompt_tensors import ObjectTensors, clean_names, clicks_to_frame, object_tensors
 from .tiles import TilingConfig, plan_tiles
 
-__all__ = [
-    "InferenceMemoryError",
-    "ObjectPrediction",
-    "Prediction",
-    "Predictor",
-    "PredictorStats",
-]
+__all__ = ["Predictor"]
 
 DEFAULT_CACHE_SIZE = 8  # image x class embeddings kept (about 4 MB each for vit_b in fp32)
 # Memory the embedding cache may grow to so that every window of a tiled image stays cached
@@ -65,54 +67,6 @@ TILED_CACHE_MB = 1024
 # A window of a tiled image is segmented for a class when its similarity map, normalised
 # over the whole image, reaches this level (docs/architecture.md, "Tiling").
 WINDOW_PRESENCE = 0.5
-
-
-class InferenceMemoryError(RuntimeError):
-    """The device ran out of memory; the message says what to change."""
-
-
-@dataclass
-class Prediction:
-    """Masks of K classes for one image of size H x W (all in the original frame)."""
-
-    labels: np.ndarray  # int32 [H, W]: label_table's value of each pixel's class
-    probabilities: np.ndarray  # float32 [K, H, W] mask probabilities
-    similarity_maps: np.ndarray  # float32 [K, H, W] CLIP similarity maps in [0, 1]
-    class_names: list[str]
-    iou_predictions: np.ndarray  # float32 [K] SAM's predicted IoU per class
-    # Label value of each class and of unlabelled pixels (default: k + 1 for class_names[k],
-    # 0 unlabelled; see Predictor.label_table_for).
-    label_table: LabelTable | None = None
-
-    def __post_init__(self) -> None:
-        if self.label_table is None:
-            self.label_table = LabelTable.positional(self.class_names)
-
-
-@dataclass
-class ObjectPrediction:
-    """Masks of N objects of one class on one image of size H x W (original frame)."""
-
-    masks: np.ndarray  # bool [N, H, W]: probability above the mask threshold
-    probabilities: np.ndarray  # float32 [N, H, W]
-    iou_predictions: np.ndarray  # float32 [N] SAM's predicted IoU per object
-    class_name: str
-
-
-@dataclass
-class PredictorStats:
-    """How often each stage ran: tests and benchmarks check what a call recomputed."""
-
-    clip_calls: int = 0  # CLIP visual-tower runs (one per new image)
-    text_calls: int = 0  # class names sent through the text tower
-    encoder_calls: int = 0  # image x class pairs through SAM's (adapted) image encoder
-    decoder_calls: int = 0  # masks from the prompt encoder + mask decoder
-    embedding_hits: int = 0  # image x class pairs served from the embedding cache
-    disk_hits: int = 0  # CLIP tokens and image x class embeddings read from the disk store
-
-    def reset(self) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, 0)
 
 
 class LRUCache:
@@ -338,7 +292,7 @@ class Predictor:
         """The label values `predict(class_names)` writes: the checkpoint's own values when
         it was trained on all these classes (any subset of them, each keeps its value),
         else ``k + 1`` for the k-th name with 0 unlabelled."""
-        names = _clean_names(class_names)
+        names = clean_names(class_names)
         table = self.checkpoint_labels.subset(names) if self.checkpoint_labels else None
         return table if table is not None else LabelTable.positional(names)
 
@@ -430,7 +384,7 @@ class Predictor:
     # ------------------------------------------------------------------ text
     def text_features(self, class_names: Sequence[str]) -> torch.Tensor:
         """Guide text features of the class names: [K, D] (cached per name)."""
-        names = _clean_names(class_names)
+        names = clean_names(class_names)
         with self._lock:
             missing = [n for n in names if n not in self._text_features]
             unknown = [n for n in missing if n not in self._closed_set]
@@ -475,12 +429,12 @@ class Predictor:
         mask (probability 0, not decoded) when that map stays below `WINDOW_PRESENCE` and
         there are no clicks.
         """
-        names = _clean_names(class_names)
+        names = clean_names(class_names)
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"The mask threshold must be in [0, 1), got {threshold}.")
         with self._lock:
             image = self._require_image()
-            user_points = _user_points(points, point_labels, image.frame)
+            user_points = clicks_to_frame(points, point_labels, image.frame)
             with self._memory_guard("segmenting", len(names)):
                 entries = self._entries(names)
                 if similarity_bounds is None:
@@ -495,7 +449,7 @@ class Predictor:
         CLIP (cached per image) and the text features only, not SAM's encoder; the range
         the similarity map is min-max normalised with (`SemanticGuide.similarity_map`).
         """
-        names = _clean_names(class_names)
+        names = clean_names(class_names)
         with self._lock:
             image = self._require_image().tensor[None]
             tokens = self._clip_tokens()
@@ -530,12 +484,12 @@ class Predictor:
                 return self.predict(class_names, points, point_labels, threshold)
             from .tiled import ArrayTiles, segment_tiled  # it builds on this module
 
-            names = _clean_names(class_names)
+            names = clean_names(class_names)
             if not 0.0 <= threshold < 1.0:
                 raise ValueError(f"The mask threshold must be in [0, 1), got {threshold}.")
             if points is not None and len(points):  # clear errors before any window runs
                 frame = InputFrame(plan.shape, self.config.sam.image_size, self.config.resize)
-                _user_points(points, point_labels, frame)
+                clicks_to_frame(points, point_labels, frame)
             self._reserve_for_windows(plan.n_tiles, len(names))
             table = self.label_table_for(names)
             source = ArrayTiles(rgb)
@@ -576,7 +530,7 @@ class Predictor:
         click); a fine-tuned model segments its whole class, so a click on one nucleus
         would otherwise give all of them. Probabilities stay the decoder's.
         """
-        names = _clean_names([class_name])
+        names = clean_names([class_name])
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"The mask threshold must be in [0, 1), got {threshold}.")
         objects = list(objects)
@@ -589,7 +543,7 @@ class Predictor:
             )
         with self._lock:
             frame = self._require_image().frame
-            prompts = [_object_tensors(o, frame) for o in objects]  # bad input fails here
+            prompts = [object_tensors(o, frame) for o in objects]  # bad input fails here
             with self._memory_guard("segmenting objects", 1):
                 entry = self._entries(names)[0]
                 prediction = self._decode_objects(names[0], entry, prompts, text_guide, threshold)
@@ -641,7 +595,7 @@ class Predictor:
         with self._lock:
             if self._image is None:
                 return False
-            names = _clean_names(class_names)
+            names = clean_names(class_names)
             return all(self._embedding_key(n, names) in self._embeddings for n in names)
 
     def _embedding_key(self, name: str, names: list[str]) -> tuple:
@@ -674,7 +628,7 @@ class Predictor:
     def embed(self, rgb: np.ndarray, class_names: Sequence[str]) -> None:
         """Compute (or find) the CLIP tokens and class embeddings of an image without
         decoding: fills the caches, the disk store too, for later `predict` calls."""
-        names = _clean_names(class_names)
+        names = clean_names(class_names)
         with self._lock:
             self.set_image(rgb)
             with self._memory_guard("computing embeddings", len(names)):
@@ -730,7 +684,7 @@ class Predictor:
             )
             probabilities = frame.logits_to_original(logits.float()).sigmoid_()
             values = torch.tensor([table.values[n] for n in names], dtype=torch.int32)
-            label_image = _label_image(
+            label_image = labels_from_probabilities(
                 probabilities, threshold, values.to(probabilities.device), table.unlabelled
             )
             for entry in entries:  # the maps do not change with the prompts: resized once
@@ -789,7 +743,9 @@ class Predictor:
             ious[present] = part.iou_predictions
         table = self.label_table_for(names)
         values = torch.tensor([table.values[n] for n in names], dtype=torch.int32)
-        labels = _label_image(torch.from_numpy(probabilities), threshold, values, table.unlabelled)
+        labels = labels_from_probabilities(
+            torch.from_numpy(probabilities), threshold, values, table.unlabelled
+        )
         return Prediction(
             labels=labels.numpy(),
             probabilities=probabilities,
@@ -803,7 +759,7 @@ class Predictor:
         self,
         name: str,
         entry: _ClassEntry,
-        objects: list[_ObjectTensors],
+        objects: list[ObjectTensors],
         text_guide: bool,
         threshold: float,
     ) -> ObjectPrediction:
@@ -855,7 +811,7 @@ class Predictor:
         try:
             yield
         except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
-            if not _is_out_of_memory(error):
+            if not is_out_of_memory(error):
                 raise
             self.clear_cache()
             if self.device.type == "cuda":
@@ -869,71 +825,6 @@ class Predictor:
                 f"once, or use a smaller batch (encoder batch size "
                 f"{self.encoder_batch_size}), or a smaller model preset."
             ) from error
-
-
-def _label_image(
-    probabilities: torch.Tensor, threshold: float, values: torch.Tensor, unlabelled: int
-) -> torch.Tensor:
-    """[K, H, W] probabilities -> int32 [H, W]: the label value (`values[k]`) of the most
-    probable class where it is above `threshold`, else `unlabelled`."""
-    if probabilities.shape[0] == 1:
-        return torch.where(probabilities[0] > threshold, values[0], unlabelled)
-    best, index = probabilities.max(dim=0)
-    return torch.where(best > threshold, values[index], unlabelled)
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    if isinstance(error, torch.OutOfMemoryError | MemoryError):
-        return True
-    text = str(error).lower()
-    return "out of memory" in text or "can't allocate memory" in text
-
-
-def _clean_names(class_names: Sequence[str]) -> list[str]:
-    """Validated, stripped class names (no duplicates, none reserved)."""
-    validate_class_names(class_names)
-    return [name.strip() for name in class_names]
-
-
-def _user_points(
-    points: np.ndarray | None, point_labels: np.ndarray | None, frame: InputFrame
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """User clicks in original (x, y) pixels -> SAM-frame coords [n, 2] and labels [n]."""
-    if points is None:
-        return None
-    points = np.asarray(points, dtype=np.float64)
-    if points.size == 0:
-        return None
-    if points.ndim != 2 or points.shape[1] != 2:
-        raise ValueError(f"points must have shape (n, 2) as (x, y), got {points.shape}.")
-    if point_labels is None:
-        raise ValueError("point_labels are required with points (1 positive, 0 negative).")
-    point_labels = np.asarray(point_labels).reshape(-1)
-    if point_labels.shape[0] != points.shape[0]:
-        raise ValueError(f"{points.shape[0]} points but {point_labels.shape[0]} point labels.")
-    if not np.isin(point_labels, (0, 1)).all():
-        raise ValueError("Point labels must be 1 (positive) or 0 (negative).")
-    coords = frame.points_to_input(points)
-    return torch.from_numpy(coords).float(), torch.from_numpy(point_labels.astype(np.int64))
-
-
-@dataclass
-class _ObjectTensors:
-    """One object's prompts in the SAM frame (CPU tensors)."""
-
-    points: tuple[torch.Tensor, torch.Tensor] | None  # coords [n, 2], labels [n]
-    box: torch.Tensor | None  # [4]
-    mask: torch.Tensor | None  # float [S, S]
-
-
-def _object_tensors(prompt: ObjectPrompt, frame: InputFrame) -> _ObjectTensors:
-    """An object's prompts in original pixels -> the SAM frame (checked: clear errors)."""
-    points = _user_points(prompt.points, prompt.point_labels, frame)
-    box = None
-    if prompt.box is not None:
-        box = torch.from_numpy(frame.boxes_to_input(prompt.box[None])[0]).float()
-    mask = None if prompt.mask is None else frame.mask_to_input(prompt.mask)
-    return _ObjectTensors(points, box, mask)
 
 
 def _resized_map(entry: _ClassEntry) -> np.ndarray:

@@ -32,7 +32,7 @@ from ..data.class_map import LabelTable
 from .tiles import Tile, TilePlan
 
 if TYPE_CHECKING:
-    from .predictor import Prediction
+    from .predictions import Prediction
 
 __all__ = [
     "ArrayTiles",
@@ -187,10 +187,12 @@ def labels_of_band(
     """[K, h, W] blended probabilities -> int32 [h, W] labels, by the predictor's rule."""
     import torch
 
-    from .predictor import _label_image
+    from .predictions import labels_from_probabilities
 
     values = torch.tensor([table.values[n] for n in class_names], dtype=torch.int32)
-    labels = _label_image(torch.from_numpy(probabilities), threshold, values, table.unlabelled)
+    labels = labels_from_probabilities(
+        torch.from_numpy(probabilities), threshold, values, table.unlabelled
+    )
     return labels.numpy()
 
 
@@ -231,7 +233,7 @@ def segment_tiled(
 ) -> Prediction:
     """The whole image's `Prediction` (probabilities and similarity maps for display), for
     the interactive path (`Predictor.segment`); batch runs use `tiled_labels`."""
-    from .predictor import Prediction
+    from .predictions import Prediction
 
     names = list(class_names)
     bands = iter_bands(predictor, source, plan, names, points, point_labels, with_maps=True)

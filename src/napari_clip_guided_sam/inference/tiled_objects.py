@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .objects import ObjectPrompt
+from .predictions import ObjectPrediction
 from .tiles import Tile, window_around
 
 if TYPE_CHECKING:
-    from .predictor import ObjectPrediction, Predictor
+    from .predictor import Predictor
 
 __all__ = ["object_window", "segment_objects_in_windows"]
 
@@ -75,7 +76,6 @@ def segment_objects_in_windows(
     select: bool,
 ) -> ObjectPrediction:
     """`Predictor.predict_objects` of a large image, one window per object (see above)."""
-    from .predictor import ObjectPrediction
 
     height, width = rgb.shape[:2]
     probabilities = np.zeros((len(objects), height, width), np.float32)

@@ -17,7 +17,7 @@ from ..tiles import TilingConfig
 
 if TYPE_CHECKING:  # the CLI reads OUTPUT_FORMATS without loading torch
     from ...data.class_map import LabelTable
-    from ..predictor import Prediction
+    from ..predictions import Prediction
 
 __all__ = ["OUTPUT_FORMATS", "SegmentOptions", "SlicePredictor", "resolve_class_names"]
 
