@@ -27,7 +27,12 @@ Two processes in parallel (one thread each) take half the time on two cores:
     python benchmarks/train_dsb.py --combine s0.json s1.json
 
 The split is fixed: pairs sorted by name, `train_val_split(seed=0)` -> 400 train / 106
-held-out; the first `--n-eval` held-out pairs (default 40) are scored.
+held-out; the first `--n-eval` held-out pairs (default 40) are scored. Choosing a preset or a
+recipe scores the next 40 instead (`--held-out tune`), never the reported ones; e.g. the
+input-size pilots of docs/training.md:
+
+    python benchmarks/train_dsb.py --runs new --seeds 0 --budgets 300 --held-out tune \
+        --preset tiny --image-size 512
 """
 
 from __future__ import annotations
@@ -65,12 +70,16 @@ OLD_PRESET = "tiny"  # what the old defaults trained
 RUNS = {"old": OLD, "new": NEW, "peft": PEFT}
 
 
-def load_split(data: Path, n_eval: int) -> tuple[Subset, Subset]:
+def load_split(data: Path, n_eval: int, part: str = "report") -> tuple[Subset, Subset]:
+    """The 400 training pairs and `n_eval` held-out pairs: the first ones ("report", the
+    figures in the docs) or the next ones ("tune", for choosing a preset or a recipe without
+    looking at the reported images)."""
     dataset = SliceDataset.from_folders(
         data / "images", data / "labels", ClassMap.single_class("nucleus"), cache_size=0
     )
     train_indices, held_out = train_val_split(dataset, N_HELD_OUT / len(dataset), seed=0)
-    return Subset(dataset, train_indices), Subset(dataset, held_out[:n_eval])
+    first = {"report": 0, "tune": n_eval}[part]
+    return Subset(dataset, train_indices), Subset(dataset, held_out[first : first + n_eval])
 
 
 def otsu_scores(held_out: Sequence) -> dict:
@@ -163,19 +172,30 @@ def peft_config(config):
     return config.replace(name=f"{config.name}_sam_peft", **{"adapters.semantic_blocks": ()})
 
 
+def new_config(args):
+    """The model of the new defaults and SAM-PEFT: `--preset`, at `--image-size` if given."""
+    config = get_preset(args.preset)
+    if args.image_size is None:
+        return config
+    return config.replace(
+        name=f"{config.name}@{args.image_size}", **{"sam.image_size": args.image_size}
+    )
+
+
 def run_seed(seed, args, inputs) -> list[dict]:
-    """Every run of one seed; `inputs` maps a preset name to its prepared (train, held-out)."""
+    """Every run of one seed; `inputs` maps "new" and "old" to their prepared (train,
+    held-out) inputs."""
     rows = []
     base = dict(lr=args.lr, clip_lr=args.clip_lr, seed=seed, device="cpu", precision=args.precision)
-    config = get_preset(args.preset)
-    train_data, held_out = inputs[args.preset]
+    config = new_config(args)
+    train_data, held_out = inputs["new"]
     model = build_model(config, seed=seed)
     rows.append(_row("similarity map > tau", seed, 0, None, similarity_map_scores(model, held_out)))
     print(_format(rows[-1]), flush=True)
     if "old" in args.runs:
         old = TrainingConfig(**base, **PAPER_RECIPE, time_budget_s=max(args.budgets))
         old_model = build_model(OLD_PRESET, seed=seed)
-        rows += train_and_score(OLD, old_model, *inputs[OLD_PRESET], old, args.budgets, seed)
+        rows += train_and_score(OLD, old_model, *inputs["old"], old, args.budgets, seed)
     recipe = {**default_recipe(args.preset), "epochs": None, **args.recipe}
     for budget in args.budgets:
         new = TrainingConfig(**{**base, **recipe}, time_budget_s=budget)
@@ -188,12 +208,11 @@ def run_seed(seed, args, inputs) -> list[dict]:
     return rows
 
 
-def prepare_inputs(presets, train_data, held_out_data) -> dict[str, tuple]:
-    """Read, normalise and resize every file once per input size, outside the timed training:
+def prepare_inputs(configs, train_data, held_out_data) -> dict[str, tuple]:
+    """Read, normalise and resize every file once per model, outside the timed training:
     every run shares the prepared inputs, so the budget measures learning, not decoding."""
     inputs = {}
-    for name in presets:
-        config = get_preset(name)
+    for name, config in configs.items():
         train = PreparedCache(train_data, config, max_bytes=2**32)
         held_out = PreparedCache(held_out_data, config, max_bytes=2**30)
         for cache in (train, held_out):
@@ -293,7 +312,17 @@ def main() -> None:
     parser.add_argument("--budgets", type=float, nargs="+", default=[60.0, 300.0, 900.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument(
+        "--image-size", type=int, help="the new model's SAM input side (default: the preset's)"
+    )
     parser.add_argument("--n-eval", type=int, default=40, help="held-out pairs scored")
+    parser.add_argument(
+        "--held-out",
+        choices=("report", "tune"),
+        default="report",
+        help="score the first --n-eval held-out pairs (report: the documented figures) or the "
+        "next ones (tune: for choosing a preset or recipe)",
+    )
     parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--clip-lr", type=float, default=clip_lr)
     parser.add_argument("--precision", default="fp32", help="fp32 is faster for tiny on CPU")
@@ -325,18 +354,21 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    train_data, held_out_data = load_split(args.data.resolve(), args.n_eval)
+    train_data, held_out_data = load_split(args.data.resolve(), args.n_eval, args.held_out)
     print(
         f"DSB2018: {len(train_data)} train / {N_HELD_OUT} held-out pairs, scoring "
-        f"{len(held_out_data)}; budgets {args.budgets} s; seeds {args.seeds}; runs "
-        f"{args.runs}; lr {args.lr:g}, clip_lr {args.clip_lr:g}; new: {args.preset} with "
+        f"{len(held_out_data)} ({args.held_out}); budgets {args.budgets} s; seeds {args.seeds}; "
+        f"runs {args.runs}; lr {args.lr:g}, clip_lr {args.clip_lr:g}; new: "
+        f"{new_config(args).name} with "
         f"{ {**default_recipe(args.preset), 'epochs': None, **args.recipe} }; "
         f"{torch.get_num_threads()} threads; precision {args.precision}",
         flush=True,
     )
     prepare_started = time.perf_counter()
-    presets = dict.fromkeys([args.preset, *([OLD_PRESET] if "old" in args.runs else [])])
-    inputs = prepare_inputs(presets, train_data, held_out_data)
+    configs = {"new": new_config(args)}
+    if "old" in args.runs:
+        configs["old"] = get_preset(OLD_PRESET)
+    inputs = prepare_inputs(configs, train_data, held_out_data)
     print(f"prepared inputs in {time.perf_counter() - prepare_started:.0f} s", flush=True)
     rows = [_row("otsu per image", -1, 0, None, otsu_scores(held_out_data))]
     print(_format(rows[-1]), flush=True)
