@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import torch
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -28,11 +29,9 @@ pytestmark = pytest.mark.skipif(
 
 # 5 pairs, 1 for validation: 4 training examples, 2 steps of 2 examples per epoch; a constant
 # learning rate, so that a run of 2 epochs resumed to 3 is the first 2 epochs of 3. The
-# learning rates are the paper's order of magnitude: the attention key biases have an exactly
-# zero gradient (softmax ignores a shift shared by all keys), so AdamW turns the rounding
-# noise of their gradient, which differs between a batch of 2 and two of 1, into steps of up
-# to the learning rate; at 1e-4 that noise stays under the 1e-5 tolerance, while a missing
-# gradient average (each rank stepping on its own example) moves every tensor by ~1e-4.
+# learning rates are the paper's order of magnitude. A missing gradient average (each rank
+# stepping on its own example) moves the trained tensors by ~1e-4, ten times the tolerance.
+# The attention key biases are not compared (`comparable`).
 ARGS = [
     "--class", "disk", "--preset", "tiny", "--device", "cpu", "--precision", "fp32",
     "--val-fraction", "0.2", "--lr", "1e-4", "--clip-lr", "1e-5", "--schedule", "constant",
@@ -73,12 +72,27 @@ def two_processes(data: Path, output: Path, *extra: str) -> str:
     return done.stdout
 
 
+def comparable(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` without its attention key biases. Their true gradient is exactly zero
+    (softmax ignores a shift shared by all keys), so AdamW turns the rounding noise of their
+    gradient, which differs between a batch of 2 and two of 1 and between runs of
+    multi-threaded kernels, into steps of up to the learning rate (1.8e-5 to 2.9e-5 seen)."""
+    if key.endswith("k_proj.bias"):
+        return tensor[:0]
+    if key.endswith("in_proj_bias"):  # [q | k | v]
+        third = tensor.shape[0] // 3
+        return torch.cat([tensor[:third], tensor[2 * third :]])
+    return tensor
+
+
 def assert_same_training(first: Path, second: Path) -> None:
-    """The same trained tensors (<= TOLERANCE) and the same validation metrics."""
+    """The same trained tensors (<= TOLERANCE, key biases aside) and validation metrics."""
     for name in ("last.safetensors", "best.safetensors"):
         a, b = load_file(first / name), load_file(second / name)
         assert a.keys() == b.keys()
-        worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+        assert any(k.endswith("in_proj_bias") for k in a)  # what `comparable` trims exists
+        differences = [(comparable(k, a[k]).float() - comparable(k, b[k]).float()).abs() for k in a]
+        worst = max(d.max().item() for d in differences if d.numel())
         assert worst <= TOLERANCE, f"{name}: tensors differ by {worst:g}"
         meta_a, meta_b = (
             read_checkpoint(first / name).metadata,
