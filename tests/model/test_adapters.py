@@ -1,5 +1,10 @@
-import torch
+import functools
 
+import pytest
+import torch
+import torch.nn.functional as F
+
+from napari_clip_guided_sam.model.adapters import Guidance
 from napari_clip_guided_sam.model.config import get_preset
 from napari_clip_guided_sam.model.factory import build_model
 
@@ -86,6 +91,48 @@ def test_regular_adapter_formula(tiny_model):
     a = torch.randn(3, 64)
     expected = a + 0.5 * (a + adapter.fc2(torch.nn.functional.gelu(adapter.fc1(a))))
     torch.testing.assert_close(adapter(a), expected)
+
+
+def _semantic_formula(adapter, normed, guidance):
+    """The semantic adapter as docs/architecture.md writes it, summed at C channels."""
+    inputs = normed
+    if adapter.text_projection is not None:
+        inputs = inputs + F.gelu(adapter.text_projection(guidance.text))[:, None, None, :]
+    if adapter.vision_projection is not None:
+        patches = adapter.vision_projection(guidance.vision)[:, 1:]  # [P, N, C]
+        side = int(patches.shape[1] ** 0.5)
+        grid = patches.transpose(1, 2).reshape(patches.shape[0], -1, side, side)
+        grid = F.interpolate(grid, size=normed.shape[1:3], mode="bilinear", align_corners=False)
+        inputs = inputs + grid.permute(0, 2, 3, 1)
+    return adapter.alpha * adapter.fc2(F.gelu(adapter.fc1(inputs)))
+
+
+@pytest.mark.parametrize("grid", [7, 13], ids=["downsized", "upsized"])
+@pytest.mark.parametrize("ablation", ["none", "use_text", "use_vision"])
+def test_semantic_adapter_formula_and_gradients(grid, ablation):
+    overrides = {} if ablation == "none" else {f"adapters.{ablation}": False}
+    if ablation == "use_vision":
+        overrides["adapters.use_similarity"] = False
+    model = build_model(get_preset("tiny").replace(**overrides), seed=0)
+    adapter = model.adapters[0].semantic
+    torch.manual_seed(1)
+    with torch.no_grad():
+        adapter.fc2.weight.normal_()  # (a released init's fc2 may start at zero)
+    pairs, guide_dim = 2, model.guide.embed_dim
+    normed = torch.randn(pairs, grid, grid, adapter.fc1.in_features)
+    guidance = Guidance(torch.randn(pairs, guide_dim), torch.randn(pairs, 1 + 10 * 10, guide_dim))
+    results = []
+    for compute in (adapter, functools.partial(_semantic_formula, adapter)):
+        adapter.zero_grad()
+        output = compute(normed, guidance)
+        output.square().sum().backward()
+        results.append((output, {n: p.grad.clone() for n, p in adapter.named_parameters()}))
+    (output, grads), (expected, expected_grads) = results
+    torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
+    assert grads.keys() == expected_grads.keys()
+    for name, grad in grads.items():
+        scale = expected_grads[name].abs().max().item()  # (rounding grows with the sums)
+        torch.testing.assert_close(grad, expected_grads[name], atol=1e-5 * scale, rtol=1e-4)
 
 
 def test_ablations_change_the_embedding_and_the_parameter_set(sam_input):

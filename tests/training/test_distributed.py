@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(
 # learning rate, so that a run of 2 epochs resumed to 3 is the first 2 epochs of 3. The
 # learning rates are the paper's order of magnitude. A missing gradient average (each rank
 # stepping on its own example) moves the trained tensors by ~1e-4, ten times the tolerance.
-# The attention key biases are not compared (`comparable`).
+# Tensors whose steps follow rounding noise are not compared (`comparable`).
 ARGS = [
     "--class", "disk", "--preset", "tiny", "--device", "cpu", "--precision", "fp32",
     "--val-fraction", "0.2", "--lr", "1e-4", "--clip-lr", "1e-5", "--schedule", "constant",
@@ -72,12 +72,20 @@ def two_processes(data: Path, output: Path, *extra: str) -> str:
     return done.stdout
 
 
+# The convolution before the dense prompt's channel LayerNorm: the loss ignores a change
+# shared by its output channels, and its gradient is at the rounding noise's size here (the
+# similarity maps of random weights are nearly flat), so AdamW's steps follow the noise
+# (4.6e-6 to 1.2e-5 seen).
+NOISE_LED = ("sam.prompt_encoder.mask_downscaling.0.",)
+
+
 def comparable(key: str, tensor: torch.Tensor) -> torch.Tensor:
-    """`tensor` without its attention key biases. Their true gradient is exactly zero
-    (softmax ignores a shift shared by all keys), so AdamW turns the rounding noise of their
-    gradient, which differs between a batch of 2 and two of 1 and between runs of
-    multi-threaded kernels, into steps of up to the learning rate (1.8e-5 to 2.9e-5 seen)."""
-    if key.endswith("k_proj.bias"):
+    """`tensor` without the parts whose AdamW steps follow rounding noise: the attention key
+    biases, whose true gradient is exactly zero (softmax ignores a shift shared by all keys),
+    and `NOISE_LED`. Their gradients' rounding differs between a batch of 2 and two of 1 and
+    between runs of multi-threaded kernels, and AdamW turns it into steps of up to the
+    learning rate (1.8e-5 to 2.9e-5 seen)."""
+    if key.endswith("k_proj.bias") or key.startswith(NOISE_LED):
         return tensor[:0]
     if key.endswith("in_proj_bias"):  # [q | k | v]
         third = tensor.shape[0] // 3
@@ -91,9 +99,13 @@ def assert_same_training(first: Path, second: Path) -> None:
         a, b = load_file(first / name), load_file(second / name)
         assert a.keys() == b.keys()
         assert any(k.endswith("in_proj_bias") for k in a)  # what `comparable` trims exists
-        differences = [(comparable(k, a[k]).float() - comparable(k, b[k]).float()).abs() for k in a]
-        worst = max(d.max().item() for d in differences if d.numel())
-        assert worst <= TOLERANCE, f"{name}: tensors differ by {worst:g}"
+        differences = {
+            k: (comparable(k, a[k]).float() - comparable(k, b[k]).float()).abs().max().item()
+            for k in a
+            if comparable(k, a[k]).numel()
+        }
+        worst = max(differences, key=differences.__getitem__)
+        assert differences[worst] <= TOLERANCE, f"{name}: {worst} differs by {differences[worst]:g}"
         meta_a, meta_b = (
             read_checkpoint(first / name).metadata,
             read_checkpoint(second / name).metadata,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..data.formats import printable
 from ..inference.batch.ranges import DEFAULT_SLICES_PER_TASK
-from ._common import UsageError
+from ._common import UsageError, predictor_from_args
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,17 +92,9 @@ def run_on_cluster(
 
     from ..inference import batch
     from ..inference.batch.distributed import segment_batch_on_cluster
-    from ..inference.predictor import Predictor
 
-    load = functools.partial(
-        Predictor.from_preset,
-        preset,
-        args.checkpoint,
-        args.device,
-        args.precision,
-        sam_weights=args.sam_weights,
-        clip_weights=args.clip_weights,
-    )
+    # Each worker builds the predictor as `segment` does here (the namespace pickles).
+    load = functools.partial(predictor_from_args, args, preset)
     with _client(args) as (client, threads):
         workers = len(client.scheduler_info(n_workers=-1)["workers"])
         print(f"dask cluster: {workers} worker(s); dashboard: {client.dashboard_link}")

@@ -39,8 +39,8 @@ class RegularAdapter(nn.Module):
         """attention_out: [..., C] -> same shape."""
         branch = self.fc2(F.gelu(self.fc1(attention_out)))
         if self.inner_skip:
-            branch = attention_out + branch
-        return attention_out + self.alpha * branch
+            branch += attention_out  # (in place: fc2's backward does not read its output)
+        return torch.add(attention_out, branch, alpha=self.alpha)
 
 
 @dataclass
@@ -72,19 +72,31 @@ class SemanticAdapter(nn.Module):
         self.alpha = config.alpha
 
     def forward(self, normed: torch.Tensor, guidance: Guidance) -> torch.Tensor:
-        """normed: norm2(x), [P, H, W, C] -> the adapter branch, same shape."""
-        inputs = normed
-        if self.text_projection is not None and guidance.text is not None:
-            text = F.gelu(self.text_projection(guidance.text.to(normed.dtype)))
-            inputs = inputs + text[:, None, None, :]
-        if self.vision_projection is not None and guidance.vision is not None:
-            inputs = inputs + self._project_vision(guidance.vision.to(normed.dtype), normed.shape)
-        return self.alpha * self.fc2(F.gelu(self.fc1(inputs)))
+        """normed: norm2(x), [P, H, W, C] -> the adapter branch, same shape.
 
-    def _project_vision(self, vision: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        """[P, 1+N, D] -> projected patch tokens resized to the encoder grid, [P, H, W, C]."""
+        fc1 is applied to each of the three inputs on its own and the results summed: the
+        text as one vector per pair, the vision tokens on CLIP's grid before the resize.
+        That is the same function (fc1 is affine, and bilinear resizing is linear with
+        weights that sum to one) with the resize and the sums on fc1's narrow output
+        instead of C channels at the encoder grid: half the adapter's time on a CPU.
+        """
+        hidden = F.linear(normed, self.fc1.weight)
+        bias: torch.Tensor = self.fc1.bias
+        if self.text_projection is not None and guidance.text is not None:
+            text = F.gelu(self.text_projection(guidance.text.to(normed.dtype)))  # [P, C]
+            bias = F.linear(text, self.fc1.weight, bias)[:, None, None, :]
+        hidden += bias  # (in place: a matmul's backward does not read its output)
+        if self.vision_projection is not None and guidance.vision is not None:
+            hidden += self._vision_hidden(guidance.vision.to(normed.dtype), hidden.shape)
+        return self.alpha * self.fc2(F.gelu(hidden))
+
+    def _vision_hidden(self, vision: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """[P, 1+N, D] -> fc1's weight times the projected patch tokens, resized to the
+        encoder grid: [P, H, W, hidden]."""
         assert self.vision_projection is not None
-        projected = self.vision_projection(vision)[:, 1:]
+        weight = self.fc1.weight @ self.vision_projection.weight  # [hidden, D]
+        bias = self.fc1.weight @ self.vision_projection.bias
+        projected = F.linear(vision[:, 1:], weight, bias)
         side = int(round(projected.shape[1] ** 0.5))
         grid = projected.transpose(1, 2).reshape(projected.shape[0], -1, side, side)
         grid = F.interpolate(grid, size=tuple(shape[1:3]), mode="bilinear", align_corners=False)

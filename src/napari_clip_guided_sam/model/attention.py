@@ -24,10 +24,12 @@ from torch import nn
 
 from .guide import SemanticGuide
 
-# Without autograd the bias mask is built a few query rows at a time in one buffer of at most
-# this size: a fresh 805 MB mask per global block costs more in page faults than the
-# attention itself on small CPUs.
-MASK_CHUNK_BYTES = 64 * 2**20
+# Without autograd the bias mask is built a piece at a time (some images, heads and query rows)
+# in one buffer of at most this size, each piece read by attention right after it is written.
+# A whole 805 MB mask per global block costs more in page faults than the attention itself on
+# small CPUs, and pieces that stay in the last-level cache (16 MB: half of a 32 MB L3) measured
+# 0.51 s per ViT-B global block against 0.61 s for 64 MB pieces (docs/performance.md).
+MASK_CHUNK_BYTES = 16 * 2**20
 
 
 class FusedSamAttention(Attention):
@@ -65,8 +67,8 @@ def relative_position_attention(
     query, key, value: [B, heads, h * w, d] over an h x w token grid -> [B, heads, h * w, d].
     B[i, j] = q_i . Rh[h(i), h(j)] + q_i . Rw[w(i), w(j)], as segment-anything's
     `add_decomposed_rel_pos` (the unscaled query). With autograd the whole mask is built
-    (its gradient flows to the query), as under torch.compile; otherwise a few query rows
-    of it at a time, in one buffer of at most `max_mask_bytes` (at least one grid row).
+    (its gradient flows to the query), as under torch.compile; otherwise a piece at a time
+    (`_mask_pieces`), in one buffer of at most `max_mask_bytes` (at least one grid row).
     """
     height, width = size
     batch, heads, tokens, _ = query.shape
@@ -80,24 +82,47 @@ def relative_position_attention(
         mask = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(batch, heads, tokens, tokens)
         return F.scaled_dot_product_attention(query, key, value, attn_mask=mask.to(query.dtype))
 
-    row_bytes = batch * heads * width * tokens * query.element_size()
-    rows = max(1, min(height, max_mask_bytes // row_bytes))
-    storage = query.new_empty(batch * heads * rows * width * tokens)
+    images, heads_per_piece, rows = _mask_pieces(
+        batch, heads, height, width * tokens * query.element_size(), max_mask_bytes
+    )
+    storage = query.new_empty(images * heads_per_piece * rows * width * tokens)
     out = torch.empty_like(query, memory_format=torch.contiguous_format)
-    for start in range(0, height, rows):
-        stop = min(start + rows, height)
-        mask = storage[: batch * heads * (stop - start) * width * tokens]
-        mask = mask.view(batch, heads, stop - start, width, height, width)
-        rows_h, rows_w = rel_h[:, :, start:stop], rel_w[:, :, start:stop]
-        torch.add(rows_h[..., :, None], rows_w[..., None, :], out=mask)
-        queries = slice(start * width, stop * width)
-        out[:, :, queries] = F.scaled_dot_product_attention(
-            query[:, :, queries],
-            key,
-            value,
-            attn_mask=mask.view(batch, heads, (stop - start) * width, tokens),
-        )
+    for b in range(0, batch, images):
+        for h in range(0, heads, heads_per_piece):
+            for start in range(0, height, rows):
+                piece = (slice(b, b + images), slice(h, h + heads_per_piece))
+                rows_h, rows_w = (
+                    rel_h[piece][:, :, start : start + rows],
+                    rel_w[piece][:, :, start : start + rows],
+                )
+                shape = rows_h.shape[:3]  # [images, heads, rows] of this piece
+                mask = storage[: shape.numel() * width * tokens].view(*shape, width, height, width)
+                torch.add(rows_h[..., :, None], rows_w[..., None, :], out=mask)
+                queries = slice(start * width, (start + shape[2]) * width)
+                out[piece][:, :, queries] = F.scaled_dot_product_attention(
+                    query[piece][:, :, queries],
+                    key[piece],
+                    value[piece],
+                    attn_mask=mask.view(*shape[:2], shape[2] * width, tokens),
+                )
     return out
+
+
+def _mask_pieces(
+    batch: int, heads: int, height: int, row_bytes: int, max_bytes: int
+) -> tuple[int, int, int]:
+    """How many images, heads and grid rows of queries one piece of the bias mask covers.
+
+    row_bytes: the mask of one grid row of queries for one image and head. Whole heads (all
+    of an image's, then several images') while they fit in `max_bytes`, else a few rows of
+    one head's queries (at least one row).
+    """
+    grid_bytes = height * row_bytes
+    if heads * grid_bytes <= max_bytes:
+        return max(1, min(batch, max_bytes // (heads * grid_bytes))), heads, height
+    if grid_bytes <= max_bytes:
+        return 1, max_bytes // grid_bytes, height
+    return 1, 1, max(1, min(height, max_bytes // row_bytes))
 
 
 def use_fused_attention(model: nn.Module, enabled: bool = True) -> None:

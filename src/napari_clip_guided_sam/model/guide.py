@@ -111,20 +111,45 @@ def _attend(
     return weights.softmax(dim=-1) @ value
 
 
+def _heads(block: ResidualAttentionBlock, hidden: torch.Tensor) -> list[torch.Tensor]:
+    """The block's q, k and v of `hidden` (its `ln_1` output), each [B, heads, L, d]."""
+    attn: nn.MultiheadAttention = block.attn
+    qkv = F.linear(hidden, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    return [_split_heads(t, attn.num_heads) for t in qkv]
+
+
+def plain_block(
+    block: ResidualAttentionBlock, x: torch.Tensor, fused: bool = False
+) -> torch.Tensor:
+    """One block before the surgery blocks: open_clip's own code, or with fused attention the
+    same function through `scaled_dot_product_attention` (the block's `nn.MultiheadAttention`
+    runs its attention unfused on the CPU). x: [B, L, C] -> same shape."""
+    if not fused:
+        return block(x)
+    q, k, v = _heads(block, block.ln_1(x))
+    x = x + block.ls_1(block.attn.out_proj(_merge_heads(_attend(q, k, v, fused=True))))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
 def surgery_block(
-    block: ResidualAttentionBlock, x_ori: torch.Tensor, x_new: torch.Tensor, fused: bool = False
+    block: ResidualAttentionBlock,
+    x_ori: torch.Tensor,
+    x_new: torch.Tensor,
+    fused: bool = False,
+    class_token_only: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One dual-path block: the original block on `x_ori`, and v-v attention added to `x_new`.
 
     Both paths share the block's `in_proj`/`out_proj`; the v-v path replaces q and k by v,
     reads `ln_1` of the *original* path's input, and has no MLP and no LayerNorm of its own.
     x_ori, x_new: [B, L, C] -> the updated pair, same shapes. fused: attention through
-    `scaled_dot_product_attention`.
+    `scaled_dot_product_attention`. class_token_only: the original path only for its first
+    (class) token, x_ori -> [B, 1, C] (after the last block, the only one the tokens read).
     """
     attn: nn.MultiheadAttention = block.attn
-    hidden = block.ln_1(x_ori)
-    q, k, v = F.linear(hidden, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    q, k, v = (_split_heads(t, attn.num_heads) for t in (q, k, v))
+    q, k, v = _heads(block, block.ln_1(x_ori))
+    if class_token_only:
+        q, x_ori = q[:, :, :1], x_ori[:, :1]
     original = _merge_heads(_attend(q, k, v, fused))
     value_value = _merge_heads(_attend(v, v, v, fused))
     x_ori = x_ori + block.ls_1(attn.out_proj(original))
@@ -171,9 +196,11 @@ class SemanticGuide(nn.Module):
         """The visual tower's residual streams entering block `stop` (0 = after `ln_pre`).
 
         clip_input: [B, 3, s, s] -> (original path, v-v path), each [B, 1 + N, C]; before
-        the surgery blocks both are the same tensor. With `finish_tokens(streams, stop)`
-        this splits `encode_image_tokens` at block `stop` (the frozen prefix that training
-        computes once per image, docs/architecture.md "Frozen prefix").
+        the surgery blocks both are the same tensor (after the last block, with fused
+        attention, the original path is its class token only, [B, 1, C]). With
+        `finish_tokens(streams, stop)` this splits `encode_image_tokens` at block `stop` (the
+        frozen prefix that training computes once per image, docs/architecture.md "Frozen
+        prefix").
         """
         visual = self.clip.visual
         x = visual.conv1(clip_input.to(visual.conv1.weight.dtype))
@@ -194,11 +221,15 @@ class SemanticGuide(nn.Module):
         blocks = self.clip.visual.transformer.resblocks
         first_surgery = len(blocks) - self.clip_config.surgery_depth
         x_ori, x_new = streams
+        fused = self.fused_attention
         for index in range(start, stop):
             if index < first_surgery:
-                x_ori = x_new = blocks[index](x_ori)
+                x_ori = x_new = plain_block(blocks[index], x_ori, fused)
             else:
-                x_ori, x_new = surgery_block(blocks[index], x_ori, x_new, self.fused_attention)
+                # The speed path skips the last block's original patch tokens, which nothing
+                # reads; the unfused path stays the released code's, bit for bit.
+                last = fused and index == len(blocks) - 1
+                x_ori, x_new = surgery_block(blocks[index], x_ori, x_new, fused, last)
         return x_ori, x_new
 
     # ------------------------------------------------------------------- text
