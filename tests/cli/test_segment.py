@@ -123,3 +123,39 @@ def test_tiling_options_reach_the_run_and_its_report(tmp_path, write_stack, caps
     assert not np.array_equal(labels, whole)  # windows of 24 x 32 px, not the squashed slice
     assert segment(source, "-c", "nucleus", "--halo", "-2") == EXIT_USAGE
     assert "halo must be 0 or more" in capsys.readouterr().err
+
+
+def test_compile_compiles_the_encoder_and_gives_the_same_labels(
+    tmp_path, monkeypatch, capsys, write_stack
+):
+    from torch._dynamo.utils import counters
+
+    from napari_clip_guided_sam.model import compilation
+
+    compiled, compile_image_encoder = [], compilation.compile_image_encoder
+
+    def compile_fast(model):  # aot_eager traces what inductor compiles, in seconds
+        compiled.append(model)
+        compile_image_encoder(model, backend="aot_eager")
+
+    monkeypatch.setattr(compilation, "compile_image_encoder", compile_fast)
+    source = write_stack(tmp_path / "cells.tif")
+    assert segment(source, "-c", "nucleus", "-o", tmp_path / "eager") == EXIT_OK
+    assert not compiled
+    counters.clear()
+    assert segment(source, "-c", "nucleus", "-o", tmp_path / "compiled", "--compile") == EXIT_OK
+    assert len(compiled) == 1 and counters["stats"]["unique_graphs"] == 1  # and it ran
+    eager = read_image(tmp_path / "eager" / "cells_labels.tif").array
+    labels = read_image(tmp_path / "compiled" / "cells_labels.tif").array
+    # (the compiled graph rounds differently, ~1e-6: a pixel at the threshold may flip)
+    assert labels.shape == eager.shape and np.mean(labels != eager) <= 1e-3
+
+    # A model that runs its encoder block by block is not compiled, and the user is told.
+    monkeypatch.setattr(
+        "napari_clip_guided_sam.model.clip_guided_sam.CLIPGuidedSAM.encoder_runs_by_block",
+        lambda self: True,
+    )
+    capsys.readouterr()
+    assert segment(source, "-c", "nucleus", "-o", tmp_path / "by_block", "--compile") == EXIT_OK
+    assert len(compiled) == 1
+    assert "runs its image encoder block by block" in capsys.readouterr().err

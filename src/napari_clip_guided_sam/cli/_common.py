@@ -299,11 +299,34 @@ def predictor_from_args(args: argparse.Namespace, preset: str):
     and base weights as the command line gives them."""
     from ..inference.predictor import Predictor
 
-    return Predictor.from_preset(
+    predictor = Predictor.from_preset(
         preset,
         args.checkpoint,
         args.device,
         args.precision,
         sam_weights=args.sam_weights,
         clip_weights=args.clip_weights,
+    )
+    if args.compile:
+        from ..model.compilation import compile_image_encoder
+
+        if predictor.model.encoder_runs_by_block():
+            print(
+                f"--compile: {preset} runs its image encoder block by block (a frozen prefix "
+                "shared between classes), which compilation does not cover; running uncompiled.",
+                file=sys.stderr,
+            )
+        else:
+            compile_image_encoder(predictor.model)
+    return predictor
+
+
+def add_compile_argument(parser: argparse.ArgumentParser) -> None:
+    """--compile, shared by segment and precompute (the commands of long runs)."""
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile SAM's image encoder (torch.compile) at the first image: a minute or "
+        "more of warm-up on a CPU, then each image faster (1.10x on a 2-core CPU, paying off "
+        "after about 50 images; docs/performance.md). Every cluster worker compiles its own",
     )

@@ -17,6 +17,7 @@ from ._common import (
     CommandError,
     UsageError,
     add_base_weights_arguments,
+    add_compile_argument,
     add_embedding_cache_arguments,
     add_runtime_arguments,
     embedding_store_from_args,
@@ -56,6 +57,7 @@ def add_parser(subparsers) -> None:
     )
     add_base_weights_arguments(parser)
     add_runtime_arguments(parser)
+    add_compile_argument(parser)
     parser.add_argument(
         "--channels", type=int, nargs="+", default=None, metavar="INDEX", help="as in segment"
     )

@@ -19,6 +19,7 @@ from ._common import (
     CommandError,
     UsageError,
     add_base_weights_arguments,
+    add_compile_argument,
     add_embedding_cache_arguments,
     add_runtime_arguments,
     embedding_store_from_args,
@@ -87,6 +88,7 @@ def add_parser(subparsers) -> None:
     )
     add_base_weights_arguments(parser)
     add_runtime_arguments(parser)
+    add_compile_argument(parser)
     parser.add_argument(
         "--threshold",
         type=float,

@@ -292,6 +292,14 @@ class CLIPGuidedSAM(nn.Module):
         entries = [self._prefix("sam", image[None], depth, tokens_of) for image in images]
         return _join([entry[0] for entry in entries])
 
+    def encoder_runs_by_block(self) -> bool:
+        """Whether `encode_image` runs SAM's encoder block by block rather than in one call
+        (the call that `model.compilation` compiles): when part of it is a frozen prefix to
+        share between classes or cache, or blocks are recomputed in the backward."""
+        adapted = self.adapters is not None and not self.zero_shot
+        shares_prefix = adapted or self._caches("sam")
+        return (self.encoder_prefix_depth() > 0 and shares_prefix) or self.activation_checkpointing
+
     def _caches(self, part: str) -> bool:
         return self.prefix_cache is not None and part in self.prefix_cache.parts
 
@@ -326,9 +334,7 @@ class CLIPGuidedSAM(nn.Module):
         encoder = self.sam.image_encoder
         adapted = self.adapters is not None and not self.zero_shot
         depth = self.encoder_prefix_depth()
-        # The whole encoder in one call (and as compiled, if it is) unless part of it is
-        # frozen prefix to share or cache, or blocks are to be recomputed in the backward.
-        split = (depth > 0 and (adapted or self._caches("sam"))) or self.activation_checkpointing
+        split = self.encoder_runs_by_block()
         if not adapted:  # the embedding ignores the class
             if split:
                 embeddings = self._encoder_suffix(self.encoder_prefix(images, depth), depth)
