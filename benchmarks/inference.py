@@ -25,6 +25,7 @@ Usage (from the project root):
     .venv/bin/python benchmarks/inference.py                    # precision auto
     .venv/bin/python benchmarks/inference.py --compile          # + torch.compile (minutes)
     .venv/bin/python benchmarks/inference.py --precision fp32 --repeats 2
+    .venv/bin/python benchmarks/inference.py --first-prompt-only   # the main ratio, quickly
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def bench_vanilla(
     point, label = np.array([[size // 2, size // 2]]), np.array([1])
     results: dict[str, float] = {}
     for name, dtype, runs in (("fp32", None, repeats), ("bf16", torch.bfloat16, bf16_repeats)):
+        if not runs:
+            continue
         with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
             predictor.set_image(synthetic_image(seed, size))  # warm-up
             times = []
@@ -180,6 +183,20 @@ def bench_compiled(preset: str, precision: str, seed: int) -> dict[str, float]:
     return {"first_with_compile": times[0], "steady": statistics.median(times[1:])}
 
 
+def first_prompt_only(preset: str, precision: str, repeats: int, seed: int) -> None:
+    """Vanilla `set_image` in fp32 and our first text prompt, nothing else: a quick check
+    of their ratio (for instance under another allocator setting)."""
+    from napari_clip_guided_sam.model.config import get_preset
+
+    size = get_preset(preset).sam.image_size
+    vanilla = bench_vanilla(preset, repeats, seed, 0, size)["set_image_fp32"]
+    predictor = _new_predictor(preset, precision, None)
+    predictor.segment(synthetic_image(seed, size), ["warm-up"])
+    ours = statistics.median(first_prompts(predictor, repeats, seed + 100, "nucleus"))
+    print(f"vanilla SAM set_image, fp32  {vanilla:8.3f}")
+    print(f"ours: first text prompt      {ours:8.3f}  {ours / vanilla:.2f} x vanilla fp32")
+
+
 def report(info: dict, vanilla: dict, ours: dict, unfused: dict, compiled: dict | None) -> None:
     peaks, choice = info["peaks"], info["choice"]
     best_vanilla = min(vanilla["set_image_fp32"], vanilla["set_image_bf16"])
@@ -262,6 +279,11 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="also time the compiled encoder (minutes)"
     )
+    parser.add_argument(
+        "--first-prompt-only",
+        action="store_true",
+        help="only vanilla set_image in fp32 and our first text prompt (a quick ratio)",
+    )
     args = parser.parse_args()
     from napari_clip_guided_sam.model.config import get_preset
 
@@ -269,6 +291,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, preset {args.preset}")
     print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
+    if args.first_prompt_only:
+        first_prompt_only(args.preset, args.precision, args.repeats, args.seed)
+        return
     info = machine()
     print(f"cpu: {info['choice'].machine}", flush=True)
     # bf16 far below fp32's peak (no native bf16): one timed run says enough.

@@ -13,8 +13,9 @@ on the values):
 By default it times only the text part of a step (text features, and the backward pass to
 the positional embedding where there is one) on the preset's text tower. With
 `--full-step` it also times whole training steps of the preset's model (forward, backward,
-AdamW) with the training engine's own `training_loss`. Every figure is the median of
-`--repeats` runs after one warm-up; ratios are against `frozen` in the same process.
+AdamW) with the training engine's own `training_loss` (training/step.py). Every figure is
+the median of `--repeats` runs after one warm-up; ratios are against `frozen` in the same
+process.
 
 Usage (from the project root):
     .venv/bin/python benchmarks/text_gradient.py                       # paper text tower
@@ -88,8 +89,8 @@ def time_full_step(preset: str, repeats: int, device: torch.device) -> dict[str,
     """Whole training steps (text mode, batch 1) of the preset's model."""
     from napari_clip_guided_sam.model.factory import build_model
     from napari_clip_guided_sam.model.trainable import parameter_groups
-    from napari_clip_guided_sam.training.engine import training_loss
     from napari_clip_guided_sam.training.inputs import Batch
+    from napari_clip_guided_sam.training.step import training_loss
 
     results = {}
     for name, (trainable, path) in SETTINGS.items():

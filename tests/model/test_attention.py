@@ -142,3 +142,20 @@ def test_gradients_agree_fused_and_unfused(sam_input):
         output.low_res_logits.square().mean().backward()
         grads.append(model.adapters[0].regular.fc1.weight.grad)
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_fused_clip_blocks_match_open_clip_and_the_full_surgery_path():
+    from open_clip.transformer import ResidualAttentionBlock
+
+    from napari_clip_guided_sam.model.guide import plain_block, surgery_block
+
+    torch.manual_seed(0)
+    block = ResidualAttentionBlock(64, 4).eval()
+    x_ori, x_new = torch.randn(2, 2, 17, 64).unbind(0)
+    with torch.no_grad():
+        torch.testing.assert_close(plain_block(block, x_ori, fused=True), block(x_ori))
+        whole = surgery_block(block, x_ori, x_new, fused=True)
+        class_only = surgery_block(block, x_ori, x_new, fused=True, class_token_only=True)
+    assert class_only[0].shape == (2, 1, 64)
+    torch.testing.assert_close(class_only[0], whole[0][:, :1])
+    torch.testing.assert_close(class_only[1], whole[1])  # the v-v path keeps every token

@@ -20,11 +20,11 @@ from napari_clip_guided_sam.training import (
     TrainingConfig,
     train,
 )
-from napari_clip_guided_sam.training.engine import training_loss
 from napari_clip_guided_sam.training.inputs import Augmentation, PreparedCache, collate
 from napari_clip_guided_sam.training.recipe import lr_factor
 from napari_clip_guided_sam.training.sampling import sampling_weights
 from napari_clip_guided_sam.training.state import load_state
+from napari_clip_guided_sam.training.step import training_loss
 
 FAST = dict(lr=1e-3, clip_lr=1e-4, device="cpu", precision="fp32")
 
