@@ -310,14 +310,12 @@ def predictor_from_args(args: argparse.Namespace, preset: str):
     if args.compile:
         from ..model.compilation import compile_image_encoder
 
-        if predictor.model.encoder_runs_by_block():
+        if not compile_image_encoder(predictor.model):
             print(
                 f"--compile: {preset} runs its image encoder block by block (a frozen prefix "
                 "shared between classes), which compilation does not cover; running uncompiled.",
                 file=sys.stderr,
             )
-        else:
-            compile_image_encoder(predictor.model)
     return predictor
 
 

@@ -17,6 +17,8 @@ through `nn.MultiheadAttention` (fused); the switch also covers the CLIP Surgery
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import Attention, get_rel_pos
@@ -87,24 +89,23 @@ def relative_position_attention(
     )
     storage = query.new_empty(images * heads_per_piece * rows * width * tokens)
     out = torch.empty_like(query, memory_format=torch.contiguous_format)
-    for b in range(0, batch, images):
-        for h in range(0, heads, heads_per_piece):
-            for start in range(0, height, rows):
-                piece = (slice(b, b + images), slice(h, h + heads_per_piece))
-                rows_h, rows_w = (
-                    rel_h[piece][:, :, start : start + rows],
-                    rel_w[piece][:, :, start : start + rows],
-                )
-                shape = rows_h.shape[:3]  # [images, heads, rows] of this piece
-                mask = storage[: shape.numel() * width * tokens].view(*shape, width, height, width)
-                torch.add(rows_h[..., :, None], rows_w[..., None, :], out=mask)
-                queries = slice(start * width, (start + shape[2]) * width)
-                out[piece][:, :, queries] = F.scaled_dot_product_attention(
-                    query[piece][:, :, queries],
-                    key[piece],
-                    value[piece],
-                    attn_mask=mask.view(*shape[:2], shape[2] * width, tokens),
-                )
+    pieces = itertools.product(
+        range(0, batch, images), range(0, heads, heads_per_piece), range(0, height, rows)
+    )
+    for b, h, start in pieces:
+        piece = (slice(b, b + images), slice(h, h + heads_per_piece))
+        rows_h = rel_h[piece][:, :, start : start + rows]
+        rows_w = rel_w[piece][:, :, start : start + rows]
+        shape = rows_h.shape[:3]  # [images, heads, rows] of this piece
+        mask = storage[: shape.numel() * width * tokens].view(*shape, width, height, width)
+        torch.add(rows_h[..., :, None], rows_w[..., None, :], out=mask)
+        queries = slice(start * width, (start + shape[2]) * width)
+        out[piece][:, :, queries] = F.scaled_dot_product_attention(
+            query[piece][:, :, queries],
+            key[piece],
+            value[piece],
+            attn_mask=mask.view(*shape[:2], shape[2] * width, tokens),
+        )
     return out
 
 

@@ -297,8 +297,11 @@ class CLIPGuidedSAM(nn.Module):
         (the call that `model.compilation` compiles): when part of it is a frozen prefix to
         share between classes or cache, or blocks are recomputed in the backward."""
         adapted = self.adapters is not None and not self.zero_shot
+        return self._runs_by_block(adapted, self.encoder_prefix_depth())
+
+    def _runs_by_block(self, adapted: bool, prefix_depth: int) -> bool:
         shares_prefix = adapted or self._caches("sam")
-        return (self.encoder_prefix_depth() > 0 and shares_prefix) or self.activation_checkpointing
+        return (prefix_depth > 0 and shares_prefix) or self.activation_checkpointing
 
     def _caches(self, part: str) -> bool:
         return self.prefix_cache is not None and part in self.prefix_cache.parts
@@ -334,7 +337,7 @@ class CLIPGuidedSAM(nn.Module):
         encoder = self.sam.image_encoder
         adapted = self.adapters is not None and not self.zero_shot
         depth = self.encoder_prefix_depth()
-        split = self.encoder_runs_by_block()
+        split = self._runs_by_block(adapted, depth)  # (`encoder_runs_by_block`)
         if not adapted:  # the embedding ignores the class
             if split:
                 embeddings = self._encoder_suffix(self.encoder_prefix(images, depth), depth)

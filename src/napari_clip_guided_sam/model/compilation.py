@@ -13,7 +13,12 @@ from __future__ import annotations
 from .clip_guided_sam import CLIPGuidedSAM
 
 
-def compile_image_encoder(model: CLIPGuidedSAM, backend: str = "inductor") -> None:
-    """Compile `model.sam.image_encoder` in place . Compilation happens
-    at the first call for each input shape; `backend` is torch.compile's."""
+def compile_image_encoder(model: CLIPGuidedSAM, backend: str = "inductor") -> bool:
+    """Compile `model.sam.image_encoder` in place; compilation happens at the first call
+    for each input shape; `backend` is torch.compile's. Returns False, compiling nothing,
+    when the model runs its encoder block by block (`encoder_runs_by_block`), past the
+    compiled call."""
+    if model.encoder_runs_by_block():
+        return False
     model.sam.image_encoder.compile(backend=backend, dynamic=False)
+    return True
