@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import math
 import os
 import time
@@ -574,7 +573,7 @@ class _Run:
             try:
                 save_state(state_path, self.model, self.optimizer, self.state, self.info)
             except OSError as error:
-                raise self._save_failed(state_path, error) from error
+                raise CheckpointSaveError.after(state_path, error, self.saved_step) from error
             self.saved_step = self.state.step
         # A checkpoint moment refreshes the cached redundant text feature whether or not a
         # file is written, so a resumed run (fresh cache) computes exactly the same values,
@@ -625,27 +624,9 @@ class _Run:
                 card=card,
             )
         except OSError as error:
-            raise self._save_failed(path, error) from error
+            raise CheckpointSaveError.after(path, error, self.saved_step) from error
         model.train()
         return CheckpointEvent(path, kind, self.state.step, self.state.epoch)
-
-    def _save_failed(self, path: Path, error: OSError) -> CheckpointSaveError:
-        """The error that stops a run whose checkpoint could not be written."""
-        full = error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-        reason = "the disk is full" if full else (error.strerror or str(error))
-        fix = "free some space" if full else "make the folder writable"
-        if self.saved_step is not None:
-            kept = (
-                f"the previous checkpoint and training state (step {self.saved_step}) are "
-                f"complete: {fix}, then resume the run (--resume on the command line)"
-            )
-        else:
-            kept = f"no checkpoint of this run was saved yet: {fix} and start it again"
-        failure = CheckpointSaveError(
-            f"Cannot save {path.name} in {path.parent}: {reason}; {kept}."
-        )
-        failure.errno = error.errno
-        return failure
 
     def _result(self) -> TrainingResult:
         config, state = self.config, self.state

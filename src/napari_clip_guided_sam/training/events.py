@@ -5,6 +5,7 @@ See docs/architecture.md, "Long jobs: generators of events".
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,3 +83,21 @@ class TrainingDivergedError(RuntimeError):
 
 class CheckpointSaveError(OSError):
     """A checkpoint or the training state could not be written (disk full, read-only...)."""
+
+    @classmethod
+    def after(cls, path: Path, error: OSError, saved_step: int | None) -> CheckpointSaveError:
+        """The error that stops a run whose file `path` failed with `error`; it says what
+        is still on disk (the files of `saved_step`, if any) and what to do."""
+        full = error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+        reason = "the disk is full" if full else (error.strerror or str(error))
+        fix = "free some space" if full else "make the folder writable"
+        if saved_step is not None:
+            kept = (
+                f"the previous checkpoint and training state (step {saved_step}) are "
+                f"complete: {fix}, then resume the run (--resume on the command line)"
+            )
+        else:
+            kept = f"no checkpoint of this run was saved yet: {fix} and start it again"
+        failure = cls(f"Cannot save {path.name} in {path.parent}: {reason}; {kept}.")
+        failure.errno = error.errno
+        return failure
